@@ -1,0 +1,77 @@
+#include "platform/store/sqlite.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
+
+namespace tripline {
+namespace {
+
+const std::vector<std::string> kSchema = {
+    "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB)",
+    "ALTER TABLE t ADD COLUMN extra INTEGER NOT NULL DEFAULT 0",
+};
+
+TEST(Sqlite, MigratesOnceAndStoresBinaryBlobs) {
+  testing::TempDir dir;
+  {
+    auto db = Database::Open(dir.Sub("s.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Migrate(kSchema).ok());
+    auto ins = (*db)->Prepare("INSERT INTO t(name, data) VALUES (?, ?)");
+    ASSERT_TRUE(ins.ok());
+    const std::string blob("\0\xff\x01", 3);
+    ASSERT_TRUE(ins->Bind(1, std::string_view("a")).BindBlob(2, blob).Run().ok());
+  }
+  auto db = Database::Open(dir.Sub("s.db"));
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->Migrate(kSchema).ok());  // already at version 2: no-op
+  auto q = (*db)->Prepare("SELECT data, extra FROM t");
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(*q->Step());
+  EXPECT_EQ(q->ColumnText(0), std::string("\0\xff\x01", 3));
+  EXPECT_EQ(q->ColumnInt(1), 0);
+}
+
+TEST(Sqlite, RefusesADatabaseNewerThanTheProgram) {
+  testing::TempDir dir;
+  auto db = Database::Open(dir.Sub("s.db"));
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->Migrate(kSchema).ok());
+  absl::Status st = (*db)->Migrate({kSchema[0]});
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+}
+
+TEST(Sqlite, TransactionRollsBackUnlessCommitted) {
+  testing::TempDir dir;
+  auto db = Database::Open(dir.Sub("s.db"));
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->Migrate(kSchema).ok());
+  {
+    auto txn = Transaction::Begin(db->get());
+    ASSERT_TRUE(txn.ok());
+    ASSERT_TRUE((*db)->Exec("INSERT INTO t(name) VALUES ('lost')").ok());
+  }
+  {
+    auto txn = Transaction::Begin(db->get());
+    ASSERT_TRUE(txn.ok());
+    ASSERT_TRUE((*db)->Exec("INSERT INTO t(name) VALUES ('kept')").ok());
+    ASSERT_TRUE(txn->Commit().ok());
+  }
+  auto q = (*db)->Prepare("SELECT group_concat(name) FROM t");
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(*q->Step());
+  EXPECT_EQ(q->ColumnText(0), "kept");
+}
+
+TEST(Sqlite, ErrorsNameTheDatabase) {
+  testing::TempDir dir;
+  auto db = Database::Open(dir.Sub("s.db"));
+  ASSERT_TRUE(db.ok());
+  auto bad = (*db)->Prepare("SELECT * FROM missing");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(dir.Sub("s.db")), std::string::npos) << bad.status();
+}
+
+}  // namespace
+}  // namespace tripline
