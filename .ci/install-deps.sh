@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every package Tripline needs to build, test and run its demo, from Debian 12's archive.
+# Idempotent and quiet when everything is already there. Run as root.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  g++ cmake ninja-build make pkg-config
+  # libraries
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libsodium-dev libssl-dev libspdlog-dev libyaml-cpp-dev libre2-dev libcurl4-openssl-dev
+  libpugixml-dev libsqlite3-dev libcli11-dev libsystemd-dev
+  # tests: GoogleTest, and Debian's python with botocore (SigV4 checked independently) and grpcio
+  libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio
+  # tools the test scripts and the demo call
+  procps sqlite3 openssl ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (or install them) first" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
