@@ -1,0 +1,119 @@
+#include "agent/batch/batcher.h"
+
+#include "platform/crypto/batch_signature.h"
+#include "spdlog/spdlog.h"
+
+namespace tripline::agent {
+
+Batcher::Batcher(std::string agent_id, const SigningKey& key, const Clock& clock, Outbox* outbox,
+                 BatcherOptions options)
+    : agent_id_(std::move(agent_id)),
+      key_(key),
+      clock_(clock),
+      outbox_(outbox),
+      options_(BatcherOptions{
+          .max_events = options.max_events == 0 ? 1 : options.max_events,
+          .linger = options.linger,
+          .max_queued_events = std::max(options.max_queued_events, options.max_events)}) {}
+
+Batcher::~Batcher() { Stop(); }
+
+bool Batcher::Add(tripline::v1::Event event) {
+  absl::MutexLock lock(&mu_);
+  while (queue_.size() >= options_.max_queued_events && !non_blocking_ && !stopping_) {
+    changed_.Wait(&mu_);
+  }
+  if (queue_.size() >= options_.max_queued_events) {
+    if (dropped_++ == 0) spdlog::warn("batch: queue full during shutdown, dropping events");
+    return false;
+  }
+  event.set_seq(next_event_seq_++);
+  if (event.time_unix_ns() == 0) event.set_time_unix_ns(clock_.NowUnixNanos());
+  if (queue_.empty()) oldest_queued_ = absl::Now();
+  queue_.push_back(std::move(event));
+  changed_.SignalAll();
+  return true;
+}
+
+void Batcher::Start(uint64_t durable_seq, std::string durable_digest) {
+  absl::MutexLock lock(&mu_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  next_batch_seq_ = durable_seq + 1;
+  prev_digest_ = std::move(durable_digest);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Batcher::SetNonBlocking() {
+  outbox_->SetNonBlocking();
+  absl::MutexLock lock(&mu_);
+  non_blocking_ = true;
+  changed_.SignalAll();
+}
+
+void Batcher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    changed_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Batcher::Run() {
+  std::deque<tripline::v1::Event> take;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      for (;;) {
+        if (queue_.size() >= options_.max_events) break;
+        if (!queue_.empty() && (stopping_ || absl::Now() >= oldest_queued_ + options_.linger)) {
+          break;
+        }
+        if (queue_.empty() && stopping_) return;
+        if (queue_.empty()) {
+          changed_.Wait(&mu_);
+        } else {
+          changed_.WaitWithDeadline(&mu_, oldest_queued_ + options_.linger);
+        }
+      }
+      size_t bytes = 0;
+      while (!queue_.empty() && take.size() < options_.max_events) {
+        size_t size = queue_.front().ByteSizeLong();
+        if (!take.empty() && bytes + size > kMaxBatchBytes) break;
+        bytes += size;
+        take.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      // What is left waited as long as what we took: close it on the same schedule.
+      changed_.SignalAll();
+    }
+    Seal(take);
+    take.clear();
+  }
+}
+
+void Batcher::Seal(std::deque<tripline::v1::Event>& events) {
+  tripline::v1::EventBatch batch;
+  batch.set_agent_id(agent_id_);
+  batch.set_batch_seq(next_batch_seq_);
+  batch.set_prev_digest(prev_digest_);
+  batch.set_created_unix_ns(clock_.NowUnixNanos());
+  for (tripline::v1::Event& e : events) *batch.add_events() = std::move(e);
+
+  auto signed_batch = std::make_shared<tripline::v1::SignedBatch>();
+  if (!batch.SerializeToString(signed_batch->mutable_batch())) {
+    spdlog::error("batch: serialize failed batch_seq={}", next_batch_seq_);  // out of memory
+    return;
+  }
+  signed_batch->set_signature(SignBatch(key_, signed_batch->batch()));
+  const uint64_t seq = next_batch_seq_++;
+  prev_digest_ = ChainDigest(signed_batch->batch());
+  spdlog::debug("batch: sealed batch_seq={} events={} bytes={}", seq, batch.events_size(),
+                signed_batch->batch().size());
+  if (!outbox_->Push(SealedBatch{seq, std::move(signed_batch)})) {
+    spdlog::warn("batch: outbox full during shutdown, batch dropped batch_seq={}", seq);
+  }
+}
+
+}  // namespace tripline::agent

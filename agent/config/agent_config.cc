@@ -1,0 +1,118 @@
+#include "agent/config/agent_config.h"
+
+#include "absl/strings/str_format.h"
+#include "platform/config/config_node.h"
+#include "platform/runtime/status_macros.h"
+
+namespace tripline::agent {
+namespace {
+
+absl::StatusOr<FimPathConfig> ParseFimPath(const ConfigNode& node) {
+  FimPathConfig out;
+  if (node.IsScalar()) {  // "- /etc" is shorthand for "- path: /etc"
+    ASSIGN_OR_RETURN(out.path, node.AsString());
+  } else {
+    RETURN_IF_ERROR(node.ExpectKeys({"path", "recursive", "exclude", "max_hash_bytes"}));
+    ASSIGN_OR_RETURN(out.path, node.RequiredString("path"));
+    ASSIGN_OR_RETURN(out.recursive, node.Bool("recursive", out.recursive));
+    ASSIGN_OR_RETURN(out.exclude, node.StringList("exclude"));
+    ASSIGN_OR_RETURN(out.max_hash_bytes,
+                     node.Int("max_hash_bytes", out.max_hash_bytes, 0, int64_t{1} << 40));
+  }
+  if (out.path.empty() || out.path[0] != '/') {
+    return node.Error(absl::StrFormat("path must be absolute, got '%s'", out.path));
+  }
+  while (out.path.size() > 1 && out.path.back() == '/') out.path.pop_back();
+  for (const std::string& glob : out.exclude) {
+    if (glob.empty()) return node.Error("exclude: empty glob");
+  }
+  return out;
+}
+
+absl::StatusOr<AgentConfig> Parse(const ConfigNode& root) {
+  AgentConfig c;
+  RETURN_IF_ERROR(root.ExpectKeys(
+      {"agent_id", "state_dir", "log_level", "collector", "fim", "batch", "transport"}));
+
+  ASSIGN_OR_RETURN(c.agent_id, root.RequiredString("agent_id"));
+  if (!ValidAgentId(c.agent_id)) {
+    ASSIGN_OR_RETURN(ConfigNode id, root.Required("agent_id"));
+    return id.Error("expected 1..128 characters of [A-Za-z0-9._-]");
+  }
+  ASSIGN_OR_RETURN(c.state_dir, root.String("state_dir", c.state_dir));
+  if (c.state_dir.empty()) return root.Error("state_dir must not be empty");
+  ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
+                                          {"trace", "debug", "info", "warn", "error"}));
+
+  ASSIGN_OR_RETURN(ConfigNode collector, root.Required("collector"));
+  RETURN_IF_ERROR(collector.ExpectKeys(
+      {"address", "plaintext", "ca_file", "cert_file", "key_file", "enrollment_token_file"}));
+  ASSIGN_OR_RETURN(c.collector.address, collector.RequiredString("address"));
+  ASSIGN_OR_RETURN(c.collector.plaintext, collector.Bool("plaintext", false));
+  ASSIGN_OR_RETURN(c.collector.ca_file, collector.String("ca_file", ""));
+  ASSIGN_OR_RETURN(c.collector.cert_file, collector.String("cert_file", ""));
+  ASSIGN_OR_RETURN(c.collector.key_file, collector.String("key_file", ""));
+  ASSIGN_OR_RETURN(c.collector.enrollment_token_file,
+                   collector.RequiredString("enrollment_token_file"));
+  if (!c.collector.plaintext && c.collector.ca_file.empty()) {
+    return collector.Error("ca_file is required unless plaintext: true");
+  }
+  if (c.collector.cert_file.empty() != c.collector.key_file.empty()) {
+    return collector.Error("cert_file and key_file go together (mTLS): set both or neither");
+  }
+
+  ASSIGN_OR_RETURN(ConfigNode fim, root.Required("fim"));
+  RETURN_IF_ERROR(fim.ExpectKeys({"paths"}));
+  ASSIGN_OR_RETURN(ConfigNode paths, fim.Required("paths"));
+  ASSIGN_OR_RETURN(std::vector<ConfigNode> entries, paths.Elements());
+  if (entries.empty()) return paths.Error("at least one path is required");
+  for (const ConfigNode& e : entries) {
+    ASSIGN_OR_RETURN(FimPathConfig p, ParseFimPath(e));
+    c.fim.paths.push_back(std::move(p));
+  }
+
+  if (std::optional<ConfigNode> batch = root.Child("batch")) {
+    RETURN_IF_ERROR(batch->ExpectKeys({"max_events", "linger"}));
+    ASSIGN_OR_RETURN(c.batch.max_events, batch->Int("max_events", c.batch.max_events, 1, 65536));
+    ASSIGN_OR_RETURN(c.batch.linger_ms, batch->DurationMs("linger", c.batch.linger_ms, 0, 60000));
+  }
+
+  if (std::optional<ConfigNode> transport = root.Child("transport")) {
+    RETURN_IF_ERROR(transport->ExpectKeys({"window", "backoff_initial", "backoff_max"}));
+    ASSIGN_OR_RETURN(c.transport.window, transport->Int("window", c.transport.window, 1, 4096));
+    ASSIGN_OR_RETURN(
+        c.transport.backoff_initial_ms,
+        transport->DurationMs("backoff_initial", c.transport.backoff_initial_ms, 1, 3600 * 1000));
+    ASSIGN_OR_RETURN(
+        c.transport.backoff_max_ms,
+        transport->DurationMs("backoff_max", c.transport.backoff_max_ms, 1, 3600 * 1000));
+    if (c.transport.backoff_max_ms < c.transport.backoff_initial_ms) {
+      return transport->Error("backoff_max must be at least backoff_initial");
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+bool ValidAgentId(std::string_view agent_id) {
+  if (agent_id.empty() || agent_id.size() > 128) return false;
+  for (char ch : agent_id) {
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(ConfigNode root, LoadYamlFile(path));
+  return Parse(root);
+}
+
+absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name) {
+  ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
+  return Parse(root);
+}
+
+}  // namespace tripline::agent

@@ -1,0 +1,66 @@
+// agent.yaml: what the agent watches, where it reports, and how it batches and retries.
+//
+// Every key is checked (unknown keys are errors) and every error names file:line:col and the key,
+// e.g. "agent.yaml:4:14: collector.plaintext: expected true or false, got 'maybe'". Every optional
+// key has a default that works; required: agent_id, collector.address,
+// collector.enrollment_token_file, collector.ca_file (unless plaintext), at least one fim.paths
+// entry. Loading has no side effects (files named here are read later by their users).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tripline::agent {
+
+struct FimPathConfig {
+  std::string path;  // absolute, without a trailing '/' (except "/")
+  bool recursive = true;
+  // fnmatch globs: without '/' matched against the base name, with '/' against the full path.
+  std::vector<std::string> exclude;
+  int64_t max_hash_bytes = int64_t{64} << 20;  // larger regular files are reported without sha256
+};
+
+struct AgentConfig {
+  std::string agent_id;  // [A-Za-z0-9._-], 1..128 characters
+  std::string state_dir = "/var/lib/tripline";
+  std::string log_level = "info";
+
+  struct Collector {
+    std::string address;
+    bool plaintext = false;
+    std::string ca_file;
+    std::string cert_file;
+    std::string key_file;
+    std::string enrollment_token_file;
+  } collector;
+
+  struct Fim {
+    std::vector<FimPathConfig> paths;
+  } fim;
+
+  struct Batch {
+    int64_t max_events = 512;
+    int64_t linger_ms = 10;
+  } batch;
+
+  struct Transport {
+    int64_t window = 64;
+    int64_t backoff_initial_ms = 200;
+    int64_t backoff_max_ms = 30000;
+  } transport;
+};
+
+// Reads and checks `path`. InvalidArgument with file:line:col for any problem in it; NotFound etc.
+// when it cannot be read.
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);
+
+// The same for YAML text; `name` stands for the file in messages.
+absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name);
+
+// True for 1..128 characters of [A-Za-z0-9._-].
+bool ValidAgentId(std::string_view agent_id);
+
+}  // namespace tripline::agent

@@ -1,0 +1,189 @@
+#include "agent/batch/batcher.h"
+
+#include <atomic>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "platform/crypto/batch_signature.h"
+#include "platform/crypto/digest.h"
+
+namespace tripline::agent {
+namespace {
+
+class FixedClock : public Clock {
+ public:
+  int64_t NowUnixNanos() const override { return 1700000000000000000; }
+  int64_t MonotonicNanos() const override { return 42; }
+};
+
+tripline::v1::Event FileEvent(const std::string& path) {
+  tripline::v1::Event e;
+  e.mutable_file()->set_path(path);
+  e.mutable_file()->set_change(tripline::v1::FileEvent::MODIFIED);
+  return e;
+}
+
+// Waits (bounded) until the outbox holds `n` batches.
+bool WaitForBatches(const Outbox& outbox, size_t n) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (outbox.size() < n) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+tripline::v1::EventBatch Parse(const SealedBatch& b) {
+  tripline::v1::EventBatch batch;
+  EXPECT_TRUE(batch.ParseFromString(b.signed_batch->batch()));
+  return batch;
+}
+
+SealedBatch Get(Outbox& outbox, uint64_t seq) {
+  return *outbox.WaitForSendable(seq, 1 << 20, outbox.generation());
+}
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<SigningKey> key_ = SigningKey::Generate();
+  FixedClock clock_;
+  Outbox outbox_;
+};
+
+TEST_F(BatcherTest, BatchClosesAtMaxEvents) {
+  Batcher batcher("i-1", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 3, .linger = absl::Hours(1)});
+  batcher.Start(0, GenesisDigest());
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(batcher.Add(FileEvent("/etc/f" + std::to_string(i))));
+  ASSERT_TRUE(WaitForBatches(outbox_, 2));
+  EXPECT_EQ(outbox_.size(), 2u);  // the 7th event waits for max_events or linger
+  tripline::v1::EventBatch first = Parse(Get(outbox_, 1));
+  tripline::v1::EventBatch second = Parse(Get(outbox_, 2));
+  ASSERT_EQ(first.events_size(), 3);
+  ASSERT_EQ(second.events_size(), 3);
+  EXPECT_EQ(first.events(0).seq(), 1u);
+  EXPECT_EQ(first.events(2).seq(), 3u);
+  EXPECT_EQ(second.events(0).seq(), 4u);
+  EXPECT_EQ(second.events(0).file().path(), "/etc/f3");
+  EXPECT_EQ(first.events(0).time_unix_ns(), clock_.NowUnixNanos());
+  batcher.Stop();  // seals the rest
+  ASSERT_EQ(outbox_.size(), 3u);
+  tripline::v1::EventBatch third = Parse(Get(outbox_, 3));
+  ASSERT_EQ(third.events_size(), 1);
+  EXPECT_EQ(third.events(0).seq(), 7u);
+}
+
+TEST_F(BatcherTest, BatchClosesAtLinger) {
+  Batcher batcher("i-1", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 512, .linger = absl::Milliseconds(20)});
+  batcher.Start(0, GenesisDigest());
+  ASSERT_TRUE(batcher.Add(FileEvent("/etc/a")));
+  ASSERT_TRUE(batcher.Add(FileEvent("/etc/b")));
+  ASSERT_TRUE(WaitForBatches(outbox_, 1));
+  tripline::v1::EventBatch batch = Parse(Get(outbox_, 1));
+  EXPECT_EQ(batch.events_size(), 2);
+  ASSERT_TRUE(batcher.Add(FileEvent("/etc/c")));
+  ASSERT_TRUE(WaitForBatches(outbox_, 2));
+  EXPECT_EQ(Parse(Get(outbox_, 2)).events_size(), 1);
+}
+
+TEST_F(BatcherTest, ChainContinuesFromTheDurableHeadAndSignaturesVerify) {
+  const std::string durable_digest = RandomBytes(32);
+  Batcher batcher("i-abc", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 2, .linger = absl::Hours(1)});
+  batcher.Start(41, durable_digest);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(batcher.Add(FileEvent("/f")));
+  ASSERT_TRUE(WaitForBatches(outbox_, 3));
+  std::string prev = durable_digest;
+  for (uint64_t seq = 42; seq <= 44; ++seq) {
+    SealedBatch sealed = Get(outbox_, seq);
+    EXPECT_EQ(sealed.seq, seq);
+    tripline::v1::EventBatch batch = Parse(sealed);
+    EXPECT_EQ(batch.agent_id(), "i-abc");
+    EXPECT_EQ(batch.batch_seq(), seq);
+    EXPECT_EQ(batch.prev_digest(), prev);
+    EXPECT_EQ(batch.created_unix_ns(), clock_.NowUnixNanos());
+    EXPECT_TRUE(VerifyBatchSignature(key_->public_key(), sealed.signed_batch->batch(),
+                                     sealed.signed_batch->signature()));
+    EXPECT_FALSE(VerifyBatchSignature(SigningKey::Generate()->public_key(),
+                                      sealed.signed_batch->batch(),
+                                      sealed.signed_batch->signature()));
+    prev = ChainDigest(sealed.signed_batch->batch());
+  }
+}
+
+TEST_F(BatcherTest, EventsAddedBeforeStartAreSealedAfterIt) {
+  Batcher batcher("i-1", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 10, .linger = absl::Milliseconds(1)});
+  ASSERT_TRUE(batcher.Add(FileEvent("/early")));
+  EXPECT_EQ(outbox_.size(), 0u);
+  batcher.Start(7, RandomBytes(32));
+  ASSERT_TRUE(WaitForBatches(outbox_, 1));
+  tripline::v1::EventBatch batch = Parse(Get(outbox_, 8));
+  ASSERT_EQ(batch.events_size(), 1);
+  EXPECT_EQ(batch.events(0).file().path(), "/early");
+}
+
+TEST_F(BatcherTest, FullOutboxBlocksInsteadOfDropping) {
+  Outbox tiny(1);
+  Batcher batcher(
+      "i-1", *key_, clock_, &tiny,
+      BatcherOptions{.max_events = 1, .linger = absl::ZeroDuration(), .max_queued_events = 2});
+  batcher.Start(0, GenesisDigest());
+  constexpr int kEvents = 30;
+  std::thread producer([&] {
+    for (int i = 0; i < kEvents; ++i) ASSERT_TRUE(batcher.Add(FileEvent(std::to_string(i))));
+  });
+  // Consume like a collector that acks one batch at a time.
+  for (uint64_t seq = 1; seq <= kEvents; ++seq) {
+    std::optional<SealedBatch> b = tiny.WaitForSendable(seq, 1, tiny.generation());
+    ASSERT_TRUE(b);
+    tripline::v1::EventBatch batch = Parse(*b);
+    ASSERT_EQ(batch.events_size(), 1);
+    EXPECT_EQ(batch.events(0).seq(), seq);
+    EXPECT_EQ(batch.events(0).file().path(), std::to_string(seq - 1));
+    tiny.AckThrough(seq);
+  }
+  producer.join();
+}
+
+TEST_F(BatcherTest, NonBlockingModeDropsWhenFull) {
+  Batcher batcher(
+      "i-1", *key_, clock_, &outbox_,
+      BatcherOptions{.max_events = 1, .linger = absl::ZeroDuration(), .max_queued_events = 2});
+  ASSERT_TRUE(batcher.Add(FileEvent("a")));
+  ASSERT_TRUE(batcher.Add(FileEvent("b")));
+  batcher.SetNonBlocking();
+  EXPECT_FALSE(batcher.Add(FileEvent("c")));
+}
+
+TEST(Outbox, AckDropsBatchesAndWindowLimitsWhatIsSendable) {
+  Outbox outbox;
+  for (uint64_t seq = 1; seq <= 4; ++seq) {
+    ASSERT_TRUE(outbox.Push(SealedBatch{seq, std::make_shared<tripline::v1::SignedBatch>()}));
+  }
+  ASSERT_TRUE(outbox.WaitForSendable(2, 2, outbox.generation()));
+  // seq 3 is beyond acked(0) + window(2): the wait ends only by interruption.
+  std::atomic<bool> returned{false};
+  const uint64_t generation = outbox.generation();
+  std::thread waiter([&] {
+    EXPECT_FALSE(outbox.WaitForSendable(3, 2, generation));
+    returned = true;
+  });
+  outbox.Interrupt();
+  waiter.join();
+  EXPECT_TRUE(returned);
+  outbox.AckThrough(2);
+  EXPECT_EQ(outbox.size(), 2u);
+  EXPECT_EQ(outbox.acked_seq(), 2u);
+  std::optional<SealedBatch> b = outbox.WaitForSendable(3, 2, outbox.generation());
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->seq, 3u);
+  EXPECT_FALSE(outbox.WaitUntilEmpty(absl::Now() + absl::Milliseconds(1)));
+  outbox.AckThrough(4);
+  EXPECT_TRUE(outbox.WaitUntilEmpty(absl::Now()));
+}
+
+}  // namespace
+}  // namespace tripline::agent

@@ -1,0 +1,375 @@
+#include "agent/fim/fim_watcher.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "platform/crypto/digest.h"
+#include "tests/support/temp_dir.h"
+
+namespace tripline::agent {
+namespace {
+
+using tripline::v1::AgentEvent;
+using tripline::v1::Event;
+using tripline::v1::FileEvent;
+
+// Collects what the watcher emits and lets a test wait for an event with a deadline.
+class EventLog {
+ public:
+  void Add(Event e) {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(e));
+  }
+  // The first event from index `from` on that satisfies `pred`, waiting up to 10 s.
+  std::optional<Event> WaitFor(const std::function<bool(const Event&)>& pred, size_t from = 0) {
+    absl::MutexLock lock(&mu_);
+    auto found = [&]() -> const Event* {
+      for (size_t i = from; i < events_.size(); ++i) {
+        if (pred(events_[i])) return &events_[i];
+      }
+      return nullptr;
+    };
+    auto ready = [&] { return found() != nullptr; };
+    mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(10));
+    const Event* e = found();
+    if (e == nullptr) return std::nullopt;
+    return *e;
+  }
+  std::vector<Event> Snapshot() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return events_.size();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
+};
+
+std::function<bool(const Event&)> FileIs(FileEvent::Change change, const std::string& path) {
+  return [=](const Event& e) {
+    return e.has_file() && e.file().change() == change && e.file().path() == path;
+  };
+}
+
+std::function<bool(const Event&)> AgentIs(AgentEvent::Kind kind) {
+  return [=](const Event& e) { return e.has_agent() && e.agent().kind() == kind; };
+}
+
+// Writes with open/write/close so inotify sees IN_CLOSE_WRITE, like any editor or shell would.
+void WriteFile(const std::string& path, const std::string& contents) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::write(fd, contents.data(), contents.size()), static_cast<ssize_t>(contents.size()));
+  ASSERT_EQ(::close(fd), 0);
+}
+
+class FimWatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.Sub("root");
+    ASSERT_EQ(::mkdir(root_.c_str(), 0755), 0);
+  }
+  void TearDown() override {
+    if (watcher_) watcher_->Stop();
+  }
+
+  // Starts a watcher on root_ and waits for its baseline.
+  void Start(std::vector<std::string> exclude = {}, bool recursive = true) {
+    FimRoot r{root_, recursive, std::move(exclude), int64_t{64} << 20};
+    watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, SystemClock(),
+                                            [this](Event e) { log_.Add(std::move(e)); });
+    ASSERT_TRUE(watcher_->Start().ok());
+    baseline_ = log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE));
+    ASSERT_TRUE(baseline_.has_value());
+  }
+
+  // Creates a marker file and waits for its CREATED: every change made before it has been
+  // processed by then, since inotify delivers in order.
+  void Barrier() {
+    const std::string marker = root_ + "/marker-" + std::to_string(++markers_);
+    WriteFile(marker, "m");
+    ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, marker)).has_value());
+  }
+
+  std::vector<Event> FileEventsFor(const std::string& path) {
+    std::vector<Event> out;
+    for (const Event& e : log_.Snapshot()) {
+      if (e.has_file() && (e.file().path() == path || e.file().old_path() == path)) {
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+
+  testing::TempDir dir_;
+  std::string root_;
+  EventLog log_;
+  std::unique_ptr<FimWatcher> watcher_;
+  std::optional<Event> baseline_;
+  int markers_ = 0;
+};
+
+TEST_F(FimWatcherTest, BaselineRecordsExistingFilesWithoutReportingThem) {
+  WriteFile(root_ + "/a", "alpha");
+  ASSERT_EQ(::mkdir((root_ + "/d").c_str(), 0755), 0);
+  WriteFile(root_ + "/d/b", "beta");
+  Start();
+  EXPECT_EQ(baseline_->agent().files(), 4u);  // root, a, d, d/b
+  EXPECT_EQ(baseline_->agent().bytes_hashed(), 9u);
+  EXPECT_GT(baseline_->time_unix_ns(), 0);
+  Barrier();
+  EXPECT_TRUE(FileEventsFor(root_ + "/a").empty());
+  EXPECT_TRUE(FileEventsFor(root_ + "/d/b").empty());
+}
+
+TEST_F(FimWatcherTest, CreateModifyDeleteCarryBeforeAndAfter) {
+  Start();
+  const std::string f = root_ + "/passwd";
+  WriteFile(f, "one");
+  ASSERT_TRUE(log_.WaitFor([&](const Event& e) {
+    return e.has_file() && e.file().path() == f && e.file().after().sha256() == Sha256("one");
+  }));
+  std::optional<Event> created = log_.WaitFor(FileIs(FileEvent::CREATED, f));
+  ASSERT_TRUE(created);
+  EXPECT_FALSE(created->file().has_before());
+  EXPECT_TRUE(created->file().has_after());
+  EXPECT_GT(created->time_unix_ns(), 0);
+
+  size_t mark = log_.size();
+  WriteFile(f, "two!");
+  std::optional<Event> modified = log_.WaitFor(FileIs(FileEvent::MODIFIED, f), mark);
+  ASSERT_TRUE(modified);
+  EXPECT_EQ(modified->file().before().sha256(), Sha256("one"));
+  EXPECT_EQ(modified->file().after().sha256(), Sha256("two!"));
+  EXPECT_EQ(modified->file().after().size(), 4u);
+  EXPECT_TRUE(S_ISREG(modified->file().after().mode()));
+
+  ASSERT_EQ(::unlink(f.c_str()), 0);
+  std::optional<Event> deleted = log_.WaitFor(FileIs(FileEvent::DELETED, f));
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(deleted->file().before().sha256(), Sha256("two!"));
+  EXPECT_FALSE(deleted->file().has_after());
+}
+
+TEST_F(FimWatcherTest, ChmodIsReportedAsAttrib) {
+  const std::string f = root_ + "/shadow";
+  WriteFile(f, "secret");
+  ASSERT_EQ(::chmod(f.c_str(), 0644), 0);
+  Start();
+  ASSERT_EQ(::chmod(f.c_str(), 0600), 0);
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::ATTRIB, f));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().before().mode() & 07777, 0644u);
+  EXPECT_EQ(e->file().after().mode() & 07777, 0600u);
+  EXPECT_EQ(e->file().after().sha256(), Sha256("secret"));
+}
+
+TEST_F(FimWatcherTest, RenameIsPairedIntoOneRenamedEvent) {
+  const std::string from = root_ + "/old";
+  const std::string to = root_ + "/new";
+  WriteFile(from, "content");
+  Start();
+  ASSERT_EQ(::rename(from.c_str(), to.c_str()), 0);
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::RENAMED, to));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().old_path(), from);
+  EXPECT_EQ(e->file().before().sha256(), Sha256("content"));
+  EXPECT_EQ(e->file().after().sha256(), Sha256("content"));
+  Barrier();
+  EXPECT_EQ(FileEventsFor(from).size(), 1u);  // the RENAMED only: no DELETED, no CREATED
+  EXPECT_EQ(FileEventsFor(to).size(), 1u);
+}
+
+TEST_F(FimWatcherTest, RenamedDirectoryKeepsBeingWatchedUnderItsNewName) {
+  ASSERT_EQ(::mkdir((root_ + "/conf.d").c_str(), 0755), 0);
+  WriteFile(root_ + "/conf.d/x", "1");
+  Start();
+  ASSERT_EQ(::rename((root_ + "/conf.d").c_str(), (root_ + "/conf.new").c_str()), 0);
+  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::RENAMED, root_ + "/conf.new")));
+  WriteFile(root_ + "/conf.new/x", "2");
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::MODIFIED, root_ + "/conf.new/x"));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().before().sha256(), Sha256("1"));
+}
+
+TEST_F(FimWatcherTest, MovesAcrossTheRootBoundaryAreDeletedAndCreated) {
+  const std::string outside = dir_.Sub("outside");
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  WriteFile(root_ + "/leaving", "bye");
+  ASSERT_EQ(::mkdir((outside + "/incoming").c_str(), 0755), 0);
+  WriteFile(outside + "/incoming/payload", "evil");
+  Start();
+  ASSERT_EQ(::rename((root_ + "/leaving").c_str(), (outside + "/leaving").c_str()), 0);
+  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::DELETED, root_ + "/leaving")));
+  ASSERT_EQ(::rename((outside + "/incoming").c_str(), (root_ + "/incoming").c_str()), 0);
+  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/incoming")));
+  std::optional<Event> payload =
+      log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/incoming/payload"));
+  ASSERT_TRUE(payload);
+  EXPECT_EQ(payload->file().after().sha256(), Sha256("evil"));
+}
+
+TEST_F(FimWatcherTest, DeepDirectoryCreatedAndWrittenAtOnceIsReported) {
+  Start();
+  std::error_code ec;
+  std::filesystem::create_directories(root_ + "/a/b/c", ec);
+  ASSERT_FALSE(ec);
+  const std::string f = root_ + "/a/b/c/f";
+  WriteFile(f, "x\n");
+  for (const char* d : {"/a", "/a/b", "/a/b/c"}) {
+    EXPECT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, root_ + d))) << d;
+  }
+  EXPECT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, f)));
+  EXPECT_TRUE(log_.WaitFor([&](const Event& e) {
+    return e.has_file() && e.file().path() == f && e.file().after().sha256() == Sha256("x\n");
+  }));
+  // And the new directory is watched: a later change inside it is seen.
+  WriteFile(f, "y\n");
+  EXPECT_TRUE(log_.WaitFor(FileIs(FileEvent::MODIFIED, f)));
+}
+
+TEST_F(FimWatcherTest, IdenticalRewriteEmitsNothing) {
+  const std::string f = root_ + "/hosts";
+  WriteFile(f, "127.0.0.1 localhost\n");
+  Start();
+  WriteFile(f, "127.0.0.1 localhost\n");
+  ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), nullptr, 0), 0);  // touch: new mtime, same bytes
+  Barrier();
+  EXPECT_TRUE(FileEventsFor(f).empty());
+}
+
+TEST_F(FimWatcherTest, NonUtf8NameTravelsAsBytes) {
+  Start();
+  const std::string f = root_ + "/caf\xe9\xff";
+  WriteFile(f, "bytes");
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::CREATED, f));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().path(), f);
+  std::string wire;
+  ASSERT_TRUE(e->SerializeToString(&wire));
+  Event back;
+  ASSERT_TRUE(back.ParseFromString(wire));
+  EXPECT_EQ(back.file().path(), f);
+}
+
+TEST_F(FimWatcherTest, ExcludedPathsAreNeitherRecordedNorReported) {
+  ASSERT_EQ(::mkdir((root_ + "/cache").c_str(), 0755), 0);
+  WriteFile(root_ + "/cache/old", "o");
+  Start({"*.swp", root_ + "/cache"});
+  EXPECT_EQ(baseline_->agent().files(), 1u);  // the root only
+  WriteFile(root_ + "/.passwd.swp", "tmp");
+  WriteFile(root_ + "/cache/new", "n");
+  ASSERT_EQ(::mkdir((root_ + "/sub").c_str(), 0755), 0);
+  WriteFile(root_ + "/sub/x.swp", "tmp");
+  Barrier();
+  EXPECT_TRUE(FileEventsFor(root_ + "/.passwd.swp").empty());
+  EXPECT_TRUE(FileEventsFor(root_ + "/cache/new").empty());
+  EXPECT_TRUE(FileEventsFor(root_ + "/sub/x.swp").empty());
+  EXPECT_FALSE(FileEventsFor(root_ + "/sub").empty());
+}
+
+TEST_F(FimWatcherTest, SymlinkIsRecordedNotFollowed) {
+  Start();
+  const std::string link = root_ + "/link";
+  ASSERT_EQ(::symlink("/nonexistent/target", link.c_str()), 0);
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::CREATED, link));
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(S_ISLNK(e->file().after().mode()));
+  EXPECT_EQ(e->file().after().link_target(), "/nonexistent/target");
+  EXPECT_TRUE(e->file().after().sha256().empty());
+}
+
+TEST_F(FimWatcherTest, NonRecursiveRootDoesNotDescend) {
+  ASSERT_EQ(::mkdir((root_ + "/sub").c_str(), 0755), 0);
+  WriteFile(root_ + "/sub/deep", "d");
+  Start({}, /*recursive=*/false);
+  EXPECT_EQ(baseline_->agent().files(), 2u);  // root and sub
+  WriteFile(root_ + "/sub/deep", "changed");
+  WriteFile(root_ + "/top", "t");
+  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/top")));
+  EXPECT_TRUE(FileEventsFor(root_ + "/sub/deep").empty());
+}
+
+TEST_F(FimWatcherTest, MissingRootIsReportedAsWatchError) {
+  root_ = dir_.Sub("not-there");
+  Start();
+  std::optional<Event> e = log_.WaitFor(AgentIs(AgentEvent::WATCH_ERROR));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->agent().path(), root_);
+}
+
+TEST_F(FimWatcherTest, RescanReportsWhatChangedAgainstTheBaseline) {
+  const std::string kept = root_ + "/kept";
+  const std::string gone = root_ + "/gone";
+  WriteFile(kept, "v1");
+  WriteFile(gone, "g");
+  // Hold the FIM thread inside its BASELINE_COMPLETE emit while the tree changes, so the rescan
+  // (requested before it resumes) runs before the queued inotify events are read.
+  absl::Mutex gate_mu;
+  bool open = false;
+  FimRoot r{root_, true, {}, int64_t{64} << 20};
+  watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, SystemClock(), [&](Event e) {
+    const bool hold = e.has_agent() && e.agent().kind() == AgentEvent::BASELINE_COMPLETE;
+    log_.Add(std::move(e));
+    if (hold) {
+      absl::MutexLock lock(&gate_mu);
+      gate_mu.Await(absl::Condition(&open));
+    }
+  });
+  ASSERT_TRUE(watcher_->Start().ok());
+  ASSERT_TRUE(log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE)));
+  WriteFile(kept, "v2");
+  ASSERT_EQ(::unlink(gone.c_str()), 0);
+  WriteFile(root_ + "/new", "n");
+  watcher_->RequestRescan();
+  {
+    absl::MutexLock lock(&gate_mu);
+    open = true;
+  }
+  std::optional<Event> done = log_.WaitFor(AgentIs(AgentEvent::RESCAN_DONE));
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->agent().files(), 3u);  // root, kept, new
+  std::vector<Event> events = log_.Snapshot();
+  size_t done_at = 0;
+  while (
+      !(events[done_at].has_agent() && events[done_at].agent().kind() == AgentEvent::RESCAN_DONE)) {
+    ++done_at;
+  }
+  auto found_before_done = [&](FileEvent::Change change, const std::string& path) {
+    for (size_t i = 0; i < done_at; ++i) {
+      if (FileIs(change, path)(events[i])) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(found_before_done(FileEvent::MODIFIED, kept));
+  EXPECT_TRUE(found_before_done(FileEvent::DELETED, gone));
+  EXPECT_TRUE(found_before_done(FileEvent::CREATED, root_ + "/new"));
+  // The inotify events queued meanwhile find the baseline already up to date.
+  Barrier();
+  EXPECT_EQ(FileEventsFor(kept).size(), 1u);
+  EXPECT_EQ(FileEventsFor(gone).size(), 1u);
+}
+
+TEST(IsExcluded, GlobWithoutSlashMatchesBaseNameWithSlashFullPath) {
+  std::vector<std::string> globs = {"*.swp", "/etc/mtab"};
+  EXPECT_TRUE(IsExcluded(globs, "/etc/.x.swp", ".x.swp"));
+  EXPECT_TRUE(IsExcluded(globs, "/etc/mtab", "mtab"));
+  EXPECT_FALSE(IsExcluded(globs, "/etc/sub/mtab", "mtab"));
+  EXPECT_FALSE(IsExcluded(globs, "/etc/passwd", "passwd"));
+}
+
+}  // namespace
+}  // namespace tripline::agent
