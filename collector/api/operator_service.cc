@@ -1,0 +1,181 @@
+#include "collector/api/operator_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "platform/crypto/digest.h"
+#include "platform/runtime/logging.h"
+
+namespace tripline::collector {
+namespace {
+
+using namespace tripline::v1;  // NOLINT: the service's many message types
+
+constexpr int kDefaultLimit = 100;
+constexpr int kMaxLimit = 1000;
+
+int ClampLimit(uint32_t limit) {
+  if (limit == 0) return kDefaultLimit;
+  return static_cast<int>(std::min<uint32_t>(limit, kMaxLimit));
+}
+
+grpc::Status Internal(const absl::Status& s) {
+  spdlog::error("api: store read failed: {}", s.ToString());
+  return grpc::Status(grpc::StatusCode::INTERNAL, std::string(s.message()));
+}
+
+void ToProto(const AgentRecord& a, Agent* out) {
+  out->set_agent_id(a.agent_id);
+  out->set_hostname(a.hostname);
+  out->set_version(a.version);
+  out->set_public_key(a.public_key);
+  out->set_enrolled_unix_ns(a.enrolled_ns);
+  out->set_last_seen_unix_ns(a.last_seen_ns);
+  out->set_durable_seq(a.durable_seq);
+  out->set_isolation_state(a.isolation_state);
+}
+
+void ToProto(const EventRecord& e, StoredEvent* out) {
+  out->set_id(e.id);
+  out->set_agent_id(e.agent_id);
+  out->set_batch_seq(e.batch_seq);
+  out->set_received_unix_ns(e.received_ns);
+  // The bytes were produced by this collector from a parsed Event; a failure leaves it empty.
+  if (!out->mutable_event()->ParseFromString(e.event)) out->clear_event();
+}
+
+void ToProto(const IncidentRecord& i, Incident* out) {
+  out->set_id(i.id);
+  out->set_agent_id(i.agent_id);
+  out->set_rule_id(i.rule_id);
+  out->set_title(i.title);
+  out->set_severity(i.severity);
+  out->set_status(i.status);
+  out->set_opened_unix_ns(i.opened_ns);
+  out->set_updated_unix_ns(i.updated_ns);
+  out->set_summary(i.summary);
+  for (int64_t id : i.event_ids) out->add_event_ids(id);
+}
+
+void ToProto(const ActionRecord& a, Action* out) {
+  out->set_id(a.id);
+  out->set_incident_id(a.incident_id);
+  out->set_agent_id(a.agent_id);
+  out->set_kind(a.kind);
+  out->set_target(a.target);
+  out->set_status(a.status);
+  out->set_detail(a.detail);
+  out->set_aws_request_id(a.aws_request_id);
+  out->set_error_code(a.error_code);
+  out->set_error_message(a.error_message);
+  out->set_actor(a.actor);
+  out->set_created_unix_ns(a.created_ns);
+  out->set_updated_unix_ns(a.updated_ns);
+}
+
+}  // namespace
+
+OperatorService::OperatorService(CollectorStore* store, const std::string& operator_token)
+    : store_(store),
+      token_key_(RandomBytes(32)),
+      token_hash_(Blake2b256(operator_token, token_key_)) {}
+
+grpc::Status OperatorService::Authorize(const grpc::ServerContext* context) const {
+  const auto& md = context->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing \"authorization: Bearer <operator token>\" metadata");
+  }
+  std::string_view value(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (value.substr(0, kBearer.size()) != kBearer) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "authorization metadata must be \"Bearer <operator token>\"");
+  }
+  value.remove_prefix(kBearer.size());
+  if (!ConstantTimeEquals(Blake2b256(value, token_key_), token_hash_)) {
+    spdlog::warn("api: call with a wrong operator token from {}", context->peer());
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "operator token rejected");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ListAgents(grpc::ServerContext* context, const ListAgentsRequest*,
+                                         ListAgentsResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  absl::StatusOr<std::vector<AgentRecord>> agents = store_->ListAgents();
+  if (!agents.ok()) return Internal(agents.status());
+  for (const AgentRecord& a : *agents) ToProto(a, resp->add_agents());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
+                                          const QueryEventsRequest* req,
+                                          QueryEventsResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  const std::string& kind = req->kind();
+  if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("kind '%s' is not one of file, log, agent",
+                                        Printable(kind, 64)));
+  }
+  if (req->after_id() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_id must not be negative");
+  }
+  EventQuery q;
+  q.agent_id = req->agent_id();
+  q.kind = kind;
+  q.after_id = req->after_id();
+  q.limit = ClampLimit(req->limit());
+  absl::StatusOr<std::vector<EventRecord>> events = store_->QueryEvents(q);
+  if (!events.ok()) return Internal(events.status());
+  for (const EventRecord& e : *events) ToProto(e, resp->add_events());
+  resp->set_next_after_id(
+      static_cast<int>(events->size()) == q.limit && !events->empty() ? events->back().id : 0);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ListIncidents(grpc::ServerContext* context,
+                                            const ListIncidentsRequest* req,
+                                            ListIncidentsResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  absl::StatusOr<std::vector<IncidentRecord>> incidents =
+      store_->ListIncidents(req->status(), ClampLimit(req->limit()));
+  if (!incidents.ok()) return Internal(incidents.status());
+  for (const IncidentRecord& i : *incidents) ToProto(i, resp->add_incidents());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
+                                          const GetIncidentRequest* req,
+                                          GetIncidentResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->id());
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrFormat("no incident %d", req->id()));
+  }
+  ToProto(**incident, resp->mutable_incident());
+  absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->id());
+  if (!events.ok()) return Internal(events.status());
+  for (const EventRecord& e : *events) ToProto(e, resp->add_events());
+  absl::StatusOr<std::vector<ActionRecord>> actions = store_->ListActions(req->id(), 10000);
+  if (!actions.ok()) return Internal(actions.status());
+  for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ListActions(grpc::ServerContext* context,
+                                          const ListActionsRequest* req,
+                                          ListActionsResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  absl::StatusOr<std::vector<ActionRecord>> actions =
+      store_->ListActions(req->incident_id(), ClampLimit(req->limit()));
+  if (!actions.ok()) return Internal(actions.status());
+  for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  return grpc::Status::OK;
+}
+
+}  // namespace tripline::collector

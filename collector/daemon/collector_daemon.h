@@ -1,0 +1,85 @@
+// The running collector, wired together: the store, the agent registry, the store writer thread,
+// the response worker thread, and one gRPC server carrying Ingest (callback API), Operator (sync)
+// and reflection. main.cc only parses flags and loads files; tests start the same object in
+// process on 127.0.0.1:0.
+//
+// Threads: gRPC's (callback reactions and the sync pool for Operator), the store writer, the
+// response worker. Stop() order: the server stops accepting and cancels open streams, the store
+// writer commits everything already accepted, then the response worker stops after its current
+// EC2 call.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "collector/api/operator_service.h"
+#include "collector/config/collector_config.h"
+#include "collector/ingest/agent_registry.h"
+#include "collector/ingest/ingest_service.h"
+#include "collector/ingest/store_writer.h"
+#include "collector/response/isolation_worker.h"
+#include "collector/rules/rule_set.h"
+#include "collector/store/collector_store.h"
+#include "grpcpp/server.h"
+#include "platform/runtime/clock.h"
+
+namespace tripline::collector {
+
+struct CollectorParts {
+  CollectorConfig config;
+  std::string enrollment_token;  // never logged
+  std::string operator_token;    // never logged
+  RuleSet rules;
+  // Null: isolate actions fail with `network_error` recorded.
+  std::unique_ptr<InstanceNetwork> network;
+  absl::Status network_error = absl::FailedPreconditionError("no EC2 client configured");
+  const Clock* clock = nullptr;  // null: SystemClock()
+  size_t max_in_flight = 128;    // per stream
+};
+
+class CollectorDaemon {
+ public:
+  // Opens the store, starts the threads and the server. Errors name what failed: the database,
+  // the TLS files, or the listen address.
+  static absl::StatusOr<std::unique_ptr<CollectorDaemon>> Start(CollectorParts parts);
+  ~CollectorDaemon();  // Stop()s
+
+  // The port the server listens on (the chosen one when the config said 0).
+  int port() const { return port_; }
+  // "127.0.0.1:PORT" (the host from the config, the actual port).
+  std::string address() const;
+
+  // Loads the rules again from the config's path (SIGHUP). On error the old rules stay in force
+  // and the error (naming file:line:col) is returned.
+  absl::Status ReloadRules();
+  // Swaps in `rules` directly (tests).
+  void SetRules(RuleSet rules);
+
+  // Orderly stop; idempotent.
+  void Stop();
+
+  CollectorStore* store() const { return store_.get(); }
+
+ private:
+  CollectorDaemon() = default;
+
+  CollectorConfig config_;
+  const Clock* clock_ = nullptr;
+  std::unique_ptr<CollectorStore> store_;
+  std::unique_ptr<AgentRegistry> registry_;
+  std::unique_ptr<IsolationWorker> worker_;
+  std::unique_ptr<StoreWriter> writer_;
+  std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<OperatorService> operator_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex stop_mu_;
+  bool stopped_ = false;  // guarded by stop_mu_
+};
+
+// The check both start and reload make: rules that isolate need aws.isolation_security_group.
+absl::Status CheckRulesAgainstConfig(const RuleSet& rules, const CollectorConfig& config);
+
+}  // namespace tripline::collector

@@ -1,0 +1,97 @@
+#include "collector/incidents/incident_recorder.h"
+
+#include "absl/strings/str_format.h"
+#include "platform/runtime/logging.h"
+#include "platform/runtime/status_macros.h"
+
+namespace tripline::collector {
+
+using tripline::v1::Event;
+using tripline::v1::FileEvent;
+
+std::string DescribeEvent(const Event& event) {
+  if (event.has_file()) {
+    const FileEvent& f = event.file();
+    std::string out = absl::StrFormat("%s %s", FileEvent::Change_Name(f.change()),
+                                      Printable(f.path()));
+    if (f.change() == FileEvent::RENAMED && !f.old_path().empty()) {
+      out += absl::StrFormat(" (from %s)", Printable(f.old_path()));
+    }
+    return out;
+  }
+  if (event.has_log()) return absl::StrFormat("log %s", Printable(event.log().path()));
+  if (event.has_agent()) return "agent event";
+  return "event";
+}
+
+absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, const Rule& rule,
+                                              const std::string& agent_id, int64_t event_id,
+                                              const Event& event, bool auto_respond,
+                                              int64_t now_ns) {
+  RecordOutcome out;
+  ASSIGN_OR_RETURN(std::optional<int64_t> open, writer.FindOpenIncident(rule.id, agent_id));
+  if (open) {
+    out.incident_id = *open;
+    RETURN_IF_ERROR(writer.LinkIncidentEvent(*open, event_id, now_ns));
+    return out;
+  }
+  IncidentRecord incident;
+  incident.agent_id = agent_id;
+  incident.rule_id = rule.id;
+  incident.title = rule.title;
+  incident.severity = rule.severity;
+  incident.status = "open";
+  incident.opened_ns = now_ns;
+  incident.updated_ns = now_ns;
+  incident.summary = absl::StrFormat("rule %s matched event %d: %s", rule.id, event_id,
+                                     DescribeEvent(event));
+  ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
+  out.opened = true;
+  RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, event_id, now_ns));
+  if (rule.Isolates()) {
+    if (auto_respond) {
+      ActionRecord action;
+      action.incident_id = out.incident_id;
+      action.agent_id = agent_id;
+      action.kind = kIsolateActionKind;
+      action.target = agent_id;
+      action.status = "pending";
+      action.actor = "collector";
+      action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
+      action.created_ns = now_ns;
+      action.updated_ns = now_ns;
+      RETURN_IF_ERROR(writer.InsertAction(action).status());
+      out.isolation_queued = true;
+    } else {
+      RETURN_IF_ERROR(writer.AppendIncidentSummary(
+          out.incident_id, "isolation not started: response mode is off", now_ns));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<RecordOutcome> RecordIntegrityFailure(CollectorStore::Writer& writer,
+                                                     const std::string& agent_id,
+                                                     const std::string& reason, int64_t now_ns) {
+  RecordOutcome out;
+  ASSIGN_OR_RETURN(std::optional<int64_t> open, writer.FindOpenIncident(kIntegrityRuleId, agent_id));
+  if (open) {
+    out.incident_id = *open;
+    RETURN_IF_ERROR(writer.AppendIncidentSummary(*open, reason, now_ns));
+    return out;
+  }
+  IncidentRecord incident;
+  incident.agent_id = agent_id;
+  incident.rule_id = kIntegrityRuleId;
+  incident.title = "Batch integrity check failed";
+  incident.severity = "critical";
+  incident.status = "open";
+  incident.opened_ns = now_ns;
+  incident.updated_ns = now_ns;
+  incident.summary = reason;
+  ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
+  out.opened = true;
+  return out;
+}
+
+}  // namespace tripline::collector

@@ -1,0 +1,43 @@
+// Turns rule matches and integrity failures into incidents, inside the store writer's
+// transaction: one incident per (rule, agent) while it is not resolved, so further matches are
+// linked to the incident already open instead of opening another. A new incident of a rule that
+// responds with isolate, when response mode is auto, gets a pending "isolate" action in the same
+// transaction, which the response worker carries out after the commit. No threads, no state.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "collector/rules/rule_set.h"
+#include "collector/store/collector_store.h"
+#include "tripline/v1/event.pb.h"
+
+namespace tripline::collector {
+
+// The rule id of incidents about a broken chain, a bad signature or a garbled batch.
+inline constexpr char kIntegrityRuleId[] = "integrity";
+inline constexpr char kIsolateActionKind[] = "isolate";
+
+struct RecordOutcome {
+  int64_t incident_id = 0;
+  bool opened = false;           // a new incident (not linked to an open one)
+  bool isolation_queued = false;  // a pending isolate action was created
+};
+
+// Links stored event `event_id` (which `rule` matched) to the open incident of (rule, agent) or
+// opens one. `auto_respond`: response mode is auto.
+absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, const Rule& rule,
+                                              const std::string& agent_id, int64_t event_id,
+                                              const tripline::v1::Event& event, bool auto_respond,
+                                              int64_t now_ns);
+
+// Records an integrity failure of `agent_id`'s stream (severity critical): opens the agent's
+// integrity incident, or appends `reason` to the one still open.
+absl::StatusOr<RecordOutcome> RecordIntegrityFailure(CollectorStore::Writer& writer,
+                                                     const std::string& agent_id,
+                                                     const std::string& reason, int64_t now_ns);
+
+// A one-line, printable description of a file event: "MODIFIED /etc/passwd".
+std::string DescribeEvent(const tripline::v1::Event& event);
+
+}  // namespace tripline::collector

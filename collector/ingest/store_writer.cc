@@ -1,0 +1,240 @@
+#include "collector/ingest/store_writer.h"
+
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "collector/incidents/incident_recorder.h"
+#include "platform/crypto/batch_signature.h"
+#include "platform/runtime/logging.h"
+#include "platform/runtime/status_macros.h"
+
+namespace tripline::collector {
+namespace {
+
+using tripline::v1::Event;
+using tripline::v1::FileEvent;
+
+const char* EventKind(const Event& e) {
+  switch (e.body_case()) {
+    case Event::kFile: return "file";
+    case Event::kLog: return "log";
+    case Event::kAgent: return "agent";
+    default: return "unknown";
+  }
+}
+
+std::string ChangeName(const Event& e) {
+  if (!e.has_file()) return "";
+  return absl::AsciiStrToLower(FileEvent::Change_Name(e.file().change()));
+}
+
+}  // namespace
+
+StoreWriter::StoreWriter(CollectorStore* store, AgentRegistry* registry,
+                         std::shared_ptr<const RuleSet> rules, Options options, const Clock& clock,
+                         std::function<void()> on_actions_queued)
+    : store_(store),
+      registry_(registry),
+      options_(options),
+      clock_(clock),
+      on_actions_queued_(std::move(on_actions_queued)),
+      rules_(std::move(rules)) {}
+
+StoreWriter::~StoreWriter() { Stop(); }
+
+void StoreWriter::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_.joinable() || stopping_) return;
+  thread_ = std::thread([this] { Run(); });
+}
+
+bool StoreWriter::Submit(WriteItem& item) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || capped_ >= options_.max_queue) return false;
+    ++capped_;
+    queue_.push_back(std::move(item));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void StoreWriter::SubmitUrgent(WriteItem item) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(std::move(item));
+      cv_.notify_one();
+      return;
+    }
+  }
+  if (item.done) {
+    WriteResult r;
+    r.status = absl::UnavailableError("the collector is shutting down");
+    item.done(r);
+  }
+}
+
+void StoreWriter::SetRules(std::shared_ptr<const RuleSet> rules) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rules_ = std::move(rules);
+}
+
+std::shared_ptr<const RuleSet> StoreWriter::rules() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return rules_;
+}
+
+void StoreWriter::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StoreWriter::Run() {
+  for (;;) {
+    std::deque<WriteItem> group;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything is answered
+      while (!queue_.empty() && group.size() < options_.max_group) {
+        WriteItem& front = queue_.front();
+        if (front.kind == WriteItem::Kind::kBatch || front.kind == WriteItem::Kind::kDuplicate) {
+          --capped_;
+        }
+        group.push_back(std::move(front));
+        queue_.pop_front();
+      }
+    }
+    CommitGroup(group);
+  }
+}
+
+void StoreWriter::CommitGroup(std::deque<WriteItem>& group) {
+  std::shared_ptr<const RuleSet> rules = this->rules();
+  std::vector<WriteResult> results(group.size());
+  bool actions_queued = false;
+  absl::Status st;
+  {
+    absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+    st = w.status();
+    for (size_t i = 0; st.ok() && i < group.size(); ++i) {
+      st = Apply(*w, group[i], *rules, &results[i], &actions_queued);
+    }
+    if (st.ok()) st = w->Commit();
+  }
+  if (!st.ok()) {
+    spdlog::error("store: commit of {} item(s) failed: {}", group.size(), st.ToString());
+    absl::Status failed = absl::UnavailableError(
+        absl::StrFormat("the collector could not store the batch (%s); retry", st.message()));
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (group[i].kind == WriteItem::Kind::kBatch) registry_->RollBack(group[i].agent_id);
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      results[i] = WriteResult{failed, registry_->DurableSeq(group[i].agent_id), ""};
+      if (group[i].done) group[i].done(results[i]);
+    }
+    return;
+  }
+  // Durable now: move the in-memory tips, then answer in queue order.
+  for (size_t i = 0; i < group.size(); ++i) {
+    const WriteItem& item = group[i];
+    if (item.kind == WriteItem::Kind::kBatch && results[i].status.ok()) {
+      registry_->Committed(item.agent_id, item.batch->batch_seq(), item.batch_digest);
+    } else if (item.kind == WriteItem::Kind::kEnroll && results[i].status.ok()) {
+      registry_->Enrolled(item.agent_id, item.public_key, results[i].durable_seq,
+                          results[i].durable_digest);
+    }
+  }
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (group[i].kind != WriteItem::Kind::kEnroll) {
+      results[i].durable_seq = registry_->DurableSeq(group[i].agent_id);
+    }
+    if (group[i].done) group[i].done(results[i]);
+  }
+  if (actions_queued && on_actions_queued_) on_actions_queued_();
+}
+
+absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, const RuleSet& rules,
+                                WriteResult* result, bool* actions_queued) {
+  const int64_t now = clock_.NowUnixNanos();
+  switch (item.kind) {
+    case WriteItem::Kind::kEnroll: {
+      ASSIGN_OR_RETURN(std::optional<AgentRecord> known, w.GetAgent(item.agent_id));
+      if (known) {
+        if (known->public_key != item.public_key) {
+          result->status = absl::FailedPreconditionError(absl::StrFormat(
+              "agent %s is enrolled with another key; an operator must re-enroll it",
+              item.agent_id));
+          spdlog::warn("ingest: enrollment refused agent={}: another key is pinned",
+                       Printable(item.agent_id));
+          return absl::OkStatus();
+        }
+        RETURN_IF_ERROR(w.UpdateAgentMeta(item.agent_id, item.hostname, item.version));
+        result->durable_seq = known->durable_seq;
+        result->durable_digest = known->durable_digest;
+        return absl::OkStatus();
+      }
+      AgentRecord a;
+      a.agent_id = item.agent_id;
+      a.public_key = item.public_key;
+      a.hostname = item.hostname;
+      a.version = item.version;
+      a.enrolled_ns = now;
+      a.durable_seq = 0;
+      a.durable_digest = GenesisDigest();
+      RETURN_IF_ERROR(w.InsertAgent(a));
+      spdlog::info("ingest: enrolled agent={} hostname={}", Printable(item.agent_id),
+                   Printable(item.hostname));
+      result->durable_seq = 0;
+      result->durable_digest = a.durable_digest;
+      return absl::OkStatus();
+    }
+    case WriteItem::Kind::kBatch: {
+      const tripline::v1::EventBatch& batch = *item.batch;
+      RETURN_IF_ERROR(w.InsertBatch(item.agent_id, batch.batch_seq(), item.batch_bytes,
+                                    item.signature, now));
+      for (const Event& e : batch.events()) {
+        const std::string bytes = e.SerializeAsString();
+        const std::string path = e.has_file() ? e.file().path()
+                                 : e.has_log() ? e.log().path()
+                                 : std::string();
+        ASSIGN_OR_RETURN(int64_t event_id,
+                         w.InsertEvent(item.agent_id, batch.batch_seq(), e.seq(),
+                                       e.time_unix_ns(), EventKind(e), path, ChangeName(e), bytes,
+                                       now));
+        for (const Rule* rule : rules.Match(e)) {
+          ASSIGN_OR_RETURN(RecordOutcome outcome,
+                           RecordRuleMatch(w, *rule, item.agent_id, event_id, e,
+                                           options_.auto_respond, now));
+          if (outcome.opened) {
+            spdlog::warn("incident: opened id={} rule={} agent={} severity={}: {}",
+                         outcome.incident_id, rule->id, Printable(item.agent_id), rule->severity,
+                         DescribeEvent(e));
+          }
+          *actions_queued = *actions_queued || outcome.isolation_queued;
+        }
+      }
+      RETURN_IF_ERROR(
+          w.AdvanceAgentChain(item.agent_id, batch.batch_seq(), item.batch_digest, now));
+      return absl::OkStatus();
+    }
+    case WriteItem::Kind::kDuplicate:
+      return absl::OkStatus();
+    case WriteItem::Kind::kIntegrity: {
+      ASSIGN_OR_RETURN(RecordOutcome outcome,
+                       RecordIntegrityFailure(w, item.agent_id, item.reason, now));
+      spdlog::error("incident: integrity id={} agent={}: {}", outcome.incident_id,
+                    Printable(item.agent_id), item.reason);
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tripline::collector

@@ -1,0 +1,18 @@
+// The real InstanceNetwork: aws::Ec2Client behind the response worker's small interface.
+// Used only on the response worker's thread (the client is thread-compatible).
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "collector/config/collector_config.h"
+#include "collector/response/isolation_worker.h"
+#include "platform/aws/ec2_client.h"
+
+namespace tripline::collector {
+
+// An EC2-backed InstanceNetwork for `aws` settings, with credentials from the environment.
+// NotFound when the AWS credential variables are not set; InvalidArgument for bad settings.
+absl::StatusOr<std::unique_ptr<InstanceNetwork>> MakeEc2InstanceNetwork(const AwsConfig& aws);
+
+}  // namespace tripline::collector

@@ -1,0 +1,469 @@
+#include "collector/store/collector_store.h"
+
+#include "absl/strings/str_format.h"
+#include "platform/runtime/status_macros.h"
+
+namespace tripline::collector {
+namespace {
+
+// Migration i brings the schema to version i+1. Never edit a released migration: add one.
+const std::vector<std::string>& Schema() {
+  static const std::vector<std::string> kSchema = {
+      // 1: agents, batches, events, incidents, actions.
+      R"sql(
+CREATE TABLE agents (
+  agent_id        TEXT PRIMARY KEY,
+  public_key      BLOB NOT NULL,
+  hostname        TEXT NOT NULL DEFAULT '',
+  version         TEXT NOT NULL DEFAULT '',
+  enrolled_ns     INTEGER NOT NULL,
+  last_seen_ns    INTEGER NOT NULL DEFAULT 0,
+  durable_seq     INTEGER NOT NULL DEFAULT 0,
+  durable_digest  BLOB NOT NULL,
+  isolation_state TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE batches (
+  agent_id    TEXT NOT NULL REFERENCES agents(agent_id),
+  batch_seq   INTEGER NOT NULL,
+  batch       BLOB NOT NULL,
+  signature   BLOB NOT NULL,
+  received_ns INTEGER NOT NULL,
+  PRIMARY KEY (agent_id, batch_seq)
+) WITHOUT ROWID;
+CREATE TABLE events (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  agent_id    TEXT NOT NULL,
+  batch_seq   INTEGER NOT NULL,
+  seq         INTEGER NOT NULL,
+  time_ns     INTEGER NOT NULL,
+  kind        TEXT NOT NULL,
+  path        BLOB NOT NULL DEFAULT x'',
+  change      TEXT NOT NULL DEFAULT '',
+  event       BLOB NOT NULL,
+  received_ns INTEGER NOT NULL,
+  FOREIGN KEY (agent_id, batch_seq) REFERENCES batches(agent_id, batch_seq)
+);
+CREATE INDEX events_by_agent ON events(agent_id, id);
+CREATE INDEX events_by_time ON events(time_ns);
+CREATE INDEX events_by_kind ON events(kind, id);
+CREATE INDEX events_by_path ON events(path);
+CREATE TABLE incidents (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  agent_id   TEXT NOT NULL,
+  rule_id    TEXT NOT NULL,
+  title      TEXT NOT NULL,
+  severity   TEXT NOT NULL,
+  status     TEXT NOT NULL,
+  opened_ns  INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  summary    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX incidents_by_rule_agent ON incidents(rule_id, agent_id, status);
+CREATE TABLE incident_events (
+  incident_id INTEGER NOT NULL REFERENCES incidents(id),
+  event_id    INTEGER NOT NULL REFERENCES events(id),
+  PRIMARY KEY (incident_id, event_id)
+) WITHOUT ROWID;
+CREATE TABLE actions (
+  id             INTEGER PRIMARY KEY AUTOINCREMENT,
+  incident_id    INTEGER REFERENCES incidents(id),
+  parent_id      INTEGER REFERENCES actions(id),
+  agent_id       TEXT NOT NULL,
+  kind           TEXT NOT NULL,
+  target         TEXT NOT NULL DEFAULT '',
+  status         TEXT NOT NULL,
+  detail         TEXT NOT NULL DEFAULT '',
+  aws_request_id TEXT NOT NULL DEFAULT '',
+  error_code     TEXT NOT NULL DEFAULT '',
+  error_message  TEXT NOT NULL DEFAULT '',
+  actor          TEXT NOT NULL DEFAULT 'collector',
+  created_ns     INTEGER NOT NULL,
+  updated_ns     INTEGER NOT NULL
+);
+CREATE INDEX actions_by_status ON actions(status, kind);
+CREATE INDEX actions_by_incident ON actions(incident_id, id);
+CREATE INDEX actions_by_parent ON actions(parent_id);
+)sql",
+  };
+  return kSchema;
+}
+
+constexpr char kAgentColumns[] =
+    "agent_id, public_key, hostname, version, enrolled_ns, last_seen_ns, durable_seq, "
+    "durable_digest, isolation_state";
+
+AgentRecord ReadAgent(const Statement& s) {
+  AgentRecord a;
+  a.agent_id = s.ColumnText(0);
+  a.public_key = s.ColumnText(1);
+  a.hostname = s.ColumnText(2);
+  a.version = s.ColumnText(3);
+  a.enrolled_ns = s.ColumnInt(4);
+  a.last_seen_ns = s.ColumnInt(5);
+  a.durable_seq = static_cast<uint64_t>(s.ColumnInt(6));
+  a.durable_digest = s.ColumnText(7);
+  a.isolation_state = s.ColumnText(8);
+  return a;
+}
+
+constexpr char kIncidentColumns[] =
+    "id, agent_id, rule_id, title, severity, status, opened_ns, updated_ns, summary";
+
+IncidentRecord ReadIncident(const Statement& s) {
+  IncidentRecord i;
+  i.id = s.ColumnInt(0);
+  i.agent_id = s.ColumnText(1);
+  i.rule_id = s.ColumnText(2);
+  i.title = s.ColumnText(3);
+  i.severity = s.ColumnText(4);
+  i.status = s.ColumnText(5);
+  i.opened_ns = s.ColumnInt(6);
+  i.updated_ns = s.ColumnInt(7);
+  i.summary = s.ColumnText(8);
+  return i;
+}
+
+constexpr char kActionColumns[] =
+    "id, COALESCE(incident_id, 0), COALESCE(parent_id, 0), agent_id, kind, target, status, detail, "
+    "aws_request_id, error_code, error_message, actor, created_ns, updated_ns";
+
+ActionRecord ReadAction(const Statement& s) {
+  ActionRecord a;
+  a.id = s.ColumnInt(0);
+  a.incident_id = s.ColumnInt(1);
+  a.parent_id = s.ColumnInt(2);
+  a.agent_id = s.ColumnText(3);
+  a.kind = s.ColumnText(4);
+  a.target = s.ColumnText(5);
+  a.status = s.ColumnText(6);
+  a.detail = s.ColumnText(7);
+  a.aws_request_id = s.ColumnText(8);
+  a.error_code = s.ColumnText(9);
+  a.error_message = s.ColumnText(10);
+  a.actor = s.ColumnText(11);
+  a.created_ns = s.ColumnInt(12);
+  a.updated_ns = s.ColumnInt(13);
+  return a;
+}
+
+EventRecord ReadEvent(const Statement& s) {
+  EventRecord e;
+  e.id = s.ColumnInt(0);
+  e.agent_id = s.ColumnText(1);
+  e.batch_seq = static_cast<uint64_t>(s.ColumnInt(2));
+  e.event = s.ColumnText(3);
+  e.received_ns = s.ColumnInt(4);
+  return e;
+}
+
+template <typename T, typename F>
+absl::StatusOr<std::vector<T>> Collect(Statement& s, F read) {
+  std::vector<T> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(read(s));
+  }
+  s.Reset();
+  return out;
+}
+
+absl::StatusOr<std::optional<AgentRecord>> SelectAgent(Database* db, const std::string& agent_id) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db->Prepare(absl::StrFormat("SELECT %s FROM agents WHERE agent_id = ?",
+                                               kAgentColumns)));
+  s.Bind(1, agent_id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadAgent(s);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CollectorStore>> CollectorStore::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Database> write_db, Database::Open(path, /*durable=*/true));
+  RETURN_IF_ERROR(write_db->Migrate(Schema()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Database> read_db, Database::Open(path, /*durable=*/true));
+  return std::unique_ptr<CollectorStore>(
+      new CollectorStore(path, std::move(write_db), std::move(read_db)));
+}
+
+absl::StatusOr<CollectorStore::Writer> CollectorStore::BeginWrite() {
+  std::unique_lock<std::mutex> lock(write_mu_);
+  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(write_db_.get()));
+  return Writer(std::move(lock), write_db_.get(), std::move(txn));
+}
+
+// --- Writer ---------------------------------------------------------------------------------
+
+absl::StatusOr<std::optional<AgentRecord>> CollectorStore::Writer::GetAgent(
+    const std::string& agent_id) {
+  return SelectAgent(db_, agent_id);
+}
+
+absl::Status CollectorStore::Writer::InsertAgent(const AgentRecord& a) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO agents (agent_id, public_key, hostname, version, "
+                                "enrolled_ns, last_seen_ns, durable_seq, durable_digest, "
+                                "isolation_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  s.Bind(1, a.agent_id).BindBlob(2, a.public_key).Bind(3, a.hostname).Bind(4, a.version);
+  s.Bind(5, a.enrolled_ns).Bind(6, a.last_seen_ns).Bind(7, static_cast<int64_t>(a.durable_seq));
+  s.BindBlob(8, a.durable_digest).Bind(9, a.isolation_state);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::UpdateAgentMeta(const std::string& agent_id,
+                                                     const std::string& hostname,
+                                                     const std::string& version) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare(
+                                    "UPDATE agents SET hostname = ?, version = ? WHERE agent_id = ?"));
+  s.Bind(1, hostname).Bind(2, version).Bind(3, agent_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::AdvanceAgentChain(const std::string& agent_id,
+                                                       uint64_t durable_seq,
+                                                       const std::string& durable_digest,
+                                                       int64_t last_seen_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE agents SET durable_seq = ?, durable_digest = ?, "
+                                "last_seen_ns = ? WHERE agent_id = ?"));
+  s.Bind(1, static_cast<int64_t>(durable_seq)).BindBlob(2, durable_digest).Bind(3, last_seen_ns);
+  s.Bind(4, agent_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::SetIsolationState(const std::string& agent_id,
+                                                       const std::string& state) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE agents SET isolation_state = ? WHERE agent_id = ?"));
+  s.Bind(1, state).Bind(2, agent_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::InsertBatch(const std::string& agent_id, uint64_t batch_seq,
+                                                 const std::string& batch_bytes,
+                                                 const std::string& signature,
+                                                 int64_t received_ns) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("INSERT INTO batches (agent_id, batch_seq, batch, "
+                                             "signature, received_ns) VALUES (?, ?, ?, ?, ?)"));
+  s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq)).BindBlob(3, batch_bytes);
+  s.BindBlob(4, signature).Bind(5, received_ns);
+  return s.Run();
+}
+
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertEvent(
+    const std::string& agent_id, uint64_t batch_seq, uint64_t seq, int64_t time_ns,
+    const std::string& kind, const std::string& path, const std::string& change,
+    const std::string& event_bytes, int64_t received_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO events (agent_id, batch_seq, seq, time_ns, kind, "
+                                "path, change, event, received_ns) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq)).Bind(3, static_cast<int64_t>(seq));
+  s.Bind(4, time_ns).Bind(5, kind).BindBlob(6, path).Bind(7, change).BindBlob(8, event_bytes);
+  s.Bind(9, received_ns);
+  RETURN_IF_ERROR(s.Run());
+  return db_->LastInsertId();
+}
+
+absl::StatusOr<std::optional<int64_t>> CollectorStore::Writer::FindOpenIncident(
+    const std::string& rule_id, const std::string& agent_id) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("SELECT id FROM incidents WHERE rule_id = ? AND "
+                                             "agent_id = ? AND status != 'resolved' "
+                                             "ORDER BY id DESC LIMIT 1"));
+  s.Bind(1, rule_id).Bind(2, agent_id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return s.ColumnInt(0);
+}
+
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertIncident(const IncidentRecord& i) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO incidents (agent_id, rule_id, title, severity, "
+                                "status, opened_ns, updated_ns, summary) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  s.Bind(1, i.agent_id).Bind(2, i.rule_id).Bind(3, i.title).Bind(4, i.severity);
+  s.Bind(5, i.status).Bind(6, i.opened_ns).Bind(7, i.updated_ns).Bind(8, i.summary);
+  RETURN_IF_ERROR(s.Run());
+  return db_->LastInsertId();
+}
+
+absl::Status CollectorStore::Writer::LinkIncidentEvent(int64_t incident_id, int64_t event_id,
+                                                       int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("INSERT OR IGNORE INTO incident_events "
+                                             "(incident_id, event_id) VALUES (?, ?)"));
+  s.Bind(1, incident_id).Bind(2, event_id);
+  RETURN_IF_ERROR(s.Run());
+  ASSIGN_OR_RETURN(Statement u, db_->Prepare("UPDATE incidents SET updated_ns = ? WHERE id = ?"));
+  u.Bind(1, now_ns).Bind(2, incident_id);
+  return u.Run();
+}
+
+absl::Status CollectorStore::Writer::SetIncidentStatus(int64_t incident_id,
+                                                       const std::string& status, int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE incidents SET status = ?, updated_ns = ? WHERE id = ?"));
+  s.Bind(1, status).Bind(2, now_ns).Bind(3, incident_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::AppendIncidentSummary(int64_t incident_id,
+                                                           const std::string& line,
+                                                           int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE incidents SET summary = CASE WHEN summary = '' THEN ?1 "
+                                "ELSE summary || char(10) || ?1 END, updated_ns = ?2 "
+                                "WHERE id = ?3 AND length(summary) < 65536"));
+  s.Bind(1, line).Bind(2, now_ns).Bind(3, incident_id);
+  return s.Run();
+}
+
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord& a) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO actions (incident_id, parent_id, agent_id, kind, "
+                                "target, status, detail, aws_request_id, error_code, "
+                                "error_message, actor, created_ns, updated_ns) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  if (a.incident_id > 0) s.Bind(1, a.incident_id); else s.BindNull(1);
+  if (a.parent_id > 0) s.Bind(2, a.parent_id); else s.BindNull(2);
+  s.Bind(3, a.agent_id).Bind(4, a.kind).Bind(5, a.target).Bind(6, a.status).Bind(7, a.detail);
+  s.Bind(8, a.aws_request_id).Bind(9, a.error_code).Bind(10, a.error_message);
+  s.Bind(11, a.actor.empty() ? std::string("collector") : a.actor);
+  s.Bind(12, a.created_ns).Bind(13, a.updated_ns);
+  RETURN_IF_ERROR(s.Run());
+  return db_->LastInsertId();
+}
+
+absl::Status CollectorStore::Writer::UpdateAction(const ActionRecord& a) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE actions SET status = ?, detail = ?, aws_request_id = ?, "
+                                "error_code = ?, error_message = ?, updated_ns = ? WHERE id = ?"));
+  s.Bind(1, a.status).Bind(2, a.detail).Bind(3, a.aws_request_id).Bind(4, a.error_code);
+  s.Bind(5, a.error_message).Bind(6, a.updated_ns).Bind(7, a.id);
+  RETURN_IF_ERROR(s.Run());
+  if (db_->Changes() != 1) {
+    return absl::NotFoundError(absl::StrFormat("database %s: no action %d", db_->path(), a.id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CollectorStore::Writer::Commit() {
+  absl::Status st = txn_.Commit();
+  lock_.unlock();
+  return st;
+}
+
+// --- Reads ----------------------------------------------------------------------------------
+
+absl::StatusOr<std::vector<AgentRecord>> CollectorStore::ListAgents() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM agents ORDER BY agent_id", kAgentColumns)));
+  return Collect<AgentRecord>(s, ReadAgent);
+}
+
+absl::StatusOr<std::optional<AgentRecord>> CollectorStore::GetAgent(const std::string& agent_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  return SelectAgent(read_db_.get(), agent_id);
+}
+
+absl::StatusOr<std::vector<EventRecord>> CollectorStore::QueryEvents(const EventQuery& q) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT id, agent_id, batch_seq, event, received_ns "
+                                     "FROM events WHERE id > ?1 AND (?2 = '' OR agent_id = ?2) "
+                                     "AND (?3 = '' OR kind = ?3) ORDER BY id LIMIT ?4"));
+  s.Bind(1, q.after_id).Bind(2, q.agent_id).Bind(3, q.kind).Bind(4, static_cast<int64_t>(q.limit));
+  return Collect<EventRecord>(s, ReadEvent);
+}
+
+absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t incident_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT e.id, e.agent_id, e.batch_seq, e.event, "
+                                     "e.received_ns FROM incident_events l JOIN events e "
+                                     "ON e.id = l.event_id WHERE l.incident_id = ? "
+                                     "ORDER BY e.id"));
+  s.Bind(1, incident_id);
+  return Collect<EventRecord>(s, ReadEvent);
+}
+
+absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(
+    const std::string& status, int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM incidents WHERE (?1 = '' OR status = ?1) "
+                                    "ORDER BY id DESC LIMIT ?2",
+                                    kIncidentColumns)));
+  s.Bind(1, status).Bind(2, static_cast<int64_t>(limit));
+  ASSIGN_OR_RETURN(std::vector<IncidentRecord> out, Collect<IncidentRecord>(s, ReadIncident));
+  ASSIGN_OR_RETURN(Statement links, read_db_->Prepare("SELECT event_id FROM incident_events "
+                                                      "WHERE incident_id = ? ORDER BY event_id"));
+  for (IncidentRecord& i : out) {
+    links.Bind(1, i.id);
+    ASSIGN_OR_RETURN(i.event_ids,
+                     Collect<int64_t>(links, [](const Statement& st) { return st.ColumnInt(0); }));
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<IncidentRecord>> CollectorStore::GetIncident(int64_t id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM incidents WHERE id = ?", kIncidentColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  IncidentRecord i = ReadIncident(s);
+  s.Reset();
+  ASSIGN_OR_RETURN(Statement links, read_db_->Prepare("SELECT event_id FROM incident_events "
+                                                      "WHERE incident_id = ? ORDER BY event_id"));
+  links.Bind(1, id);
+  ASSIGN_OR_RETURN(i.event_ids,
+                   Collect<int64_t>(links, [](const Statement& st) { return st.ColumnInt(0); }));
+  return i;
+}
+
+absl::StatusOr<std::vector<ActionRecord>> CollectorStore::ListActions(int64_t incident_id,
+                                                                      int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE (?1 = 0 OR incident_id = ?1) "
+                                    "ORDER BY id LIMIT ?2",
+                                    kActionColumns)));
+  s.Bind(1, incident_id).Bind(2, static_cast<int64_t>(limit));
+  return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::vector<ActionRecord>> CollectorStore::UnfinishedActions(
+    const std::string& kind) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE parent_id IS NULL AND kind = ? "
+                                    "AND status IN ('pending', 'running') ORDER BY id",
+                                    kActionColumns)));
+  s.Bind(1, kind);
+  return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::vector<ActionRecord>> CollectorStore::RunningSteps(int64_t parent_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE parent_id = ? AND "
+                                    "status = 'running' ORDER BY id",
+                                    kActionColumns)));
+  s.Bind(1, parent_id);
+  return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<int64_t> CollectorStore::CountBatches(const std::string& agent_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT COUNT(*) FROM batches WHERE agent_id = ?"));
+  s.Bind(1, agent_id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColumnInt(0) : 0;
+}
+
+}  // namespace tripline::collector

@@ -1,0 +1,175 @@
+// The collector's database: agents (pinned keys and chain positions), batches (the signed bytes as
+// received), events, incidents with their linked events, and actions (the audit trail). All SQL of
+// the collector lives here. SQLite in WAL mode with numbered migrations (kSchema in the .cc).
+//
+// Threads: two connections. Writes go through one write connection, taken by BeginWrite() under
+// an internal mutex, so the store writer, the response worker and enrollment never interleave
+// inside a transaction. Reads (operator API, startup) use a second connection under its own mutex;
+// WAL lets them run while a write transaction is open, so queries never stall ingest for long.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "platform/store/sqlite.h"
+
+namespace tripline::collector {
+
+struct AgentRecord {
+  std::string agent_id;
+  std::string public_key;
+  std::string hostname;
+  std::string version;
+  int64_t enrolled_ns = 0;
+  int64_t last_seen_ns = 0;
+  uint64_t durable_seq = 0;
+  std::string durable_digest;  // ChainDigest of the last committed batch; GenesisDigest() if none
+  std::string isolation_state;  // "", "isolating", "isolated", "failed"
+};
+
+struct EventRecord {
+  int64_t id = 0;
+  std::string agent_id;
+  uint64_t batch_seq = 0;
+  std::string event;  // serialized tripline.v1.Event
+  int64_t received_ns = 0;
+};
+
+struct IncidentRecord {
+  int64_t id = 0;
+  std::string agent_id;
+  std::string rule_id;
+  std::string title;
+  std::string severity;
+  std::string status;  // open, acknowledged, contained, resolved
+  int64_t opened_ns = 0;
+  int64_t updated_ns = 0;
+  std::string summary;  // the timeline: one line per thing that happened
+  std::vector<int64_t> event_ids;
+};
+
+struct ActionRecord {
+  int64_t id = 0;
+  int64_t incident_id = 0;  // 0: none
+  int64_t parent_id = 0;    // the "isolate" action a step belongs to; 0 for top-level actions
+  std::string agent_id;
+  std::string kind;    // "isolate", "ec2:DescribeInstances", "ec2:ModifyNetworkInterfaceAttribute"
+  std::string target;  // instance id or eni id
+  std::string status;  // pending, running, done, failed
+  std::string detail;
+  std::string aws_request_id;
+  std::string error_code;
+  std::string error_message;
+  std::string actor;
+  int64_t created_ns = 0;
+  int64_t updated_ns = 0;
+};
+
+struct EventQuery {
+  std::string agent_id;  // empty: all
+  std::string kind;      // empty: all; file | log | agent
+  int64_t after_id = 0;
+  int limit = 100;
+};
+
+class CollectorStore {
+ public:
+  // Opens (creating) the database at `path` and brings its schema up to date. Errors name the file.
+  static absl::StatusOr<std::unique_ptr<CollectorStore>> Open(const std::string& path);
+
+  // One write transaction on the write connection: holds the write lock from BeginWrite until it
+  // is committed or destroyed (then it rolls back). Methods return the SQLite error naming the
+  // database; after an error the transaction should be dropped.
+  class Writer {
+   public:
+    Writer(Writer&&) = default;
+    ~Writer() = default;
+
+    // Agents.
+    absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
+    absl::Status InsertAgent(const AgentRecord& agent);
+    absl::Status UpdateAgentMeta(const std::string& agent_id, const std::string& hostname,
+                                 const std::string& version);
+    absl::Status AdvanceAgentChain(const std::string& agent_id, uint64_t durable_seq,
+                                   const std::string& durable_digest, int64_t last_seen_ns);
+    absl::Status SetIsolationState(const std::string& agent_id, const std::string& state);
+
+    // Batches and their events. InsertEvent returns the new event id.
+    absl::Status InsertBatch(const std::string& agent_id, uint64_t batch_seq,
+                             const std::string& batch_bytes, const std::string& signature,
+                             int64_t received_ns);
+    // `kind` is file|log|agent; path and change are empty unless it is a file event.
+    absl::StatusOr<int64_t> InsertEvent(const std::string& agent_id, uint64_t batch_seq,
+                                        uint64_t seq, int64_t time_ns, const std::string& kind,
+                                        const std::string& path, const std::string& change,
+                                        const std::string& event_bytes, int64_t received_ns);
+
+    // Incidents. FindOpenIncident: the incident of (rule, agent) whose status is not resolved.
+    absl::StatusOr<std::optional<int64_t>> FindOpenIncident(const std::string& rule_id,
+                                                            const std::string& agent_id);
+    absl::StatusOr<int64_t> InsertIncident(const IncidentRecord& incident);
+    absl::Status LinkIncidentEvent(int64_t incident_id, int64_t event_id, int64_t now_ns);
+    absl::Status SetIncidentStatus(int64_t incident_id, const std::string& status, int64_t now_ns);
+    // Appends one line to the incident's summary (its timeline); a summary past 64 KiB stops
+    // growing, so a noisy source cannot fill the disk through it.
+    absl::Status AppendIncidentSummary(int64_t incident_id, const std::string& line,
+                                       int64_t now_ns);
+
+    // Actions.
+    absl::StatusOr<int64_t> InsertAction(const ActionRecord& action);
+    // Writes status, detail, request id and error fields of `action` (by id) and updated_ns.
+    absl::Status UpdateAction(const ActionRecord& action);
+
+    // Makes everything above durable; the lock is released either way.
+    absl::Status Commit();
+
+   private:
+    friend class CollectorStore;
+    Writer(std::unique_lock<std::mutex> lock, Database* db, Transaction txn)
+        : lock_(std::move(lock)), db_(db), txn_(std::move(txn)) {}
+    std::unique_lock<std::mutex> lock_;
+    Database* db_;
+    Transaction txn_;
+  };
+
+  // Waits for the write lock, then BEGIN IMMEDIATE.
+  absl::StatusOr<Writer> BeginWrite();
+
+  // Reads (read connection). Lists are ordered by id.
+  absl::StatusOr<std::vector<AgentRecord>> ListAgents();
+  absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
+  absl::StatusOr<std::vector<EventRecord>> QueryEvents(const EventQuery& query);
+  absl::StatusOr<std::vector<EventRecord>> IncidentEvents(int64_t incident_id);
+  // status empty: all. Newest first.
+  absl::StatusOr<std::vector<IncidentRecord>> ListIncidents(const std::string& status, int limit);
+  absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);
+  // incident_id 0: all. Oldest first.
+  absl::StatusOr<std::vector<ActionRecord>> ListActions(int64_t incident_id, int limit);
+  // Top-level actions (parent 0) of `kind` in status pending or running, oldest first: what the
+  // response worker resumes.
+  absl::StatusOr<std::vector<ActionRecord>> UnfinishedActions(const std::string& kind);
+  // Steps of `parent_id` still marked running (left behind by a stop in the middle of a call).
+  absl::StatusOr<std::vector<ActionRecord>> RunningSteps(int64_t parent_id);
+  // Number of stored batches of an agent (tests, diagnostics).
+  absl::StatusOr<int64_t> CountBatches(const std::string& agent_id);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  CollectorStore(std::string path, std::unique_ptr<Database> write_db,
+                 std::unique_ptr<Database> read_db)
+      : path_(std::move(path)), write_db_(std::move(write_db)), read_db_(std::move(read_db)) {}
+
+  const std::string path_;
+  std::mutex write_mu_;  // held by a Writer for its whole transaction
+  std::unique_ptr<Database> write_db_;
+  std::mutex read_mu_;
+  std::unique_ptr<Database> read_db_;  // guarded by read_mu_
+};
+
+}  // namespace tripline::collector

@@ -1,0 +1,289 @@
+// Ingest through a real in-process server on 127.0.0.1:0 and a client that signs like an agent.
+#include "collector/ingest/ingest_service.h"
+
+#include "gtest/gtest.h"
+#include "tests/unit/collector/collector_test_env.h"
+
+namespace tripline::collector {
+namespace {
+
+using testing::TestAgent;
+using testing::TestCollector;
+using testing::WaitFor;
+using tripline::v1::Event;
+using tripline::v1::SignedBatch;
+
+constexpr char kAgent[] = "i-0123456789abcdef0";
+
+// A rule set that matches nothing, so ingest tests see only integrity incidents.
+constexpr char kNoRules[] = "rules: []\n";
+
+std::vector<SignedBatch> Batches(TestAgent& agent, int n, const std::string& dir = "/var/tmp") {
+  std::vector<SignedBatch> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(agent.NextBatch(
+        {TestAgent::FileEvent(absl::StrFormat("%s/f%d", dir, agent.seq() + 1),
+                              tripline::v1::FileEvent::MODIFIED, agent.seq() + 1)}));
+  }
+  return out;
+}
+
+int64_t EventCount(CollectorStore* store, const std::string& agent_id) {
+  EventQuery q;
+  q.agent_id = agent_id;
+  q.limit = 1000;
+  absl::StatusOr<std::vector<EventRecord>> events = store->QueryEvents(q);
+  return events.ok() ? static_cast<int64_t>(events->size()) : -1;
+}
+
+TEST(Ingest, EnrollThenThreeBatchesAreAckedAndStored) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  tripline::v1::EnrollResponse enrolled;
+  ASSERT_TRUE(agent.Enroll(testing::kEnrollmentToken, &enrolled).ok());
+  EXPECT_EQ(enrolled.durable_seq(), 0u);
+  EXPECT_EQ(enrolled.durable_digest(), GenesisDigest());
+
+  std::vector<SignedBatch> batches = Batches(agent, 3);
+  TestAgent::PublishOutcome out = agent.Publish(batches, 3);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_FALSE(out.acks.empty());
+  EXPECT_EQ(out.acks.back(), 3u);
+
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 3);
+  EXPECT_EQ(EventCount(c.store(), kAgent), 3);
+  std::optional<AgentRecord> a = *c.store()->GetAgent(kAgent);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->durable_seq, 3u);
+  EXPECT_EQ(a->durable_digest, ChainDigest(batches[2].batch()));
+  EXPECT_EQ(a->public_key, agent.key().public_key());
+
+  // Enrolling again with the same key answers where the chain stands.
+  ASSERT_TRUE(agent.Enroll(testing::kEnrollmentToken, &enrolled).ok());
+  EXPECT_EQ(enrolled.durable_seq(), 3u);
+  EXPECT_EQ(enrolled.durable_digest(), ChainDigest(batches[2].batch()));
+}
+
+TEST(Ingest, StoredBatchIsTheSignedBytesAsReceived) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  std::vector<SignedBatch> batches = Batches(agent, 1);
+  ASSERT_TRUE(agent.Publish(batches, 1).status.ok());
+  // Re-verify from the database, as evidence would be checked offline.
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(c.dir().Sub("collector.db"));
+  ASSERT_TRUE(db.ok());
+  absl::StatusOr<Statement> s = (*db)->Prepare("SELECT batch, signature FROM batches");
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(*s->Step());
+  EXPECT_EQ(s->ColumnText(0), batches[0].batch());
+  EXPECT_TRUE(VerifyBatchSignature(agent.key().public_key(), s->ColumnText(0), s->ColumnText(1)));
+}
+
+TEST(Ingest, FlippedBitIsUnauthenticatedAndOpensAnIntegrityIncident) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  std::vector<SignedBatch> batches = Batches(agent, 1);
+  std::string bytes = batches[0].batch();
+  bytes[bytes.size() / 2] ^= 0x04;
+  batches[0].set_batch(bytes);
+  TestAgent::PublishOutcome out = agent.Publish(batches, 1);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(out.status.error_message().find("signature"), std::string::npos);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 0);
+  ASSERT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+  IncidentRecord inc = c.IncidentsOf("integrity")[0];
+  EXPECT_EQ(inc.severity, "critical");
+  EXPECT_EQ(inc.agent_id, kAgent);
+  EXPECT_NE(inc.summary.find("signature does not verify"), std::string::npos) << inc.summary;
+}
+
+TEST(Ingest, BatchSignedByAnotherKeyIsRefused) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  agent.ReplaceKey();  // same id, a key the collector never pinned
+  TestAgent::PublishOutcome out = agent.Publish(Batches(agent, 1), 1);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(out.acks.empty());
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 0);
+  EXPECT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+}
+
+TEST(Ingest, GapInBatchSeqIsRefusedAsDataLoss) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  ASSERT_TRUE(agent.Publish(Batches(agent, 3), 3).status.ok());
+  tripline::v1::EventBatch skip;
+  skip.set_agent_id(kAgent);
+  skip.set_batch_seq(5);
+  skip.set_prev_digest(std::string(32, '\x11'));
+  TestAgent::PublishOutcome out = agent.Publish({agent.Seal(skip)}, 5);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_NE(out.status.error_message().find("expected 4"), std::string::npos)
+      << out.status.error_message();
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 3);
+  ASSERT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+  EXPECT_NE(c.IncidentsOf("integrity")[0].summary.find("gap"), std::string::npos);
+}
+
+TEST(Ingest, WrongPrevDigestIsAFork) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  ASSERT_TRUE(agent.Publish(Batches(agent, 1), 1).status.ok());
+  tripline::v1::EventBatch fork;
+  fork.set_agent_id(kAgent);
+  fork.set_batch_seq(2);
+  fork.set_prev_digest(std::string(32, '\x22'));
+  TestAgent::PublishOutcome out = agent.Publish({agent.Seal(fork)}, 2);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 1);
+  ASSERT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+  EXPECT_NE(c.IncidentsOf("integrity")[0].summary.find("fork"), std::string::npos);
+}
+
+TEST(Ingest, ReplayedBatchIsAckedAsDuplicateAndNotStoredTwice) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  std::vector<SignedBatch> batches = Batches(agent, 3);
+  ASSERT_TRUE(agent.Publish(batches, 3).status.ok());
+  TestAgent::PublishOutcome out = agent.Publish({batches[1], batches[0]}, 3);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_FALSE(out.acks.empty());
+  EXPECT_EQ(out.acks.back(), 3u);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 3);
+  EXPECT_EQ(EventCount(c.store(), kAgent), 3);
+  EXPECT_TRUE(c.IncidentsOf("integrity").empty());
+  // The chain continues after the replay.
+  out = agent.Publish(Batches(agent, 1), 4);
+  EXPECT_TRUE(out.status.ok());
+  EXPECT_EQ(out.acks.back(), 4u);
+}
+
+TEST(Ingest, BatchNamingAnotherAgentIsRefused) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  tripline::v1::EventBatch other;
+  other.set_agent_id("i-someoneelse");
+  other.set_batch_seq(1);
+  other.set_prev_digest(GenesisDigest());
+  TestAgent::PublishOutcome out = agent.Publish({agent.Seal(other)}, 1);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 0);
+  ASSERT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+  EXPECT_NE(c.IncidentsOf("integrity")[0].summary.find("i-someoneelse"), std::string::npos);
+}
+
+TEST(Ingest, GarbageBatchBytesAreInvalidArgument) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  SignedBatch sb;
+  sb.set_batch(std::string("\xff\xff\xff\xff\x0f garbage", 13));
+  sb.set_signature(SignBatch(agent.key(), sb.batch()));  // signed, but not an EventBatch
+  TestAgent::PublishOutcome out = agent.Publish({sb}, 1);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+}
+
+TEST(Ingest, StreamOfAnAgentThatNeverEnrolledIsUnauthenticated) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent("i-neverenrolled", c.channel());
+  TestAgent::PublishOutcome out = agent.Publish(Batches(agent, 1), 1);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(out.status.error_message().find("i-neverenrolled is not enrolled"), std::string::npos);
+  // A stream without the metadata at all is refused the same way.
+  TestAgent::PublishOutcome bare = agent.Publish(Batches(agent, 1), 1, "bad id with spaces");
+  EXPECT_EQ(bare.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(Ingest, ReEnrollWithAnotherKeyIsFailedPrecondition) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  const std::string pinned = agent.key().public_key();
+  agent.ReplaceKey();
+  grpc::Status st = agent.Enroll();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_message(), absl::StrFormat("agent %s is enrolled with another key; an "
+                                                "operator must re-enroll it",
+                                                kAgent));
+  EXPECT_EQ((*c.store()->GetAgent(kAgent))->public_key, pinned);
+}
+
+TEST(Ingest, WrongEnrollmentTokenIsPermissionDenied) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  grpc::Status st = agent.Enroll("not-the-token");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(st.error_message(), "enrollment token rejected");
+  EXPECT_FALSE(c.store()->GetAgent(kAgent)->has_value());
+}
+
+TEST(Ingest, EnrollRejectsBadAgentIdAndKeySize) {
+  TestCollector c(kNoRules);
+  c.Start();
+  auto stub = tripline::v1::Ingest::NewStub(c.channel());
+  tripline::v1::EnrollRequest req;
+  req.set_enrollment_token(testing::kEnrollmentToken);
+  req.set_agent_id("i-1/../../etc");
+  req.set_public_key(std::string(32, 'k'));
+  tripline::v1::EnrollResponse resp;
+  grpc::ClientContext ctx1;
+  EXPECT_EQ(stub->Enroll(&ctx1, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_agent_id("i-1");
+  req.set_public_key("short");
+  grpc::ClientContext ctx2;
+  EXPECT_EQ(stub->Enroll(&ctx2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(Ingest, StoreSurvivesRestartAndTheChainContinues) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  ASSERT_TRUE(agent.Publish(Batches(agent, 2), 2).status.ok());
+  c.Stop();
+  c.Start();
+  agent.Reconnect(c.channel());  // a new connection, same key and chain position
+  tripline::v1::EnrollResponse enrolled;
+  ASSERT_TRUE(agent.Enroll(testing::kEnrollmentToken, &enrolled).ok());
+  EXPECT_EQ(enrolled.durable_seq(), 2u);
+  TestAgent::PublishOutcome out = agent.Publish(Batches(agent, 2), 4);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.acks.back(), 4u);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 4);
+}
+
+TEST(Ingest, ManyBatchesBeyondTheInFlightLimitAllArrive) {
+  TestCollector c(kNoRules);
+  c.Start(/*max_in_flight=*/4);
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  TestAgent::PublishOutcome out = agent.Publish(Batches(agent, 200), 200);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.acks.back(), 200u);
+  // Acks never go backwards.
+  for (size_t i = 1; i < out.acks.size(); ++i) EXPECT_GE(out.acks[i], out.acks[i - 1]);
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 200);
+}
+
+}  // namespace
+}  // namespace tripline::collector

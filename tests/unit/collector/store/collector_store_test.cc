@@ -1,0 +1,132 @@
+#include "collector/store/collector_store.h"
+
+#include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
+
+namespace tripline::collector {
+namespace {
+
+AgentRecord Agent(const std::string& id) {
+  AgentRecord a;
+  a.agent_id = id;
+  a.public_key = std::string(32, 'k');
+  a.durable_digest = std::string(32, '\0');
+  a.enrolled_ns = 1;
+  return a;
+}
+
+TEST(CollectorStore, WritesSurviveReopen) {
+  tripline::testing::TempDir dir;
+  {
+    auto store = CollectorStore::Open(dir.Sub("c.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+    ASSERT_TRUE(w->InsertBatch("i-1", 1, "batch-bytes", "sig", 5).ok());
+    auto id = w->InsertEvent("i-1", 1, 1, 10, "file", std::string("/etc/\xff", 6), "modified",
+                             "event-bytes", 5);
+    ASSERT_TRUE(id.ok()) << id.status();
+    ASSERT_TRUE(w->AdvanceAgentChain("i-1", 1, std::string(32, 'd'), 7).ok());
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok());
+  auto agent = (*store)->GetAgent("i-1");
+  ASSERT_TRUE(agent.ok() && agent->has_value());
+  EXPECT_EQ((*agent)->durable_seq, 1u);
+  EXPECT_EQ((*agent)->durable_digest, std::string(32, 'd'));
+  EXPECT_EQ((*agent)->last_seen_ns, 7);
+  auto events = (*store)->QueryEvents({});
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].event, "event-bytes");
+}
+
+TEST(CollectorStore, UncommittedWriterRollsBack) {
+  tripline::testing::TempDir dir;
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok());
+  {
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+  }
+  EXPECT_FALSE((*store)->GetAgent("i-1")->has_value());
+  // The write lock was released: another writer can begin.
+  auto w = (*store)->BeginWrite();
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+  EXPECT_TRUE(w->Commit().ok());
+}
+
+TEST(CollectorStore, DuplicateBatchIsAConstraintError) {
+  tripline::testing::TempDir dir;
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok());
+  auto w = (*store)->BeginWrite();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+  ASSERT_TRUE(w->InsertBatch("i-1", 1, "b", "s", 1).ok());
+  EXPECT_FALSE(w->InsertBatch("i-1", 1, "b", "s", 1).ok());
+}
+
+TEST(CollectorStore, EventPagingFiltersByAgentAndKind) {
+  tripline::testing::TempDir dir;
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok());
+  {
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    for (const char* id : {"i-1", "i-2"}) {
+      ASSERT_TRUE(w->InsertAgent(Agent(id)).ok());
+      ASSERT_TRUE(w->InsertBatch(id, 1, "b", "s", 1).ok());
+      for (int i = 0; i < 5; ++i) {
+        ASSERT_TRUE(w->InsertEvent(id, 1, i, i, i % 2 ? "log" : "file", "", "", "e", 1).ok());
+      }
+    }
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  EventQuery q;
+  q.agent_id = "i-2";
+  q.limit = 2;
+  auto page1 = (*store)->QueryEvents(q);
+  ASSERT_TRUE(page1.ok());
+  ASSERT_EQ(page1->size(), 2u);
+  q.after_id = page1->back().id;
+  auto page2 = (*store)->QueryEvents(q);
+  ASSERT_EQ(page2->size(), 2u);
+  EXPECT_GT((*page2)[0].id, page1->back().id);
+  for (const auto& e : *page2) EXPECT_EQ(e.agent_id, "i-2");
+  q = EventQuery{};
+  q.kind = "log";
+  EXPECT_EQ((*store)->QueryEvents(q)->size(), 4u);
+}
+
+TEST(CollectorStore, OpenIncidentIsFoundUntilResolved) {
+  tripline::testing::TempDir dir;
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok());
+  auto w = (*store)->BeginWrite();
+  ASSERT_TRUE(w.ok());
+  IncidentRecord i;
+  i.agent_id = "i-1";
+  i.rule_id = "r";
+  i.title = "t";
+  i.severity = "low";
+  i.status = "open";
+  int64_t id = *w->InsertIncident(i);
+  EXPECT_EQ(*w->FindOpenIncident("r", "i-1"), id);
+  EXPECT_FALSE(w->FindOpenIncident("r", "i-2")->has_value());
+  ASSERT_TRUE(w->SetIncidentStatus(id, "contained", 2).ok());
+  EXPECT_EQ(*w->FindOpenIncident("r", "i-1"), id);
+  ASSERT_TRUE(w->SetIncidentStatus(id, "resolved", 3).ok());
+  EXPECT_FALSE(w->FindOpenIncident("r", "i-1")->has_value());
+  ASSERT_TRUE(w->AppendIncidentSummary(id, "one", 4).ok());
+  ASSERT_TRUE(w->AppendIncidentSummary(id, "two", 5).ok());
+  ASSERT_TRUE(w->Commit().ok());
+  EXPECT_EQ((*(*store)->GetIncident(id))->summary, "one\ntwo");
+}
+
+}  // namespace
+}  // namespace tripline::collector
