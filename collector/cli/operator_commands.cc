@@ -1,0 +1,116 @@
+#include "collector/cli/operator_commands.h"
+
+#include <chrono>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "collector/cli/operator_view.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/client_context.h"
+#include "platform/runtime/logging.h"
+
+namespace tripline::cli {
+namespace {
+
+namespace v1 = tripline::v1;
+
+void Prepare(const CallOptions& call, grpc::ClientContext* context) {
+  context->AddMetadata("authorization", "Bearer " + call.token);
+  context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(call.timeout));
+}
+
+// Writes `message` as one JSON document and a newline; an error when protobuf cannot (which for
+// these messages means a string field that is not UTF-8).
+grpc::Status WriteJson(const google::protobuf::Message& message, std::ostream& out) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("cannot write the answer as JSON: ", status.ToString()));
+  }
+  out << json << '\n';
+  return grpc::Status::OK;
+}
+
+// Calls `method` on `stub` and, on success, writes the answer with `render` (tables) or as JSON.
+template <typename Request, typename Response, typename Method, typename Render>
+grpc::Status Call(OperatorStub& stub, Method method, const Request& request,
+                  const CallOptions& call, const OutputOptions& output, std::ostream& out,
+                  Render render) {
+  grpc::ClientContext context;
+  Prepare(call, &context);
+  Response response;
+  grpc::Status status = (stub.*method)(&context, request, &response);
+  if (!status.ok()) return status;
+  if (output.json) return WriteJson(response, out);
+  out << render(response);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status ListAgents(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
+                        std::ostream& out) {
+  return Call<v1::ListAgentsRequest, v1::ListAgentsResponse>(
+      stub, &OperatorStub::ListAgents, v1::ListAgentsRequest(), call, output, out,
+      [&](const v1::ListAgentsResponse& r) {
+        return AgentsTable(r, output.now_unix_ns).Render(output.columns);
+      });
+}
+
+grpc::Status QueryEvents(OperatorStub& stub, const v1::QueryEventsRequest& request,
+                         const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::QueryEventsRequest, v1::QueryEventsResponse>(
+      stub, &OperatorStub::QueryEvents, request, call, output, out,
+      [&](const v1::QueryEventsResponse& r) {
+        std::string text = EventsTable(r).Render(output.columns);
+        if (r.next_after_id() != 0) absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
+        return text;
+      });
+}
+
+grpc::Status ListIncidents(OperatorStub& stub, const v1::ListIncidentsRequest& request,
+                           const CallOptions& call, const OutputOptions& output,
+                           std::ostream& out) {
+  return Call<v1::ListIncidentsRequest, v1::ListIncidentsResponse>(
+      stub, &OperatorStub::ListIncidents, request, call, output, out,
+      [&](const v1::ListIncidentsResponse& r) { return IncidentsTable(r).Render(output.columns); });
+}
+
+grpc::Status ShowIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
+                          const OutputOptions& output, std::ostream& out) {
+  v1::GetIncidentRequest request;
+  request.set_id(incident_id);
+  return Call<v1::GetIncidentRequest, v1::GetIncidentResponse>(
+      stub, &OperatorStub::GetIncident, request, call, output, out,
+      [&](const v1::GetIncidentResponse& r) { return IncidentReport(r, output.columns); });
+}
+
+grpc::Status ListActions(OperatorStub& stub, const v1::ListActionsRequest& request,
+                         const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::ListActionsRequest, v1::ListActionsResponse>(
+      stub, &OperatorStub::ListActions, request, call, output, out,
+      [&](const v1::ListActionsResponse& r) { return ActionsTable(r).Render(output.columns); });
+}
+
+int ExitCodeFor(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::OK:
+      return 0;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return 3;
+    default:
+      return 1;
+  }
+}
+
+std::string DescribeRpcError(const grpc::Status& status) {
+  return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+                      ": ", Printable(status.error_message(), 1024));
+}
+
+}  // namespace tripline::cli

@@ -1,0 +1,54 @@
+// triplinectl's commands: each makes one call on tripline.v1.Operator through any stub (a real
+// channel or, in tests, an in-process server) and writes the answer to `out`, as a table or as one
+// proto3 JSON document. Thread-compatible; each call blocks until the answer or the deadline.
+//
+// JSON is protobuf's canonical mapping, so scripts can rely on it: field names as in the .proto,
+// every primitive field printed even when zero, 64-bit integers as strings, enums by name, bytes
+// fields (paths, hashes, log lines) base64.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/time/time.h"
+#include "grpcpp/support/status.h"
+#include "tripline/v1/operator.grpc.pb.h"
+
+namespace tripline::cli {
+
+struct CallOptions {
+  std::string token;  // sent as "authorization: Bearer <token>"; never printed
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+struct OutputOptions {
+  bool json = false;
+  int columns = 120;         // tables are cut to this width
+  int64_t now_unix_ns = 0;   // for "12s ago"
+};
+
+using OperatorStub = tripline::v1::Operator::StubInterface;
+
+// Each returns the call's status; on OK the answer has been written to `out`, on an error nothing.
+grpc::Status ListAgents(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
+                        std::ostream& out);
+grpc::Status QueryEvents(OperatorStub& stub, const tripline::v1::QueryEventsRequest& request,
+                         const CallOptions& call, const OutputOptions& output, std::ostream& out);
+grpc::Status ListIncidents(OperatorStub& stub, const tripline::v1::ListIncidentsRequest& request,
+                           const CallOptions& call, const OutputOptions& output,
+                           std::ostream& out);
+grpc::Status ShowIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
+                          const OutputOptions& output, std::ostream& out);
+grpc::Status ListActions(OperatorStub& stub, const tripline::v1::ListActionsRequest& request,
+                         const CallOptions& call, const OutputOptions& output, std::ostream& out);
+
+// Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
+// (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
+int ExitCodeFor(const grpc::Status& status);
+
+// "UNAUTHENTICATED: operator token rejected": the code's name and the collector's message, made
+// printable.
+std::string DescribeRpcError(const grpc::Status& status);
+
+}  // namespace tripline::cli

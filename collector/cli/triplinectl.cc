@@ -1,0 +1,263 @@
+#include "collector/cli/triplinectl.h"
+
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "collector/cli/operator_commands.h"
+#include "grpcpp/create_channel.h"
+#include "platform/fs/file_util.h"
+#include "platform/runtime/logging.h"
+
+namespace tripline::cli {
+namespace {
+
+constexpr int kDefaultColumns = 120;
+constexpr size_t kMaxTokenBytes = 4096;
+constexpr size_t kMaxPemBytes = 1 << 20;
+
+constexpr char kFooter[] =
+    "Environment: TRIPLINE_COLLECTOR (default for --collector, else 127.0.0.1:7443),\n"
+    "  TRIPLINE_TOKEN_FILE (default for --token-file, else ~/.config/tripline/token).\n"
+    "TLS is used unless --plaintext is given; --ca-file pins the collector's CA (default: the\n"
+    "  system's roots).\n"
+    "--json prints one JSON document per command in protobuf's canonical mapping: field names as\n"
+    "  in operator.proto, 64-bit integers as strings, bytes fields (paths, hashes, log lines)\n"
+    "  base64.\n"
+    "Exit status: 0 ok; 1 the collector answered with an error (printed as\n"
+    "  \"triplinectl: CODE: message\"); 2 usage error, or the token or a TLS file cannot be read;\n"
+    "  3 the collector cannot be reached (UNAVAILABLE, or no answer within --timeout).";
+
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> pem = ReadFileToString(path, kMaxPemBytes);
+  if (!pem.ok()) return absl::Status(pem.status().code(), absl::StrFormat("%s: %s", flag, pem.status().message()));
+  return pem;
+}
+
+// Prints "triplinectl: <message>" and returns `code`, the exit status.
+int Report(std::ostream& err, int code, const std::string& message) {
+  err << "triplinectl: " << message << '\n';
+  return code;
+}
+
+}  // namespace
+
+int TerminalColumns(int fd) {
+  struct winsize ws {};
+  if (::isatty(fd) != 1 || ::ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+    return kDefaultColumns;
+  }
+  return ws.ws_col;
+}
+
+Environment ProcessEnvironment(int fd) {
+  Environment env;
+  env.getenv = [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+  env.terminal_columns = TerminalColumns(fd);
+  env.now_unix_ns = absl::ToUnixNanos(absl::Now());
+  return env;
+}
+
+std::string CollectorAddress(const std::string& flag, const Environment& env) {
+  if (!flag.empty()) return flag;
+  if (auto address = env.getenv("TRIPLINE_COLLECTOR"); address.has_value() && !address->empty()) {
+    return *address;
+  }
+  return kDefaultCollector;
+}
+
+absl::StatusOr<std::string> TokenPath(const std::string& flag, const Environment& env) {
+  if (!flag.empty()) return flag;
+  if (auto path = env.getenv("TRIPLINE_TOKEN_FILE"); path.has_value() && !path->empty()) {
+    return *path;
+  }
+  auto home = env.getenv("HOME");
+  if (!home.has_value() || home->empty()) {
+    return absl::InvalidArgumentError(
+        "no token file: HOME is not set; use --token-file or TRIPLINE_TOKEN_FILE");
+  }
+  return *home + "/.config/tripline/token";
+}
+
+absl::StatusOr<std::string> ReadOperatorToken(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path, kMaxTokenBytes);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrFormat("token file: %s (use --token-file or TRIPLINE_TOKEN_FILE)",
+                                        text.status().message()));
+  }
+  std::string token(absl::StripAsciiWhitespace(*text));
+  if (token.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("token file %s is empty", Printable(path)));
+  }
+  for (unsigned char c : token) {
+    if (c <= 0x20 || c >= 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "token file %s holds bytes that cannot go in an authorization header (spaces, control "
+          "or non-ASCII bytes)",
+          Printable(path)));
+    }
+  }
+  return token;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeTransportCredentials(
+    const TransportOptions& options) {
+  if (options.plaintext) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  if (!options.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem("--ca-file", options.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.cert_file.empty() || !options.key_file.empty()) {
+    if (options.cert_file.empty() || options.key_file.empty()) {
+      return absl::InvalidArgumentError("--cert-file and --key-file go together");
+    }
+    absl::StatusOr<std::string> cert = ReadPem("--cert-file", options.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem("--key-file", options.key_file);
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+int RunTriplinectl(int argc, const char* const* argv, const Environment& env, std::ostream& out,
+                   std::ostream& err) {
+  std::string collector, token_file, timeout_text = "10s";
+  TransportOptions transport;
+  OutputOptions output;
+  output.columns = env.terminal_columns;
+  output.now_unix_ns = env.now_unix_ns;
+
+  CLI::App app{"triplinectl: query a Tripline collector's agents, events, incidents and actions",
+               "triplinectl"};
+  app.footer(kFooter);
+  app.fallthrough();  // global flags also after the command: `triplinectl events --json`
+  app.require_subcommand(1);
+  app.add_option("--collector", collector, "collector address HOST:PORT");
+  app.add_option("--token-file", token_file, "file holding the operator token");
+  auto* plaintext = app.add_flag("--plaintext", transport.plaintext,
+                                 "no TLS (only for a collector configured without it)");
+  app.add_option("--ca-file", transport.ca_file, "PEM of the CA that signed the collector's cert")
+      ->excludes(plaintext);
+  auto* cert = app.add_option("--cert-file", transport.cert_file, "client certificate (mTLS)")
+                   ->excludes(plaintext);
+  auto* key = app.add_option("--key-file", transport.key_file, "client certificate's key (mTLS)")
+                  ->excludes(plaintext);
+  cert->needs(key);
+  key->needs(cert);
+  app.add_flag("--json", output.json, "print the answer as JSON instead of a table");
+  app.add_option("--timeout", timeout_text, "deadline for the call, e.g. 10s, 500ms, 2m")
+      ->capture_default_str();
+
+  auto* agents = app.add_subcommand(
+      "agents", "list agents: id, hostname, version, last seen, durable seq, isolation state");
+
+  tripline::v1::QueryEventsRequest events_request;
+  std::string kind;
+  uint32_t events_limit = 0;
+  int64_t after_id = 0;
+  auto* events = app.add_subcommand("events", "list stored events, oldest first");
+  events->add_option("--agent", *events_request.mutable_agent_id(), "only this agent's events");
+  events->add_option("--kind", kind, "file, log or agent")
+      ->check(CLI::IsMember({"file", "log", "agent"}));
+  events->add_option("--limit", events_limit, "at most N events (collector default 100)")
+      ->check(CLI::Range(1, 1000));
+  events->add_option("--after", after_id, "only events with an id greater than ID (paging)")
+      ->check(CLI::NonNegativeNumber);
+
+  tripline::v1::ListIncidentsRequest incidents_request;
+  uint32_t incidents_limit = 0;
+  auto* incidents = app.add_subcommand("incidents", "list incidents");
+  incidents->add_option("--status", *incidents_request.mutable_status(),
+                        "open, acknowledged, contained or resolved");
+  incidents->add_option("--limit", incidents_limit, "at most N incidents")
+      ->check(CLI::Range(1, 1000));
+
+  int64_t incident_id = 0;
+  auto* incident = app.add_subcommand("incident", "one incident");
+  incident->require_subcommand(1);
+  auto* show = incident->add_subcommand("show", "the incident, its events and actions in time order");
+  show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  tripline::v1::ListActionsRequest actions_request;
+  int64_t action_incident = 0;
+  uint32_t actions_limit = 0;
+  auto* actions = app.add_subcommand("actions", "list response actions (the audit trail)");
+  actions->add_option("--incident", action_incident, "only this incident's actions")
+      ->check(CLI::PositiveNumber);
+  actions->add_option("--limit", actions_limit, "at most N actions")->check(CLI::Range(1, 1000));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, out, err) == 0 ? kExitOk : kExitUsage;
+  } catch (const CLI::Error& e) {
+    return Report(err, kExitUsage, e.what());
+  }
+
+  CallOptions call;
+  if (!absl::ParseDuration(timeout_text, &call.timeout) || call.timeout <= absl::ZeroDuration()) {
+    return Report(err, kExitUsage,
+                  absl::StrFormat("--timeout %s: want a positive duration such as 10s or 500ms",
+                                  Printable(timeout_text)));
+  }
+  collector = CollectorAddress(collector, env);
+  absl::StatusOr<std::string> token_path = TokenPath(token_file, env);
+  if (!token_path.ok()) return Report(err, kExitUsage, std::string(token_path.status().message()));
+  absl::StatusOr<std::string> token = ReadOperatorToken(*token_path);
+  if (!token.ok()) return Report(err, kExitUsage, std::string(token.status().message()));
+  call.token = *std::move(token);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeTransportCredentials(transport);
+  if (!credentials.ok()) return Report(err, kExitUsage, std::string(credentials.status().message()));
+
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(collector, *credentials);
+  auto stub = tripline::v1::Operator::NewStub(channel);
+
+  grpc::Status status;
+  if (agents->parsed()) {
+    status = ListAgents(*stub, call, output, out);
+  } else if (events->parsed()) {
+    events_request.set_kind(kind);
+    events_request.set_limit(events_limit);
+    events_request.set_after_id(after_id);
+    status = QueryEvents(*stub, events_request, call, output, out);
+  } else if (incidents->parsed()) {
+    incidents_request.set_limit(incidents_limit);
+    status = ListIncidents(*stub, incidents_request, call, output, out);
+  } else if (show->parsed()) {
+    status = ShowIncident(*stub, incident_id, call, output, out);
+  } else if (actions->parsed()) {
+    actions_request.set_incident_id(action_incident);
+    actions_request.set_limit(actions_limit);
+    status = ListActions(*stub, actions_request, call, output, out);
+  } else {
+    return Report(err, kExitUsage, "no command; see --help");
+  }
+  out.flush();
+  if (!status.ok()) {
+    std::string message = DescribeRpcError(status);
+    if (ExitCodeFor(status) == kExitUnreachable) {
+      message += absl::StrFormat(" (collector %s)", Printable(collector));
+    }
+    return Report(err, ExitCodeFor(status), message);
+  }
+  return kExitOk;
+}
+
+}  // namespace tripline::cli
