@@ -67,7 +67,8 @@ grpc::Status QueryEvents(OperatorStub& stub, const v1::QueryEventsRequest& reque
       stub, &OperatorStub::QueryEvents, request, call, output, out,
       [&](const v1::QueryEventsResponse& r) {
         std::string text = EventsTable(r).Render(output.columns);
-        if (r.next_after_id() != 0) absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
+        if (r.next_after_id() != 0)
+          absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
         return text;
       });
 }

@@ -24,8 +24,8 @@ struct CallOptions {
 
 struct OutputOptions {
   bool json = false;
-  int columns = 120;         // tables are cut to this width
-  int64_t now_unix_ns = 0;   // for "12s ago"
+  int columns = 120;        // tables are cut to this width
+  int64_t now_unix_ns = 0;  // for "12s ago"
 };
 
 using OperatorStub = tripline::v1::Operator::StubInterface;
@@ -36,8 +36,7 @@ grpc::Status ListAgents(OperatorStub& stub, const CallOptions& call, const Outpu
 grpc::Status QueryEvents(OperatorStub& stub, const tripline::v1::QueryEventsRequest& request,
                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ListIncidents(OperatorStub& stub, const tripline::v1::ListIncidentsRequest& request,
-                           const CallOptions& call, const OutputOptions& output,
-                           std::ostream& out);
+                           const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ShowIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
                           const OutputOptions& output, std::ostream& out);
 grpc::Status ListActions(OperatorStub& stub, const tripline::v1::ListActionsRequest& request,

@@ -51,8 +51,8 @@ std::string FileSummary(const FileEvent& f) {
   }
   if (before != nullptr && after != nullptr) {
     if ((before->mode() & 07777) != (after->mode() & 07777)) {
-      absl::StrAppend(&out, absl::StrFormat(" mode %04o->%04o", before->mode() & 07777,
-                                            after->mode() & 07777));
+      absl::StrAppend(
+          &out, absl::StrFormat(" mode %04o->%04o", before->mode() & 07777, after->mode() & 07777));
     }
     if (before->uid() != after->uid() || before->gid() != after->gid()) {
       absl::StrAppend(&out, absl::StrFormat(" owner %u:%u->%u:%u", before->uid(), before->gid(),
@@ -89,8 +89,7 @@ std::string ActionDetail(const Action& a) {
 
 std::string FormatUtcTime(int64_t unix_ns) {
   if (unix_ns == 0) return "-";
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns),
-                          absl::UTCTimeZone());
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
 }
 
 std::string FormatAgo(int64_t then_unix_ns, int64_t now_unix_ns) {
@@ -179,8 +178,8 @@ Table IncidentsTable(const tripline::v1::ListIncidentsResponse& response) {
 }
 
 Table ActionsTable(const tripline::v1::ListActionsResponse& response) {
-  Table t({"ID", "TIME", "INCIDENT", "KIND", "TARGET", "STATUS", "DETAIL", "AWS REQUEST ID",
-           "ERROR"});
+  Table t(
+      {"ID", "TIME", "INCIDENT", "KIND", "TARGET", "STATUS", "DETAIL", "AWS REQUEST ID", "ERROR"});
   for (const auto& a : response.actions()) {
     t.AddRow({absl::StrCat(a.id()), FormatUtcTime(a.created_unix_ns()),
               a.incident_id() == 0 ? "-" : absl::StrCat(a.incident_id()), Text(a.kind()),
@@ -211,15 +210,19 @@ std::string IncidentReport(const tripline::v1::GetIncidentResponse& response, in
   };
   std::vector<Entry> entries;
   for (const auto& e : response.events()) {
-    entries.push_back({EventTime(e), 0, e.id(),
+    entries.push_back({EventTime(e),
+                       0,
+                       e.id(),
                        {FormatUtcTime(EventTime(e)), "event", absl::StrCat(e.id()),
                         absl::StrCat(EventKind(e.event()), " ", Text(e.agent_id()), " ",
                                      EventSummary(e.event()))}});
   }
   for (const auto& a : response.actions()) {
-    entries.push_back({a.created_unix_ns(), 1, a.id(),
-                       {FormatUtcTime(a.created_unix_ns()), "action", absl::StrCat(a.id()),
-                        ActionDetail(a)}});
+    entries.push_back(
+        {a.created_unix_ns(),
+         1,
+         a.id(),
+         {FormatUtcTime(a.created_unix_ns()), "action", absl::StrCat(a.id()), ActionDetail(a)}});
   }
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::tie(a.time, a.order, a.id) < std::tie(b.time, b.order, b.id);

@@ -36,7 +36,9 @@ constexpr char kFooter[] =
 
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFileToString(path, kMaxPemBytes);
-  if (!pem.ok()) return absl::Status(pem.status().code(), absl::StrFormat("%s: %s", flag, pem.status().message()));
+  if (!pem.ok())
+    return absl::Status(pem.status().code(),
+                        absl::StrFormat("%s: %s", flag, pem.status().message()));
   return pem;
 }
 
@@ -191,7 +193,8 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   int64_t incident_id = 0;
   auto* incident = app.add_subcommand("incident", "one incident");
   incident->require_subcommand(1);
-  auto* show = incident->add_subcommand("show", "the incident, its events and actions in time order");
+  auto* show =
+      incident->add_subcommand("show", "the incident, its events and actions in time order");
   show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
 
   tripline::v1::ListActionsRequest actions_request;
@@ -224,7 +227,8 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   call.token = *std::move(token);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeTransportCredentials(transport);
-  if (!credentials.ok()) return Report(err, kExitUsage, std::string(credentials.status().message()));
+  if (!credentials.ok())
+    return Report(err, kExitUsage, std::string(credentials.status().message()));
 
   std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(collector, *credentials);
   auto stub = tripline::v1::Operator::NewStub(channel);
