@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "platform/runtime/logging.h"
 
@@ -200,7 +201,12 @@ std::string IncidentReport(const tripline::v1::GetIncidentResponse& response, in
   fields.AddRow({"rule", Text(i.rule_id())});
   fields.AddRow({"opened", FormatUtcTime(i.opened_unix_ns())});
   fields.AddRow({"updated", FormatUtcTime(i.updated_unix_ns())});
-  if (!i.summary().empty()) fields.AddRow({"summary", Printable(i.summary(), kMaxText)});
+  // The summary grows a line per thing that happened ("contained: ..."): one row each.
+  bool first_line = true;
+  for (absl::string_view line : absl::StrSplit(i.summary(), '\n', absl::SkipEmpty())) {
+    fields.AddRow({first_line ? "summary" : "", Printable(std::string(line), kMaxText)});
+    first_line = false;
+  }
 
   struct Entry {
     int64_t time;

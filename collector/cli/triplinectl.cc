@@ -7,6 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -52,10 +53,14 @@ int Report(std::ostream& err, int code, const std::string& message) {
 
 int TerminalColumns(int fd) {
   struct winsize ws {};
-  if (::isatty(fd) != 1 || ::ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
-    return kDefaultColumns;
+  if (::isatty(fd) == 1 && ::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col != 0) return ws.ws_col;
+  // Not a terminal (a pipe, a file): $COLUMNS when it is a sane width, as in the shell.
+  int columns = 0;
+  const char* env = std::getenv("COLUMNS");
+  if (env != nullptr && absl::SimpleAtoi(env, &columns) && columns >= 20 && columns <= 1000) {
+    return columns;
   }
-  return ws.ws_col;
+  return kDefaultColumns;
 }
 
 Environment ProcessEnvironment(int fd) {

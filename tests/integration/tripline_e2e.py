@@ -265,7 +265,9 @@ transport:
     def ctl(self, *args, expect_ok=True):
         argv = [self.ctl_bin, "--collector", self.collector_addr, "--plaintext",
                 "--token-file", self.operator_token, *args]
-        r = subprocess.run(argv, capture_output=True, timeout=30)
+        # Output is a pipe: give the tables room to show request ids and errors whole.
+        r = subprocess.run(argv, capture_output=True, timeout=30,
+                           env={**os.environ, "COLUMNS": "200"})
         if expect_ok and r.returncode != 0:
             raise Failure(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.decode(errors='replace')}")
         return r

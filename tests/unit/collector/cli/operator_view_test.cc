@@ -116,5 +116,15 @@ TEST(IncidentReport, TimelineMergesEventsAndActionsInTimeOrder) {
   EXPECT_NE(report.find("UnauthorizedOperation"), std::string::npos);
 }
 
+TEST(IncidentReport, EachSummaryLineIsItsOwnRow) {
+  auto fleet = CannedFleet();
+  fleet.incident7.mutable_incident()->set_summary("rule matched event 2\ncontained: 2 interfaces");
+  const std::string report = IncidentReport(fleet.incident7, 300);
+  EXPECT_NE(report.find("summary   rule matched event 2\n          contained: 2 interfaces\n"),
+            std::string::npos)
+      << report;
+  EXPECT_EQ(report.find("\\x0a"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tripline::cli
