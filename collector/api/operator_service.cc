@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
-#include "platform/crypto/digest.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::collector {
@@ -75,35 +74,18 @@ void ToProto(const ActionRecord& a, Action* out) {
 
 }  // namespace
 
-OperatorService::OperatorService(CollectorStore* store, const std::string& operator_token)
-    : store_(store),
-      token_key_(RandomBytes(32)),
-      token_hash_(Blake2b256(operator_token, token_key_)) {}
+OperatorService::OperatorService(CollectorStore* store, const OperatorAuthorizer* auth)
+    : store_(store), auth_(auth) {}
 
-grpc::Status OperatorService::Authorize(const grpc::ServerContext* context) const {
-  const auto& md = context->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing \"authorization: Bearer <operator token>\" metadata");
-  }
-  std::string_view value(it->second.data(), it->second.size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (value.substr(0, kBearer.size()) != kBearer) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization metadata must be \"Bearer <operator token>\"");
-  }
-  value.remove_prefix(kBearer.size());
-  if (!ConstantTimeEquals(Blake2b256(value, token_key_), token_hash_)) {
-    spdlog::warn("api: call with a wrong operator token from {}", context->peer());
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "operator token rejected");
-  }
-  return grpc::Status::OK;
+grpc::Status OperatorService::Authorize(const grpc::ServerContext* context, Role required,
+                                        Caller* caller) const {
+  Caller ignored;
+  return auth_->Authorize(*context, required, caller != nullptr ? caller : &ignored);
 }
 
 grpc::Status OperatorService::ListAgents(grpc::ServerContext* context, const ListAgentsRequest*,
                                          ListAgentsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<AgentRecord>> agents = store_->ListAgents();
   if (!agents.ok()) return Internal(agents.status());
   for (const AgentRecord& a : *agents) ToProto(a, resp->add_agents());
@@ -113,7 +95,7 @@ grpc::Status OperatorService::ListAgents(grpc::ServerContext* context, const Lis
 grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
                                           const QueryEventsRequest* req,
                                           QueryEventsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   const std::string& kind = req->kind();
   if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -139,7 +121,7 @@ grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
 grpc::Status OperatorService::ListIncidents(grpc::ServerContext* context,
                                             const ListIncidentsRequest* req,
                                             ListIncidentsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<IncidentRecord>> incidents =
       store_->ListIncidents(req->status(), ClampLimit(req->limit()));
   if (!incidents.ok()) return Internal(incidents.status());
@@ -150,7 +132,7 @@ grpc::Status OperatorService::ListIncidents(grpc::ServerContext* context,
 grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
                                           const GetIncidentRequest* req,
                                           GetIncidentResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->id());
   if (!incident.ok()) return Internal(incident.status());
   if (!*incident) {
@@ -170,7 +152,7 @@ grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
 grpc::Status OperatorService::ListActions(grpc::ServerContext* context,
                                           const ListActionsRequest* req,
                                           ListActionsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<ActionRecord>> actions =
       store_->ListActions(req->incident_id(), ClampLimit(req->limit()));
   if (!actions.ok()) return Internal(actions.status());

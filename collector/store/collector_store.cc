@@ -84,8 +84,35 @@ CREATE INDEX actions_by_status ON actions(status, kind);
 CREATE INDEX actions_by_incident ON actions(incident_id, id);
 CREATE INDEX actions_by_parent ON actions(parent_id);
 )sql",
+      // 2: operator tokens (keyed hashes only; the token itself is shown once at creation).
+      R"sql(
+CREATE TABLE operator_tokens (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  name        TEXT NOT NULL,
+  role        TEXT NOT NULL,
+  hash        BLOB NOT NULL,
+  created_ns  INTEGER NOT NULL,
+  created_by  TEXT NOT NULL,
+  revoked_ns  INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX operator_tokens_active_name ON operator_tokens(name) WHERE revoked_ns = 0;
+)sql",
   };
   return kSchema;
+}
+
+constexpr char kTokenColumns[] = "id, name, role, hash, created_ns, created_by, revoked_ns";
+
+OperatorTokenRecord ReadToken(const Statement& s) {
+  OperatorTokenRecord t;
+  t.id = s.ColumnInt(0);
+  t.name = s.ColumnText(1);
+  t.role = s.ColumnText(2);
+  t.hash = s.ColumnText(3);
+  t.created_ns = s.ColumnInt(4);
+  t.created_by = s.ColumnText(5);
+  t.revoked_ns = s.ColumnInt(6);
+  return t;
 }
 
 constexpr char kAgentColumns[] =
@@ -335,6 +362,40 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord&
   return db_->LastInsertId();
 }
 
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertOperatorToken(
+    const OperatorTokenRecord& t) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO operator_tokens (name, role, hash, created_ns, "
+                                "created_by) VALUES (?, ?, ?, ?, ?)"));
+  s.Bind(1, t.name).Bind(2, t.role).BindBlob(3, t.hash).Bind(4, t.created_ns).Bind(5, t.created_by);
+  RETURN_IF_ERROR(s.Run());
+  return db_->LastInsertId();
+}
+
+absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::Writer::ActiveOperatorToken(
+    const std::string& name) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM operator_tokens WHERE name = ? AND "
+                                    "revoked_ns = 0",
+                                    kTokenColumns)));
+  s.Bind(1, name);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadToken(s);
+}
+
+absl::Status CollectorStore::Writer::RevokeOperatorToken(int64_t id, int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("UPDATE operator_tokens SET revoked_ns = ? "
+                                             "WHERE id = ? AND revoked_ns = 0"));
+  s.Bind(1, now_ns).Bind(2, id);
+  RETURN_IF_ERROR(s.Run());
+  if (db_->Changes() != 1) {
+    return absl::NotFoundError(
+        absl::StrFormat("database %s: no active operator token %d", db_->path(), id));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CollectorStore::Writer::UpdateAction(const ActionRecord& a) {
   ASSIGN_OR_RETURN(Statement s,
                    db_->Prepare("UPDATE actions SET status = ?, detail = ?, aws_request_id = ?, "
@@ -434,6 +495,24 @@ absl::StatusOr<std::vector<ActionRecord>> CollectorStore::ListActions(int64_t in
                                     kActionColumns)));
   s.Bind(1, incident_id).Bind(2, static_cast<int64_t>(limit));
   return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::GetOperatorToken(int64_t id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare(absl::StrFormat(
+                       "SELECT %s FROM operator_tokens WHERE id = ?", kTokenColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadToken(s);
+}
+
+absl::StatusOr<std::vector<OperatorTokenRecord>> CollectorStore::ListOperatorTokens() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM operator_tokens ORDER BY id", kTokenColumns)));
+  return Collect<OperatorTokenRecord>(s, ReadToken);
 }
 
 absl::StatusOr<std::vector<ActionRecord>> CollectorStore::UnfinishedActions(

@@ -70,6 +70,17 @@ struct ActionRecord {
   int64_t updated_ns = 0;
 };
 
+// An operator's bearer token: only its keyed hash is kept (see collector/auth).
+struct OperatorTokenRecord {
+  int64_t id = 0;
+  std::string name;
+  std::string role;  // read, respond, admin
+  std::string hash;  // keyed BLAKE2b-256 of the token's secret part
+  int64_t created_ns = 0;
+  std::string created_by;
+  int64_t revoked_ns = 0;  // 0: active
+};
+
 struct EventQuery {
   std::string agent_id;  // empty: all
   std::string kind;      // empty: all; file | log | agent
@@ -125,6 +136,13 @@ class CollectorStore {
     // Writes status, detail, request id and error fields of `action` (by id) and updated_ns.
     absl::Status UpdateAction(const ActionRecord& action);
 
+    // Operator tokens. At most one active token per name (the database enforces it).
+    absl::StatusOr<int64_t> InsertOperatorToken(const OperatorTokenRecord& token);
+    absl::StatusOr<std::optional<OperatorTokenRecord>> ActiveOperatorToken(
+        const std::string& name);
+    // NotFound when `id` is not an active token.
+    absl::Status RevokeOperatorToken(int64_t id, int64_t now_ns);
+
     // Makes everything above durable; the lock is released either way.
     absl::Status Commit();
 
@@ -150,6 +168,9 @@ class CollectorStore {
   absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);
   // incident_id 0: all. Oldest first.
   absl::StatusOr<std::vector<ActionRecord>> ListActions(int64_t incident_id, int limit);
+  // Operator tokens, revoked ones included.
+  absl::StatusOr<std::optional<OperatorTokenRecord>> GetOperatorToken(int64_t id);
+  absl::StatusOr<std::vector<OperatorTokenRecord>> ListOperatorTokens();
   // Top-level actions (parent 0) of `kind` in status pending or running, oldest first: what the
   // response worker resumes.
   absl::StatusOr<std::vector<ActionRecord>> UnfinishedActions(const std::string& kind);

@@ -1,6 +1,11 @@
 // The operator service on the collector's real server (shared with Ingest), over loopback.
 #include "collector/api/operator_service.h"
 
+#include <map>
+
+#include "collector/auth/operator_auth.h"
+#include "google/protobuf/descriptor.h"
+
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -121,6 +126,86 @@ TEST(OperatorApi, CorrectTokenSeesAgentsEventsIncidentsAndActions) {
   ASSERT_TRUE(stub->ListActions(&c8, ListActionsRequest(), &actions).ok());
   EXPECT_EQ(actions.actions_size(), 4);
   for (const Action& a : actions.actions()) EXPECT_EQ(a.status(), "done") << a.kind();
+}
+
+// Calls `method` (a full "/pkg.Service/Method" name) with an empty request and `token`; the
+// status is all these tests look at.
+grpc::Status CallEmpty(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                       const std::string& token) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  if (!token.empty()) Authorize(&ctx, token);
+  grpc::ByteBuffer request;  // empty bytes: the default message
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  auto call = stub.PrepareUnaryCall(&ctx, method, request, &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  EXPECT_TRUE(cq.Next(&tag, &ok));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+// The role each Operator RPC needs. A new RPC must be added here, or the matrix test fails.
+const std::map<std::string, Role>& RequiredRoles() {
+  static const auto* roles = new std::map<std::string, Role>{
+      {"ListAgents", Role::kRead},    {"QueryEvents", Role::kRead},
+      {"ListIncidents", Role::kRead}, {"GetIncident", Role::kRead},
+      {"ListActions", Role::kRead},
+  };
+  return *roles;
+}
+
+TEST(OperatorApi, EveryRpcChecksTheCallersRole) {
+  TestCollector c;
+  c.Start();
+  auto key = LoadOrCreateTokenKey(c.dir().Sub("operator-token.key"));
+  ASSERT_TRUE(key.ok()) << key.status();
+  OperatorTokens tokens(c.store(), *key);
+  std::map<Role, std::string> token_of;
+  for (Role r : {Role::kRead, Role::kRespond, Role::kAdmin}) {
+    auto created = tokens.Create("op-" + RoleName(r), r, "test", 1);
+    ASSERT_TRUE(created.ok()) << created.status();
+    token_of[r] = created->token;
+  }
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName("tripline.v1.Operator");
+  ASSERT_NE(service, nullptr);
+  ASSERT_GE(service->method_count(), 5);
+  for (int i = 0; i < service->method_count(); ++i) {
+    const google::protobuf::MethodDescriptor* m = service->method(i);
+    if (m->client_streaming() || m->server_streaming()) continue;  // checked where they are tested
+    auto required = RequiredRoles().find(m->name());
+    ASSERT_NE(required, RequiredRoles().end()) << m->name() << " has no required role listed";
+    const std::string method = "/" + std::string(service->full_name()) + "/" + m->name();
+    EXPECT_EQ(CallEmpty(c.channel(), method, "").error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << m->name();
+    EXPECT_EQ(CallEmpty(c.channel(), method, "tl1_1_nope").error_code(),
+              grpc::StatusCode::UNAUTHENTICATED)
+        << m->name();
+    for (const auto& [role, token] : token_of) {
+      const grpc::StatusCode code = CallEmpty(c.channel(), method, token).error_code();
+      if (role < required->second) {
+        EXPECT_EQ(code, grpc::StatusCode::PERMISSION_DENIED) << m->name() << " " << RoleName(role);
+      } else {
+        EXPECT_NE(code, grpc::StatusCode::PERMISSION_DENIED) << m->name() << " " << RoleName(role);
+        EXPECT_NE(code, grpc::StatusCode::UNAUTHENTICATED) << m->name() << " " << RoleName(role);
+      }
+    }
+  }
+  // A revoked token is refused at once.
+  ASSERT_TRUE(tokens.Revoke("op-admin", "test", 2).ok());
+  EXPECT_EQ(CallEmpty(c.channel(), "/tripline.v1.Operator/ListAgents", token_of[Role::kAdmin])
+                .error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
 }
 
 // The reflection service speaks grpc.reflection.v1alpha, whose generated code Debian does not
