@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test demo bench clean package
 
 all: build
 
@@ -25,5 +25,19 @@ test: build
 demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
+# Debian packages (tripline-agent, tripline-collector) and the SSM Distributor package (zips and
+# manifest.json), built in their own tree with Debian's hardening flags (dpkg-buildflags), then
+# checked with lintian. Output: $(PKG_BUILD)/packages/{debs,ssm}. See docs/operations.md.
+PKG_BUILD ?= build-package
+package: deps
+	CFLAGS="$$(dpkg-buildflags --get CFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
+	CXXFLAGS="$$(dpkg-buildflags --get CXXFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
+	LDFLAGS="$$(dpkg-buildflags --get LDFLAGS)" \
+	cmake -S . -B $(PKG_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRIPLINE_WERROR=ON \
+	  -DTRIPLINE_BUILD_TESTS=OFF $(CMAKE_FLAGS)
+	cmake --build $(PKG_BUILD) -j $(JOBS)
+	/usr/bin/python3 packaging/build_packages.py --build-dir $(PKG_BUILD) --out $(PKG_BUILD)/packages
+	lintian --fail-on error,warning --display-info --tag-display-limit 0 $(PKG_BUILD)/packages/debs/*.deb
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(PKG_BUILD)
