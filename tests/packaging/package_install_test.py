@@ -368,18 +368,28 @@ class PackageTest:
         self.collector_addr = wait_for("the collector to listen", up, 30)
         expect_mode("/var/lib/tripline-collector/collector.db", 0o600, USER, USER)
 
-    def run_command_document(self):
-        """The enrollAgent step as the SSM Agent runs it: parameters in SSM_<name> variables."""
+    def run_command_document(self, interpolate=False):
+        """The enrollAgent step as the SSM Agent runs it: parameters in SSM_<name> variables, or
+        (interpolate=True, as SSM Agents before 3.3.2746.0 do) substituted into the script."""
         with open(COMMAND_DOC) as f:
             doc = yaml.safe_load(f)
         step = next(s for s in doc["mainSteps"] if s["action"] == "aws:runShellScript")
+        values = {"collectorAddress": self.collector_addr, "collectorCa": read(self.ca),
+                  "enrollmentToken": self.token, "enrollWaitSeconds": "90"}
+        for name, value in values.items():
+            expect(re.search(doc["parameters"][name]["allowedPattern"], value),
+                   f"{name} {value!r} does not match its allowedPattern")
+        text = "\n".join(step["inputs"]["runCommand"]) + "\n"
+        env = dict(os.environ, AWS_SSM_INSTANCE_ID=AGENT_ID)
+        if interpolate:
+            for name, value in values.items():
+                text = text.replace("{{" + name + "}}", value)
+        else:
+            env.update({f"SSM_{name}": value for name, value in values.items()})
         script = os.path.join(self.tmp, "enroll-step.sh")
-        write(script, "\n".join(step["inputs"]["runCommand"]) + "\n", 0o700)
-        env = dict(os.environ, AWS_SSM_INSTANCE_ID=AGENT_ID,
-                   SSM_collectorAddress=self.collector_addr,
-                   SSM_collectorCa=read(self.ca),
-                   SSM_enrollmentToken=self.token)
+        write(script, text, 0o700)
         r = run(["sh", script], env=env)
+        os.unlink(script)
         log(f"command document: {r.stdout.strip().splitlines()[0]}")
         expect(self.token not in r.stdout + r.stderr, "the enrollment step printed the token")
 
@@ -520,7 +530,8 @@ class PackageTest:
         expect_mode("/var/lib/tripline-collector/collector.db", 0o600, USER, USER)
 
         self.start_collector()
-        self.run_command_document()  # the Command document runs again on every upgrade
+        # The Command document runs again on every upgrade; here as an older SSM Agent runs it.
+        self.run_command_document(interpolate=True)
         self.check_enrolled_config()
         expect(sha256("/var/lib/tripline/agent.key") == key_hash, "re-running enroll changed the key")
         self.start_agent("agent-upgraded")
