@@ -429,7 +429,7 @@ class PackageTest:
         a = read(f"{ETC}/agent.yaml")
         want = substitute(self.edited_agent_yaml, r"^#? ?agent_id: .*?$", f"agent_id: {AGENT_ID}",
                           "expected agent.yaml agent_id")
-        want = substitute(want, r"^  address: .*?$", f"  address: {self.collector_addr}",
+        want = substitute(want, r"^  address: .*?$", f"  address: \"{self.collector_addr}\"",
                           "expected agent.yaml address")
         expect(a == want, f"agent.yaml after the enroll step is not the edit plus two lines:\n{a}")
         self.edited_agent_yaml = a
