@@ -26,15 +26,17 @@ demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
 # Debian packages (tripline-agent, tripline-collector) and the SSM Distributor package (zips and
-# manifest.json), built in their own tree with Debian's hardening flags (dpkg-buildflags), then
-# checked with lintian. Output: $(PKG_BUILD)/packages/{debs,ssm}. See docs/operations.md.
+# manifest.json), built in their own tree with Debian's hardening flags (dpkg-buildflags with
+# hardening=+all: fortify, stack protector, relro, bind now), then checked with lintian.
+# Output: $(PKG_BUILD)/packages/{debs,ssm}. See docs/operations.md.
 PKG_BUILD ?= build-package
+BUILDFLAGS = DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get
 package: deps
-	CFLAGS="$$(dpkg-buildflags --get CFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
-	CXXFLAGS="$$(dpkg-buildflags --get CXXFLAGS) $$(dpkg-buildflags --get CPPFLAGS)" \
-	LDFLAGS="$$(dpkg-buildflags --get LDFLAGS)" \
 	cmake -S . -B $(PKG_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRIPLINE_WERROR=ON \
-	  -DTRIPLINE_BUILD_TESTS=OFF $(CMAKE_FLAGS)
+	  -DTRIPLINE_BUILD_TESTS=OFF \
+	  -DCMAKE_C_FLAGS="$$($(BUILDFLAGS) CFLAGS) $$($(BUILDFLAGS) CPPFLAGS)" \
+	  -DCMAKE_CXX_FLAGS="$$($(BUILDFLAGS) CXXFLAGS) $$($(BUILDFLAGS) CPPFLAGS)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$$($(BUILDFLAGS) LDFLAGS)" $(CMAKE_FLAGS)
 	cmake --build $(PKG_BUILD) -j $(JOBS)
 	/usr/bin/python3 packaging/build_packages.py --build-dir $(PKG_BUILD) --out $(PKG_BUILD)/packages
 	lintian --fail-on error,warning --display-info --tag-display-limit 0 $(PKG_BUILD)/packages/debs/*.deb
