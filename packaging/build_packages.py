@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -25,19 +26,25 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
-    staging = os.path.join(args.out, "cpack")
     debs = os.path.join(args.out, "debs")
     os.makedirs(debs)
-    subprocess.run(["cpack", "-G", "DEB", "--config",
-                    os.path.join(args.build_dir, "CPackConfig.cmake"), "-B", staging], check=True)
-    built = glob.glob(os.path.join(staging, "*.deb"))
-    names = sorted(os.path.basename(p).split("_")[0] for p in built)
-    if names != ["tripline-agent", "tripline-collector"]:
-        print(f"expected tripline-agent and tripline-collector, cpack made {built}", file=sys.stderr)
-        return 1
-    for p in built:
-        shutil.move(p, debs)
-    shutil.rmtree(staging)
+    # cpack stages installed trees (executables included) in its directory: keep that outside the
+    # build tree, where tests look for the programs they run.
+    staging = tempfile.mkdtemp(prefix="tripline-cpack-")
+    try:
+        subprocess.run(["cpack", "-G", "DEB", "--config",
+                        os.path.join(args.build_dir, "CPackConfig.cmake"), "-B", staging],
+                       check=True)
+        built = glob.glob(os.path.join(staging, "*.deb"))
+        names = sorted(os.path.basename(p).split("_")[0] for p in built)
+        if names != ["tripline-agent", "tripline-collector"]:
+            print(f"expected tripline-agent and tripline-collector, cpack made {built}",
+                  file=sys.stderr)
+            return 1
+        for p in built:
+            shutil.move(p, debs)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "packaging", "ssm", "make_distributor.py"),
                     "--deb-dir", debs, "--out", os.path.join(args.out, "ssm")], check=True)
     for p in sorted(os.listdir(debs)):
