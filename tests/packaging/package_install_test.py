@@ -19,8 +19,9 @@ test runs beside it. Steps, each checked:
      tokens are kept; the agent comes back with the same key and its events still arrive.
   5. The Distributor's uninstall.sh keeps config and key; purge removes the programs, configs,
      state, generated secrets and unit state, and leaves the operator's own files.
-The machine is left as it was even when a step fails (packages purged, the user removed if this
-test made it). Exit status 0 only when every check held.
+The machine is left as it was even when a step fails or the test is interrupted (packages purged,
+the user removed if this test made it); after a SIGKILL, a marker in /run lets the next run purge
+what this one left. Exit status 0 only when every check held.
 """
 
 import argparse
@@ -578,6 +579,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+
+    def terminated(signum, frame):
+        raise Failure(f"stopped by signal {signum}")
+    signal.signal(signal.SIGTERM, terminated)  # clean up on SIGTERM too (SIGINT raises already)
     t = PackageTest(args.out)
     failed = True
     try:
