@@ -7,7 +7,7 @@ Runs as root (it installs packages); ctest holds the `dpkg` resource lock so no 
 test runs beside it. Steps, each checked:
   1. tripline-collector with dpkg -i; tripline-agent through the Distributor's install.sh (apt).
      Files, modes, owners, conffiles, the system user, the generated tokens, computed Depends,
-     units enabled.
+     units enabled and clean under `systemd-analyze verify`.
   2. An operator edits agent.yaml (the watched paths) and collector.yaml (loopback, response off,
      a loopback EC2 endpoint); a test CA and server certificate go in /etc/tripline.
   3. The collector runs as its user with no capabilities; the SSM Command document's
@@ -175,7 +175,7 @@ class PackageTest:
         self.tmp = tempfile.mkdtemp(prefix="tripline-pkgtest-")
         os.chmod(self.tmp, 0o755)
         self.procs = []
-        self.user_existed = False
+        self.owned = False  # set once preflight found nothing of anyone else's to disturb
         self.collector = self.agent = None
         self.collector_addr = None
 
@@ -186,18 +186,49 @@ class PackageTest:
         expect(not os.path.isdir("/run/systemd/system"),
                "systemd runs this machine: the packages' maintainer scripts would start and stop "
                "real services; this test runs the programs by hand and needs a host without it")
+        if os.path.exists(MARKER):
+            self.clean_after_killed_run()
+        installed = [p for p in PACKAGES if status(p) != "not-installed"]
+        expect(not installed,
+               f"{installed} already installed on this machine and not by this test: not touching them")
+        expect(not self.user_exists(), f"user {USER} exists on this machine already and not by this test")
+        self.owned = True
+        self.save_marker()
+
+    def save_marker(self):
+        """What a run killed with SIGKILL leaves behind, for the next run to clean up."""
+        with open(MARKER + ".tmp", "w") as f:
+            json.dump({"tmp": self.tmp, "pids": [p.proc.pid for p in self.procs]}, f)
+        os.replace(MARKER + ".tmp", MARKER)
+
+    def clean_after_killed_run(self):
+        with open(MARKER) as f:
+            left = json.load(f)
+        log(f"cleaning up after an interrupted run: {left}")
+        for pid in left.get("pids", []):
+            try:  # only our programs: the binary may be gone (purged), so match the name
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if re.search(r"/usr/sbin/tripline-(agent|collector)( \(deleted\))?$", exe):
+                os.kill(pid, signal.SIGKILL)
+                wait_for(f"pid {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}"), 10)
         installed = [p for p in PACKAGES if status(p) != "not-installed"]
         if installed:
-            expect(os.path.exists(MARKER),
-                   f"{installed} already installed on this machine and not by this test: not touching them")
-            log(f"purging leftovers of an interrupted run: {installed}")
             dpkg("--purge", *installed)
-            self.remove_user()
-        self.user_existed = self.user_exists()
-        expect(not self.user_existed or os.path.exists(MARKER),
-               f"user {USER} exists on this machine already and not by this test")
-        with open(MARKER, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        self.remove_user()
+        for name in ("collector.pem", "collector.key"):
+            try:
+                os.unlink(os.path.join(ETC, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(ETC)
+        except OSError:
+            pass
+        if str(left.get("tmp", "")).startswith(tempfile.gettempdir() + "/tripline-pkgtest-"):
+            shutil.rmtree(left["tmp"], ignore_errors=True)
+        os.unlink(MARKER)
 
     def user_exists(self):
         try:
@@ -220,6 +251,9 @@ class PackageTest:
             p.stop()
             if failed:
                 print(f"--- {p.name} log ---\n{p.text()[-4000:]}", file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.owned:
+            return
         installed = [p for p in PACKAGES if status(p) != "not-installed"]
         if installed:
             try:
@@ -236,11 +270,18 @@ class PackageTest:
         except OSError:
             pass
         self.remove_user()
-        shutil.rmtree(self.tmp, ignore_errors=True)
         try:
             os.unlink(MARKER)
         except FileNotFoundError:
             pass
+
+    def machine_clean(self):
+        leftovers = [p for p in PACKAGES if status(p) != "not-installed"]
+        if leftovers or os.path.exists(ETC) or self.user_exists() or os.path.exists(MARKER):
+            print(f"FAIL: the machine is not clean: packages {leftovers}, {ETC} exists: "
+                  f"{os.path.exists(ETC)}, user {USER}: {self.user_exists()}", file=sys.stderr)
+            return False
+        return True
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -312,7 +353,12 @@ class PackageTest:
         expect(pw.pw_dir == "/var/lib/tripline-collector", f"{USER} home {pw.pw_dir}")
         expect(grp.getgrgid(pw.pw_gid).gr_name == USER, f"{USER}'s primary group is not {USER}")
         self.expect_enabled("tripline-collector.service")
-        log("install: collector files, modes, conffiles, user, tokens, Depends and unit checked")
+        # The installed units load cleanly: programs, users and man pages they name all exist.
+        r = run(["systemd-analyze", "verify", "/lib/systemd/system/tripline-agent.service",
+                 "/lib/systemd/system/tripline-collector.service"], check=False)
+        expect(r.returncode == 0 and not (r.stdout + r.stderr).strip(),
+               f"systemd-analyze verify: exit {r.returncode}\n{r.stdout}{r.stderr}")
+        log("install: collector files, modes, conffiles, user, tokens, Depends and units checked")
 
     def expect_enabled(self, unit):
         link = f"/etc/systemd/system/multi-user.target.wants/{unit}"
@@ -361,6 +407,7 @@ class PackageTest:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.collector = Proc("collector", argv, self.tmp, env)
         self.procs.append(self.collector)
+        self.save_marker()
 
         def up():
             if not self.collector.alive():
@@ -400,6 +447,7 @@ class PackageTest:
                 "--no-new-privs", "/usr/sbin/tripline-agent", "--config", f"{ETC}/agent.yaml"]
         self.agent = Proc(name, argv, self.tmp)
         self.procs.append(self.agent)
+        self.save_marker()
 
         def enrolled():
             if not self.agent.alive():
@@ -598,10 +646,7 @@ def main():
         print(f"FAIL: {e}", file=sys.stderr)
     finally:
         t.cleanup(failed)
-    leftovers = [p for p in PACKAGES if status(p) != "not-installed"]
-    if leftovers or os.path.exists(ETC) or (not t.user_existed and t.user_exists()):
-        print(f"FAIL: the machine is not clean: packages {leftovers}, {ETC} exists: "
-              f"{os.path.exists(ETC)}, user {USER}: {t.user_exists()}", file=sys.stderr)
+    if t.owned and not t.machine_clean():
         failed = True
     print("PASS" if not failed else "FAILED")
     return 1 if failed else 0
