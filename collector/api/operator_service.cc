@@ -1,8 +1,10 @@
 #include "collector/api/operator_service.h"
 
 #include <algorithm>
+#include <array>
 
 #include "absl/strings/str_format.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::collector {
@@ -53,6 +55,7 @@ void ToProto(const IncidentRecord& i, Incident* out) {
   out->set_opened_unix_ns(i.opened_ns);
   out->set_updated_unix_ns(i.updated_ns);
   out->set_summary(i.summary);
+  out->set_assignee(i.assignee);
   for (int64_t id : i.event_ids) out->add_event_ids(id);
 }
 
@@ -70,6 +73,31 @@ void ToProto(const ActionRecord& a, Action* out) {
   out->set_actor(a.actor);
   out->set_created_unix_ns(a.created_ns);
   out->set_updated_unix_ns(a.updated_ns);
+}
+
+constexpr size_t kMaxNoteBytes = 4096;
+constexpr size_t kMaxAssigneeBytes = 64;
+// The incident lifecycle, in order.
+constexpr std::array<std::string_view, 4> kStatuses = {"open", "acknowledged", "contained",
+                                                       "resolved"};
+
+int StatusRank(std::string_view status) {
+  for (size_t i = 0; i < kStatuses.size(); ++i) {
+    if (kStatuses[i] == status) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool PrintableText(std::string_view text, bool allow_newlines) {
+  for (unsigned char c : text) {
+    if (c < 0x20 && !(allow_newlines && (c == '\n' || c == '\t'))) return false;
+    if (c == 0x7f) return false;
+  }
+  return true;
+}
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
 }  // namespace
@@ -98,9 +126,9 @@ grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
   if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   const std::string& kind = req->kind();
   if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrFormat("kind '%s' is not one of file, log, agent",
-                                        Printable(kind, 64)));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrFormat("kind '%s' is not one of file, log, agent", Printable(kind, 64)));
   }
   if (req->after_id() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_id must not be negative");
@@ -136,8 +164,7 @@ grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
   absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->id());
   if (!incident.ok()) return Internal(incident.status());
   if (!*incident) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrFormat("no incident %d", req->id()));
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
   }
   ToProto(**incident, resp->mutable_incident());
   absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->id());
@@ -157,6 +184,95 @@ grpc::Status OperatorService::ListActions(grpc::ServerContext* context,
       store_->ListActions(req->incident_id(), ClampLimit(req->limit()));
   if (!actions.ok()) return Internal(actions.status());
   for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::UpdateIncident(grpc::ServerContext* context,
+                                             const UpdateIncidentRequest* req,
+                                             UpdateIncidentResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  if (req->id() <= 0) return Invalid("id must be a positive incident id");
+  if (!req->status().empty() && StatusRank(req->status()) < 0) {
+    return Invalid(
+        absl::StrFormat("status '%s' is not one of open, acknowledged, contained, "
+                        "resolved",
+                        Printable(req->status(), 64)));
+  }
+  if (req->note().size() > kMaxNoteBytes || !PrintableText(req->note(), true)) {
+    return Invalid(absl::StrFormat("note: at most %d bytes of text without control characters",
+                                   kMaxNoteBytes));
+  }
+  if (req->assignee().size() > kMaxAssigneeBytes || !PrintableText(req->assignee(), false)) {
+    return Invalid(absl::StrFormat("assignee: at most %d bytes without control characters",
+                                   kMaxAssigneeBytes));
+  }
+  if (req->unassign() && !req->assignee().empty()) {
+    return Invalid("assignee and unassign exclude each other");
+  }
+  if (req->status().empty() && req->note().empty() && req->assignee().empty() && !req->unassign()) {
+    return Invalid("nothing to change: give a status, a note or an assignee");
+  }
+
+  const int64_t now = SystemClock().NowUnixNanos();
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return Internal(w.status());
+  absl::StatusOr<std::optional<IncidentRecord>> incident = w->GetIncident(req->id());
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
+  }
+  IncidentRecord& inc = **incident;
+  auto audit = [&](const std::string& kind, const std::string& detail) {
+    ActionRecord a;
+    a.incident_id = inc.id;
+    a.agent_id = inc.agent_id;
+    a.kind = kind;
+    a.target = absl::StrFormat("incident %d", inc.id);
+    a.status = "done";
+    a.detail = detail;
+    a.actor = caller.name;
+    a.created_ns = now;
+    a.updated_ns = now;
+    return w->InsertAction(a).status();
+  };
+
+  if (!req->status().empty() && req->status() != inc.status) {
+    const int from = StatusRank(inc.status), to = StatusRank(req->status());
+    const bool reopen = inc.status == "resolved" && req->status() == "open";
+    if (to < from && !reopen) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrFormat("incident %d is %s: it moves forward (open, acknowledged, contained, "
+                          "resolved) or, once resolved, back to open; not to %s",
+                          inc.id, inc.status, req->status()));
+    }
+    if (absl::Status st = w->SetIncidentStatus(inc.id, req->status(), now); !st.ok()) {
+      return Internal(st);
+    }
+    if (absl::Status st =
+            audit("incident:status", absl::StrFormat("%s -> %s", inc.status, req->status()));
+        !st.ok()) {
+      return Internal(st);
+    }
+    inc.status = req->status();
+  }
+  if (!req->assignee().empty() || req->unassign()) {
+    const std::string& who = req->assignee();
+    if (absl::Status st = w->SetIncidentAssignee(inc.id, who, now); !st.ok()) return Internal(st);
+    if (absl::Status st = audit("incident:assign", who.empty() ? "unassigned" : "to " + who);
+        !st.ok()) {
+      return Internal(st);
+    }
+    inc.assignee = who;
+  }
+  if (!req->note().empty()) {
+    if (absl::Status st = audit("incident:note", req->note()); !st.ok()) return Internal(st);
+  }
+  if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  spdlog::info("api: incident {} updated by {} status={}", inc.id, caller.name, inc.status);
+  inc.updated_ns = now;
+  ToProto(inc, resp->mutable_incident());
   return grpc::Status::OK;
 }
 

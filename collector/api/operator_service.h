@@ -36,6 +36,9 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status ListActions(grpc::ServerContext* context,
                            const tripline::v1::ListActionsRequest* req,
                            tripline::v1::ListActionsResponse* resp) override;
+  grpc::Status UpdateIncident(grpc::ServerContext* context,
+                              const tripline::v1::UpdateIncidentRequest* req,
+                              tripline::v1::UpdateIncidentResponse* resp) override;
 
  private:
   // OK when the caller is known and holds at least `required`; sets `*caller` when not null.

@@ -97,6 +97,18 @@ grpc::Status ListActions(OperatorStub& stub, const v1::ListActionsRequest& reque
       [&](const v1::ListActionsResponse& r) { return ActionsTable(r).Render(output.columns); });
 }
 
+grpc::Status UpdateIncident(OperatorStub& stub, const v1::UpdateIncidentRequest& request,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out) {
+  return Call<v1::UpdateIncidentRequest, v1::UpdateIncidentResponse>(
+      stub, &OperatorStub::UpdateIncident, request, call, output, out,
+      [&](const v1::UpdateIncidentResponse& r) {
+        v1::ListIncidentsResponse one;
+        *one.add_incidents() = r.incident();
+        return IncidentsTable(one).Render(output.columns);
+      });
+}
+
 int ExitCodeFor(const grpc::Status& status) {
   switch (status.error_code()) {
     case grpc::StatusCode::OK:

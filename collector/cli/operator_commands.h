@@ -42,6 +42,11 @@ grpc::Status ShowIncident(OperatorStub& stub, int64_t incident_id, const CallOpt
 grpc::Status ListActions(OperatorStub& stub, const tripline::v1::ListActionsRequest& request,
                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
 
+// Prints the incident as it is after the change (one-row table, or the response as JSON).
+grpc::Status UpdateIncident(OperatorStub& stub, const tripline::v1::UpdateIncidentRequest& request,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

@@ -76,6 +76,9 @@ std::string AgentSummary(const AgentEvent& a) {
 std::string ActionDetail(const Action& a) {
   std::string out = absl::StrCat(Text(a.kind()), " ", Text(a.target()), " ", Text(a.status()));
   if (!a.detail().empty()) absl::StrAppend(&out, " ", Printable(a.detail(), kMaxText));
+  if (!a.actor().empty() && a.actor() != "collector") {
+    absl::StrAppend(&out, " by ", Printable(a.actor(), 128));
+  }
   if (!a.aws_request_id().empty()) {
     absl::StrAppend(&out, " request-id=", Printable(a.aws_request_id(), 128));
   }
@@ -170,10 +173,11 @@ Table EventsTable(const tripline::v1::QueryEventsResponse& response) {
 }
 
 Table IncidentsTable(const tripline::v1::ListIncidentsResponse& response) {
-  Table t({"ID", "OPENED", "STATUS", "SEVERITY", "AGENT", "RULE", "TITLE"});
+  Table t({"ID", "OPENED", "STATUS", "SEVERITY", "AGENT", "RULE", "ASSIGNEE", "TITLE"});
   for (const auto& i : response.incidents()) {
     t.AddRow({absl::StrCat(i.id()), FormatUtcTime(i.opened_unix_ns()), Text(i.status()),
-              Text(i.severity()), Text(i.agent_id()), Text(i.rule_id()), Text(i.title())});
+              Text(i.severity()), Text(i.agent_id()), Text(i.rule_id()), Text(i.assignee()),
+              Text(i.title())});
   }
   return t;
 }
@@ -199,6 +203,7 @@ std::string IncidentReport(const tripline::v1::GetIncidentResponse& response, in
   fields.AddRow({"severity", Text(i.severity())});
   fields.AddRow({"agent", Text(i.agent_id())});
   fields.AddRow({"rule", Text(i.rule_id())});
+  fields.AddRow({"assignee", Text(i.assignee())});
   fields.AddRow({"opened", FormatUtcTime(i.opened_unix_ns())});
   fields.AddRow({"updated", FormatUtcTime(i.updated_unix_ns())});
   // The summary grows a line per thing that happened ("contained: ..."): one row each.

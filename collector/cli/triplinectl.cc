@@ -3,7 +3,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
@@ -196,11 +199,41 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       ->check(CLI::Range(1, 1000));
 
   int64_t incident_id = 0;
+  int64_t update_id = 0;
   auto* incident = app.add_subcommand("incident", "one incident");
   incident->require_subcommand(1);
   auto* show =
       incident->add_subcommand("show", "the incident, its events and actions in time order");
   show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  // Changes: each prints the incident as it is afterwards.
+  tripline::v1::UpdateIncidentRequest update;
+  struct Transition {
+    const char* verb;
+    const char* status;
+    const char* help;
+  };
+  const Transition transitions[] = {
+      {"ack", "acknowledged", "acknowledge: someone is on it"},
+      {"contain", "contained", "mark contained (isolation does this by itself)"},
+      {"resolve", "resolved", "resolve (say why with --note)"},
+      {"reopen", "open", "reopen a resolved incident"},
+  };
+  std::vector<std::pair<CLI::App*, const char*>> transition_cmds;
+  for (const Transition& t : transitions) {
+    auto* cmd = incident->add_subcommand(t.verb, t.help);
+    cmd->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+    cmd->add_option("--note", *update.mutable_note(), "a note for the timeline");
+    transition_cmds.emplace_back(cmd, t.status);
+  }
+  auto* note = incident->add_subcommand("note", "add a note to the timeline");
+  note->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+  note->add_option("TEXT", *update.mutable_note(), "the note")->required();
+  auto* assign = incident->add_subcommand("assign", "assign the incident to someone");
+  assign->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+  assign->add_option("WHO", *update.mutable_assignee(), "who works it")->required();
+  auto* unassign = incident->add_subcommand("unassign", "nobody works it any more");
+  unassign->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
 
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
@@ -251,6 +284,15 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     status = ListIncidents(*stub, incidents_request, call, output, out);
   } else if (show->parsed()) {
     status = ShowIncident(*stub, incident_id, call, output, out);
+  } else if (note->parsed() || assign->parsed() || unassign->parsed() ||
+             std::any_of(transition_cmds.begin(), transition_cmds.end(),
+                         [](const auto& t) { return t.first->parsed(); })) {
+    update.set_id(update_id);
+    for (const auto& [cmd, to] : transition_cmds) {
+      if (cmd->parsed()) update.set_status(to);
+    }
+    update.set_unassign(unassign->parsed());
+    status = UpdateIncident(*stub, update, call, output, out);
   } else if (actions->parsed()) {
     actions_request.set_incident_id(action_incident);
     actions_request.set_limit(actions_limit);

@@ -97,6 +97,10 @@ CREATE TABLE operator_tokens (
 );
 CREATE UNIQUE INDEX operator_tokens_active_name ON operator_tokens(name) WHERE revoked_ns = 0;
 )sql",
+      // 3: who is working an incident.
+      R"sql(
+ALTER TABLE incidents ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+)sql",
   };
   return kSchema;
 }
@@ -134,7 +138,7 @@ AgentRecord ReadAgent(const Statement& s) {
 }
 
 constexpr char kIncidentColumns[] =
-    "id, agent_id, rule_id, title, severity, status, opened_ns, updated_ns, summary";
+    "id, agent_id, rule_id, title, severity, status, opened_ns, updated_ns, summary, assignee";
 
 IncidentRecord ReadIncident(const Statement& s) {
   IncidentRecord i;
@@ -147,6 +151,7 @@ IncidentRecord ReadIncident(const Statement& s) {
   i.opened_ns = s.ColumnInt(6);
   i.updated_ns = s.ColumnInt(7);
   i.summary = s.ColumnText(8);
+  i.assignee = s.ColumnText(9);
   return i;
 }
 
@@ -196,9 +201,8 @@ absl::StatusOr<std::vector<T>> Collect(Statement& s, F read) {
 }
 
 absl::StatusOr<std::optional<AgentRecord>> SelectAgent(Database* db, const std::string& agent_id) {
-  ASSIGN_OR_RETURN(Statement s,
-                   db->Prepare(absl::StrFormat("SELECT %s FROM agents WHERE agent_id = ?",
-                                               kAgentColumns)));
+  ASSIGN_OR_RETURN(Statement s, db->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM agents WHERE agent_id = ?", kAgentColumns)));
   s.Bind(1, agent_id);
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::nullopt;
@@ -242,8 +246,8 @@ absl::Status CollectorStore::Writer::InsertAgent(const AgentRecord& a) {
 absl::Status CollectorStore::Writer::UpdateAgentMeta(const std::string& agent_id,
                                                      const std::string& hostname,
                                                      const std::string& version) {
-  ASSIGN_OR_RETURN(Statement s, db_->Prepare(
-                                    "UPDATE agents SET hostname = ?, version = ? WHERE agent_id = ?"));
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE agents SET hostname = ?, version = ? WHERE agent_id = ?"));
   s.Bind(1, hostname).Bind(2, version).Bind(3, agent_id);
   return s.Run();
 }
@@ -330,8 +334,27 @@ absl::Status CollectorStore::Writer::LinkIncidentEvent(int64_t incident_id, int6
 absl::Status CollectorStore::Writer::SetIncidentStatus(int64_t incident_id,
                                                        const std::string& status, int64_t now_ns) {
   ASSIGN_OR_RETURN(Statement s,
-                   db_->Prepare("UPDATE incidents SET status = ?, updated_ns = ? WHERE id = ?"));
+                   db_->Prepare("UPDATE incidents SET status = ?1, updated_ns = ?2 WHERE id = ?3 "
+                                "AND NOT (?1 = 'contained' AND status = 'resolved')"));
   s.Bind(1, status).Bind(2, now_ns).Bind(3, incident_id);
+  return s.Run();
+}
+
+absl::StatusOr<std::optional<IncidentRecord>> CollectorStore::Writer::GetIncident(int64_t id) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM incidents WHERE id = ?", kIncidentColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadIncident(s);
+}
+
+absl::Status CollectorStore::Writer::SetIncidentAssignee(int64_t incident_id,
+                                                         const std::string& assignee,
+                                                         int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE incidents SET assignee = ?, updated_ns = ? WHERE id = ?"));
+  s.Bind(1, assignee).Bind(2, now_ns).Bind(3, incident_id);
   return s.Run();
 }
 
@@ -352,8 +375,14 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord&
                                 "target, status, detail, aws_request_id, error_code, "
                                 "error_message, actor, created_ns, updated_ns) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  if (a.incident_id > 0) s.Bind(1, a.incident_id); else s.BindNull(1);
-  if (a.parent_id > 0) s.Bind(2, a.parent_id); else s.BindNull(2);
+  if (a.incident_id > 0)
+    s.Bind(1, a.incident_id);
+  else
+    s.BindNull(1);
+  if (a.parent_id > 0)
+    s.Bind(2, a.parent_id);
+  else
+    s.BindNull(2);
   s.Bind(3, a.agent_id).Bind(4, a.kind).Bind(5, a.target).Bind(6, a.status).Bind(7, a.detail);
   s.Bind(8, a.aws_request_id).Bind(9, a.error_code).Bind(10, a.error_message);
   s.Bind(11, a.actor.empty() ? std::string("collector") : a.actor);
@@ -362,8 +391,7 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord&
   return db_->LastInsertId();
 }
 
-absl::StatusOr<int64_t> CollectorStore::Writer::InsertOperatorToken(
-    const OperatorTokenRecord& t) {
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertOperatorToken(const OperatorTokenRecord& t) {
   ASSIGN_OR_RETURN(Statement s,
                    db_->Prepare("INSERT INTO operator_tokens (name, role, hash, created_ns, "
                                 "created_by) VALUES (?, ?, ?, ?, ?)"));
@@ -374,10 +402,10 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertOperatorToken(
 
 absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::Writer::ActiveOperatorToken(
     const std::string& name) {
-  ASSIGN_OR_RETURN(Statement s, db_->Prepare(absl::StrFormat(
-                                    "SELECT %s FROM operator_tokens WHERE name = ? AND "
-                                    "revoked_ns = 0",
-                                    kTokenColumns)));
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare(absl::StrFormat("SELECT %s FROM operator_tokens WHERE name = ? AND "
+                                                "revoked_ns = 0",
+                                                kTokenColumns)));
   s.Bind(1, name);
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::nullopt;
@@ -450,8 +478,8 @@ absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t 
   return Collect<EventRecord>(s, ReadEvent);
 }
 
-absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(
-    const std::string& status, int limit) {
+absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(const std::string& status,
+                                                                          int limit) {
   std::lock_guard<std::mutex> lock(read_mu_);
   ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
                                     "SELECT %s FROM incidents WHERE (?1 = '' OR status = ?1) "
@@ -499,9 +527,8 @@ absl::StatusOr<std::vector<ActionRecord>> CollectorStore::ListActions(int64_t in
 
 absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::GetOperatorToken(int64_t id) {
   std::lock_guard<std::mutex> lock(read_mu_);
-  ASSIGN_OR_RETURN(Statement s,
-                   read_db_->Prepare(absl::StrFormat(
-                       "SELECT %s FROM operator_tokens WHERE id = ?", kTokenColumns)));
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM operator_tokens WHERE id = ?", kTokenColumns)));
   s.Bind(1, id);
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::nullopt;

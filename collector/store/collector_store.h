@@ -28,7 +28,7 @@ struct AgentRecord {
   int64_t enrolled_ns = 0;
   int64_t last_seen_ns = 0;
   uint64_t durable_seq = 0;
-  std::string durable_digest;  // ChainDigest of the last committed batch; GenesisDigest() if none
+  std::string durable_digest;   // ChainDigest of the last committed batch; GenesisDigest() if none
   std::string isolation_state;  // "", "isolating", "isolated", "failed"
 };
 
@@ -50,6 +50,7 @@ struct IncidentRecord {
   int64_t opened_ns = 0;
   int64_t updated_ns = 0;
   std::string summary;  // the timeline: one line per thing that happened
+  std::string assignee;
   std::vector<int64_t> event_ids;
 };
 
@@ -125,7 +126,12 @@ class CollectorStore {
                                                             const std::string& agent_id);
     absl::StatusOr<int64_t> InsertIncident(const IncidentRecord& incident);
     absl::Status LinkIncidentEvent(int64_t incident_id, int64_t event_id, int64_t now_ns);
+    // Containment finishing after an operator resolved the incident leaves it resolved.
     absl::Status SetIncidentStatus(int64_t incident_id, const std::string& status, int64_t now_ns);
+    // The incident as this transaction sees it (without its event ids).
+    absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);
+    absl::Status SetIncidentAssignee(int64_t incident_id, const std::string& assignee,
+                                     int64_t now_ns);
     // Appends one line to the incident's summary (its timeline); a summary past 64 KiB stops
     // growing, so a noisy source cannot fill the disk through it.
     absl::Status AppendIncidentSummary(int64_t incident_id, const std::string& line,
@@ -138,8 +144,7 @@ class CollectorStore {
 
     // Operator tokens. At most one active token per name (the database enforces it).
     absl::StatusOr<int64_t> InsertOperatorToken(const OperatorTokenRecord& token);
-    absl::StatusOr<std::optional<OperatorTokenRecord>> ActiveOperatorToken(
-        const std::string& name);
+    absl::StatusOr<std::optional<OperatorTokenRecord>> ActiveOperatorToken(const std::string& name);
     // NotFound when `id` is not an active token.
     absl::Status RevokeOperatorToken(int64_t id, int64_t now_ns);
 

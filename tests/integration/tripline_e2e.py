@@ -559,6 +559,29 @@ def scenario_operator_tokens(fleet, demo=False):
     created = [a for a in actions if a.get("kind") == "token:create" and a.get("target") == "alice"]
     if len(created) != 1 or not created[0].get("actor", "").startswith("local:"):
         raise Failure(f"token creation not audited with its actor: {actions}")
+    # Roles: a read token cannot touch an incident; a respond token walks it to resolved.
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    inc = wait_rule_incident(fleet)
+    r = as_alice("incident", "ack", str(inc["id"]))
+    err = r.stderr.decode(errors="replace")
+    if r.returncode != 1 or "PERMISSION_DENIED" not in err or "needs respond" not in err:
+        raise Failure(f"read token acknowledging: exit {r.returncode}, stderr: {err}")
+    bob = os.path.join(fleet.dir, "bob-token")
+    write_secret(bob, admin("create", "bob", "--role", "respond").stdout.decode().strip())
+    r = subprocess.run([fleet.ctl_bin, "--collector", fleet.collector_addr, "--plaintext",
+                        "--token-file", bob, "--json", "incident", "resolve", str(inc["id"]),
+                        "--note", "planned change"], capture_output=True, timeout=30)
+    if r.returncode != 0 or json.loads(r.stdout)["incident"]["status"] != "resolved":
+        raise Failure(f"respond token resolving: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+    shown = fleet.ctl_json("incident", "show", str(inc["id"]))
+    notes = [a for a in shown.get("actions", []) if a.get("kind") == "incident:note"]
+    if len(notes) != 1 or notes[0].get("actor") != "token:bob" or \
+            notes[0].get("detail") != "planned change":
+        raise Failure(f"the note is not in the timeline with its author: {shown.get('actions')}")
+
     r = admin("revoke", "alice")
     if r.returncode != 0:
         raise Failure(f"token revoke: {r.stderr.decode(errors='replace')}")

@@ -5,10 +5,9 @@
 
 #include "collector/auth/operator_auth.h"
 #include "google/protobuf/descriptor.h"
-
-#include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "gtest/gtest.h"
 #include "tests/unit/collector/collector_test_env.h"
 
 namespace tripline::collector {
@@ -159,7 +158,7 @@ const std::map<std::string, Role>& RequiredRoles() {
   static const auto* roles = new std::map<std::string, Role>{
       {"ListAgents", Role::kRead},    {"QueryEvents", Role::kRead},
       {"ListIncidents", Role::kRead}, {"GetIncident", Role::kRead},
-      {"ListActions", Role::kRead},
+      {"ListActions", Role::kRead},   {"UpdateIncident", Role::kRespond},
   };
   return *roles;
 }
@@ -208,6 +207,90 @@ TEST(OperatorApi, EveryRpcChecksTheCallersRole) {
             grpc::StatusCode::UNAUTHENTICATED);
 }
 
+TEST(OperatorApi, IncidentLifecycleNotesAndAssigneeAreAuditedWithTheCaller) {
+  auto ec2 = std::make_shared<testing::FakeInstanceNetwork::State>();
+  ec2->instances["i-0life"] = testing::TwoInterfaceInstance("i-0life");
+  TestCollector c(testing::kEtcRule, ec2);
+  c.Start();
+  TestAgent agent("i-0life", c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  ASSERT_TRUE(
+      agent
+          .Publish({agent.NextBatch({TestAgent::FileEvent("/etc/shadow", FileEvent::MODIFIED, 1)})},
+                   1)
+          .status.ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto i = c.IncidentsOf("etc-changed");
+    return !i.empty() && i[0].status == "contained";
+  }));
+  const int64_t id = c.IncidentsOf("etc-changed")[0].id;
+  auto key = LoadOrCreateTokenKey(c.dir().Sub("operator-token.key"));
+  ASSERT_TRUE(key.ok());
+  OperatorTokens tokens(c.store(), *key);
+  const std::string alice = tokens.Create("alice", Role::kRespond, "test", 1)->token;
+  auto stub = Operator::NewStub(c.channel());
+  auto update = [&](UpdateIncidentRequest req, UpdateIncidentResponse* resp = nullptr) {
+    req.set_id(req.id() == 0 ? id : req.id());
+    grpc::ClientContext ctx;
+    Authorize(&ctx, alice);
+    UpdateIncidentResponse ignored;
+    return stub->UpdateIncident(&ctx, req, resp != nullptr ? resp : &ignored);
+  };
+
+  UpdateIncidentRequest back;
+  back.set_status("acknowledged");  // contained -> acknowledged is backwards
+  grpc::Status st = update(back);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("is contained"), std::string::npos) << st.error_message();
+
+  UpdateIncidentRequest resolve;
+  resolve.set_status("resolved");
+  resolve.set_note("root cause: a config push; keys rotated");
+  resolve.set_assignee("alice");
+  UpdateIncidentResponse resolved;
+  ASSERT_TRUE(update(resolve, &resolved).ok());
+  EXPECT_EQ(resolved.incident().status(), "resolved");
+  EXPECT_EQ(resolved.incident().assignee(), "alice");
+
+  UpdateIncidentRequest reopen;
+  reopen.set_status("open");
+  reopen.set_unassign(true);
+  ASSERT_TRUE(update(reopen).ok());
+  auto stored = c.IncidentsOf("etc-changed");
+  EXPECT_EQ(stored[0].status, "open");
+  EXPECT_EQ(stored[0].assignee, "");
+
+  for (auto bad : {std::string("bogus"), std::string("")}) {
+    UpdateIncidentRequest r;
+    r.set_status(bad);
+    EXPECT_EQ(update(r).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+  }
+  UpdateIncidentRequest noisy;
+  noisy.set_note(std::string(5000, 'x'));
+  EXPECT_EQ(update(noisy).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  UpdateIncidentRequest escape;
+  escape.set_assignee("\x1b[31mroot");
+  EXPECT_EQ(update(escape).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  UpdateIncidentRequest missing;
+  missing.set_id(9999);
+  missing.set_note("x");
+  EXPECT_EQ(update(missing).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  auto actions = c.store()->ListActions(id, 100);
+  ASSERT_TRUE(actions.ok());
+  std::vector<std::string> trail;
+  for (const ActionRecord& a : *actions) {
+    if (a.kind.rfind("incident:", 0) == 0) {
+      EXPECT_EQ(a.actor, "token:alice") << a.kind;
+      trail.push_back(a.kind + " " + a.detail);
+    }
+  }
+  EXPECT_EQ(trail, (std::vector<std::string>{
+                       "incident:status contained -> resolved", "incident:assign to alice",
+                       "incident:note root cause: a config push; keys rotated",
+                       "incident:status resolved -> open", "incident:assign unassigned"}));
+}
+
 // The reflection service speaks grpc.reflection.v1alpha, whose generated code Debian does not
 // ship: call it through the generic stub with a hand-encoded ServerReflectionRequest
 // {list_services: ""} (field 7, length-delimited, empty) and look for our service names in the
@@ -219,8 +302,8 @@ TEST(OperatorApi, ReflectionListsBothServices) {
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  auto call = stub.PrepareCall(
-      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   auto step = [&](intptr_t want) {
     void* tag = nullptr;
     bool ok = false;

@@ -237,6 +237,25 @@ class FakeOperator final : public v1::Operator::Service {
     *resp = fleet_.incident7;
     return grpc::Status::OK;
   }
+  grpc::Status UpdateIncident(grpc::ServerContext* context, const v1::UpdateIncidentRequest* req,
+                              v1::UpdateIncidentResponse* resp) override {
+    if (auto st = Begin(context); !st.ok()) return st;
+    {
+      absl::MutexLock lock(&mu_);
+      update_request_ = *req;
+    }
+    if (req->id() != fleet_.incident7.incident().id()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no incident " + std::to_string(req->id()));
+    }
+    *resp->mutable_incident() = fleet_.incident7.incident();
+    if (!req->status().empty()) resp->mutable_incident()->set_status(req->status());
+    if (!req->assignee().empty()) resp->mutable_incident()->set_assignee(req->assignee());
+    return grpc::Status::OK;
+  }
+  v1::UpdateIncidentRequest last_update_request() const {
+    absl::MutexLock lock(&mu_);
+    return update_request_;
+  }
   grpc::Status ListActions(grpc::ServerContext* context, const v1::ListActionsRequest* req,
                            v1::ListActionsResponse* resp) override {
     if (auto st = Begin(context); !st.ok()) return st;
@@ -290,6 +309,7 @@ class FakeOperator final : public v1::Operator::Service {
   v1::QueryEventsRequest events_request_ ABSL_GUARDED_BY(mu_);
   v1::ListIncidentsRequest incidents_request_ ABSL_GUARDED_BY(mu_);
   v1::ListActionsRequest actions_request_ ABSL_GUARDED_BY(mu_);
+  v1::UpdateIncidentRequest update_request_ ABSL_GUARDED_BY(mu_);
 };
 
 // FakeOperator served on 127.0.0.1:<port chosen by the OS>, plaintext.

@@ -120,6 +120,39 @@ TEST_F(TriplinectlTest, ActionsForOneIncident) {
   EXPECT_NE(r.out.find("\"aws_request_id\":\"req-1111\""), std::string::npos);
 }
 
+TEST_F(TriplinectlTest, IncidentVerbsSendTheChangeAndPrintTheResult) {
+  CtlResult r = Ctl({"incident", "resolve", "7", "--note", "false positive: a config push"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  auto req = collector_.service().last_update_request();
+  EXPECT_EQ(req.id(), 7);
+  EXPECT_EQ(req.status(), "resolved");
+  EXPECT_EQ(req.note(), "false positive: a config push");
+  EXPECT_NE(r.out.find("resolved"), std::string::npos) << r.out;
+
+  r = Ctl({"incident", "ack", "7"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(collector_.service().last_update_request().status(), "acknowledged");
+
+  r = Ctl({"incident", "assign", "7", "bob", "--json"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  req = collector_.service().last_update_request();
+  EXPECT_EQ(req.assignee(), "bob");
+  EXPECT_TRUE(req.status().empty());
+  EXPECT_NE(r.out.find("\"assignee\":\"bob\""), std::string::npos) << r.out;
+
+  r = Ctl({"incident", "unassign", "7"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_TRUE(collector_.service().last_update_request().unassign());
+
+  r = Ctl({"incident", "note", "7", "called the owner"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(collector_.service().last_update_request().note(), "called the owner");
+  EXPECT_TRUE(collector_.service().last_update_request().status().empty());
+
+  EXPECT_EQ(Ctl({"incident", "note", "7"}).code, kExitUsage);
+  EXPECT_EQ(Ctl({"incident", "resolve", "99"}).code, kExitRpcError);
+}
+
 TEST_F(TriplinectlTest, ServerErrorsExitOneWithCodeAndMessage) {
   CtlResult r = Ctl({"incident", "show", "99"});
   EXPECT_EQ(r.code, kExitRpcError);
