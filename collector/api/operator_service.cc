@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 
 #include "absl/strings/str_format.h"
 #include "platform/runtime/clock.h"
@@ -76,6 +77,9 @@ void ToProto(const ActionRecord& a, Action* out) {
 }
 
 constexpr size_t kMaxNoteBytes = 4096;
+// Batches one evidence export may carry (each at most a few MiB; the answer's size is bounded by
+// the gRPC send limit as well).
+constexpr uint64_t kMaxEvidenceBatches = 10000;
 constexpr size_t kMaxAssigneeBytes = 64;
 // The incident lifecycle, in order.
 constexpr std::array<std::string_view, 4> kStatuses = {"open", "acknowledged", "contained",
@@ -273,6 +277,88 @@ grpc::Status OperatorService::UpdateIncident(grpc::ServerContext* context,
   spdlog::info("api: incident {} updated by {} status={}", inc.id, caller.name, inc.status);
   inc.updated_ns = now;
   ToProto(inc, resp->mutable_incident());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
+                                             const ExportEvidenceRequest* req,
+                                             ExportEvidenceResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRead, &caller); !st.ok()) return st;
+  absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->incident_id());
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrFormat("no incident %d", req->incident_id()));
+  }
+  ToProto(**incident, resp->mutable_incident());
+  absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->incident_id());
+  if (!events.ok()) return Internal(events.status());
+  // Per agent, the seq range to export.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> ranges;
+  for (const EventRecord& e : *events) {
+    ToProto(e, resp->add_events());
+    auto [it, fresh] = ranges.try_emplace(e.agent_id, e.batch_seq, e.batch_seq);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, e.batch_seq);
+      it->second.second = std::max(it->second.second, e.batch_seq);
+    }
+  }
+  for (const auto& [agent_id, range] : ranges) {
+    if (range.second - range.first >= kMaxEvidenceBatches) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrFormat("incident %d spans batches %d..%d of %s, more than %d: too large to "
+                          "export in one answer",
+                          req->incident_id(), range.first, range.second, agent_id,
+                          kMaxEvidenceBatches));
+    }
+    absl::StatusOr<std::optional<AgentRecord>> agent = store_->GetAgent(agent_id);
+    if (!agent.ok()) return Internal(agent.status());
+    if (*agent) {
+      EvidenceAgent* a = resp->add_agents();
+      a->set_agent_id(agent_id);
+      a->set_public_key((*agent)->public_key);
+      a->set_enrolled_unix_ns((*agent)->enrolled_ns);
+    }
+    absl::StatusOr<std::vector<BatchRecord>> batches =
+        store_->Batches(agent_id, range.first, range.second, kMaxEvidenceBatches);
+    if (!batches.ok()) return Internal(batches.status());
+    for (const BatchRecord& b : *batches) {
+      SignedBatch signed_batch;
+      signed_batch.set_batch(b.batch);
+      signed_batch.set_signature(b.signature);
+      EvidenceBatch* out = resp->add_batches();
+      out->set_agent_id(b.agent_id);
+      out->set_batch_seq(b.batch_seq);
+      out->set_signed_batch(signed_batch.SerializeAsString());
+      out->set_received_unix_ns(b.received_ns);
+    }
+  }
+  const int64_t now = SystemClock().NowUnixNanos();
+  {
+    // Chain of custody: who took the evidence, and when. Recorded before it is handed over.
+    absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+    if (!w.ok()) return Internal(w.status());
+    ActionRecord a;
+    a.incident_id = req->incident_id();
+    a.agent_id = (*incident)->agent_id;
+    a.kind = "evidence:export";
+    a.target = absl::StrFormat("incident %d", req->incident_id());
+    a.status = "done";
+    a.detail = absl::StrFormat("%d batches, %d events", resp->batches_size(), resp->events_size());
+    a.actor = caller.name;
+    a.created_ns = now;
+    a.updated_ns = now;
+    if (absl::Status st = w->InsertAction(a).status(); !st.ok()) return Internal(st);
+    if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  }
+  absl::StatusOr<std::vector<ActionRecord>> actions =
+      store_->ListActions(req->incident_id(), 10000);
+  if (!actions.ok()) return Internal(actions.status());
+  for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  resp->set_exported_unix_ns(now);
+  resp->set_exported_by(caller.name);
   return grpc::Status::OK;
 }
 

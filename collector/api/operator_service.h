@@ -39,6 +39,9 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status UpdateIncident(grpc::ServerContext* context,
                               const tripline::v1::UpdateIncidentRequest* req,
                               tripline::v1::UpdateIncidentResponse* resp) override;
+  grpc::Status ExportEvidence(grpc::ServerContext* context,
+                              const tripline::v1::ExportEvidenceRequest* req,
+                              tripline::v1::ExportEvidenceResponse* resp) override;
 
  private:
   // OK when the caller is known and holds at least `required`; sets `*caller` when not null.

@@ -4,6 +4,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "collector/cli/evidence.h"
 #include "collector/cli/operator_view.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/client_context.h"
@@ -107,6 +109,34 @@ grpc::Status UpdateIncident(OperatorStub& stub, const v1::UpdateIncidentRequest&
         *one.add_incidents() = r.incident();
         return IncidentsTable(one).Render(output.columns);
       });
+}
+
+grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::string& collector,
+                            const std::string& dir, const CallOptions& call,
+                            const OutputOptions& output, std::ostream& out) {
+  grpc::ClientContext context;
+  Prepare(call, &context);
+  v1::ExportEvidenceRequest request;
+  request.set_incident_id(incident_id);
+  v1::ExportEvidenceResponse evidence;
+  grpc::Status status = stub.ExportEvidence(&context, request, &evidence);
+  if (!status.ok()) return status;
+  if (absl::Status st = WriteEvidence(evidence, collector, dir); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("writing the evidence: ", st.message()));
+  }
+  if (output.json) {
+    out << absl::StrFormat(
+        "{\"incident_id\":\"%d\",\"directory\":\"%s\",\"batches\":%d,\"events\":%d}\n", incident_id,
+        Printable(dir), evidence.batches_size(), evidence.events_size());
+  } else {
+    out << absl::StrFormat(
+        "incident %d: %d signed batches, %d events, %d actions written to %s\n"
+        "check it any time, offline: triplinectl evidence verify %s\n",
+        incident_id, evidence.batches_size(), evidence.events_size(), evidence.actions_size(),
+        Printable(dir), Printable(dir));
+  }
+  return grpc::Status::OK;
 }
 
 int ExitCodeFor(const grpc::Status& status) {

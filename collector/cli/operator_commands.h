@@ -47,6 +47,12 @@ grpc::Status UpdateIncident(OperatorStub& stub, const tripline::v1::UpdateIncide
                             const CallOptions& call, const OutputOptions& output,
                             std::ostream& out);
 
+// Fetches incident `incident_id`'s evidence and writes it to `dir` (see evidence.h); prints what
+// was written. A directory that cannot be written is FAILED_PRECONDITION.
+grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::string& collector,
+                            const std::string& dir, const CallOptions& call,
+                            const OutputOptions& output, std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "collector/cli/evidence.h"
 #include "collector/cli/operator_commands.h"
 #include "grpcpp/create_channel.h"
 #include "platform/fs/file_util.h"
@@ -25,6 +26,23 @@ namespace {
 constexpr int kDefaultColumns = 120;
 constexpr size_t kMaxTokenBytes = 4096;
 constexpr size_t kMaxPemBytes = 1 << 20;
+constexpr int kMaxAnswerBytes = 512 << 20;
+
+// A string as the inside of a JSON string literal.
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
 
 constexpr char kFooter[] =
     "Environment: TRIPLINE_COLLECTOR (default for --collector, else 127.0.0.1:7443),\n"
@@ -235,6 +253,22 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   auto* unassign = incident->add_subcommand("unassign", "nobody works it any more");
   unassign->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
 
+  int64_t evidence_incident = 0;
+  std::string evidence_dir;
+  auto* evidence = app.add_subcommand("evidence", "export or verify an incident's evidence");
+  evidence->require_subcommand(1);
+  auto* export_cmd = evidence->add_subcommand(
+      "export", "write the signed batches, keys, incident and actions, with a manifest");
+  export_cmd->add_option("INCIDENT", evidence_incident, "incident id")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  export_cmd->add_option("-o,--output", evidence_dir, "a new (or empty) directory")->required();
+  auto* verify_cmd = evidence->add_subcommand(
+      "verify",
+      "re-check an exported directory offline: digests, signatures, chain (exit 1 "
+      "when anything fails)");
+  verify_cmd->add_option("DIR", evidence_dir, "the exported directory")->required();
+
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
   uint32_t actions_limit = 0;
@@ -249,6 +283,22 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     return app.exit(e, out, err) == 0 ? kExitOk : kExitUsage;
   } catch (const CLI::Error& e) {
     return Report(err, kExitUsage, e.what());
+  }
+
+  if (verify_cmd->parsed()) {  // offline: neither a collector nor a token
+    EvidenceReport report = VerifyEvidence(evidence_dir);
+    if (output.json) {
+      out << "{\"ok\":" << (report.ok ? "true" : "false") << ",\"batches\":" << report.batches
+          << ",\"events\":" << report.events << ",\"problems\":[";
+      for (size_t i = 0; i < report.problems.size(); ++i) {
+        out << (i == 0 ? "" : ",") << '"' << JsonEscape(report.problems[i]) << '"';
+      }
+      out << "]}\n";
+    } else {
+      for (const std::string& p : report.problems) out << "FAIL  " << p << '\n';
+      out << report.summary << '\n';
+    }
+    return report.ok ? kExitOk : kExitRpcError;
   }
 
   CallOptions call;
@@ -268,7 +318,10 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   if (!credentials.ok())
     return Report(err, kExitUsage, std::string(credentials.status().message()));
 
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(collector, *credentials);
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(kMaxAnswerBytes);  // evidence exports are large
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(collector, *credentials, channel_args);
   auto stub = tripline::v1::Operator::NewStub(channel);
 
   grpc::Status status;
@@ -293,6 +346,8 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     }
     update.set_unassign(unassign->parsed());
     status = UpdateIncident(*stub, update, call, output, out);
+  } else if (export_cmd->parsed()) {
+    status = ExportEvidence(*stub, evidence_incident, collector, evidence_dir, call, output, out);
   } else if (actions->parsed()) {
     actions_request.set_incident_id(action_incident);
     actions_request.set_limit(actions_limit);

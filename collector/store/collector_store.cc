@@ -525,6 +525,29 @@ absl::StatusOr<std::vector<ActionRecord>> CollectorStore::ListActions(int64_t in
   return Collect<ActionRecord>(s, ReadAction);
 }
 
+absl::StatusOr<std::vector<BatchRecord>> CollectorStore::Batches(const std::string& agent_id,
+                                                                 uint64_t from_seq, uint64_t to_seq,
+                                                                 int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(
+                                    "SELECT agent_id, batch_seq, batch, signature, received_ns "
+                                    "FROM batches WHERE agent_id = ? AND batch_seq BETWEEN ? AND ? "
+                                    "ORDER BY batch_seq LIMIT ?"));
+  s.Bind(1, agent_id)
+      .Bind(2, static_cast<int64_t>(from_seq))
+      .Bind(3, static_cast<int64_t>(to_seq))
+      .Bind(4, static_cast<int64_t>(limit));
+  return Collect<BatchRecord>(s, [](const Statement& row) {
+    BatchRecord b;
+    b.agent_id = row.ColumnText(0);
+    b.batch_seq = static_cast<uint64_t>(row.ColumnInt(1));
+    b.batch = row.ColumnText(2);
+    b.signature = row.ColumnText(3);
+    b.received_ns = row.ColumnInt(4);
+    return b;
+  });
+}
+
 absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::GetOperatorToken(int64_t id) {
   std::lock_guard<std::mutex> lock(read_mu_);
   ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(

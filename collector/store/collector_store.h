@@ -82,6 +82,14 @@ struct OperatorTokenRecord {
   int64_t revoked_ns = 0;  // 0: active
 };
 
+struct BatchRecord {
+  std::string agent_id;
+  uint64_t batch_seq = 0;
+  std::string batch;      // EventBatch bytes as signed
+  std::string signature;  // Ed25519 over the context string and `batch`
+  int64_t received_ns = 0;
+};
+
 struct EventQuery {
   std::string agent_id;  // empty: all
   std::string kind;      // empty: all; file | log | agent
@@ -181,6 +189,9 @@ class CollectorStore {
   absl::StatusOr<std::vector<ActionRecord>> UnfinishedActions(const std::string& kind);
   // Steps of `parent_id` still marked running (left behind by a stop in the middle of a call).
   absl::StatusOr<std::vector<ActionRecord>> RunningSteps(int64_t parent_id);
+  // An agent's batches with from_seq <= batch_seq <= to_seq, in seq order, at most `limit`.
+  absl::StatusOr<std::vector<BatchRecord>> Batches(const std::string& agent_id, uint64_t from_seq,
+                                                   uint64_t to_seq, int limit);
   // Number of stored batches of an agent (tests, diagnostics).
   absl::StatusOr<int64_t> CountBatches(const std::string& agent_id);
 

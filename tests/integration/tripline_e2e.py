@@ -594,7 +594,82 @@ def scenario_operator_tokens(fleet, demo=False):
         raise Failure(f"a bad role was not a usage error: exit {r.returncode}")
 
 
+def scenario_evidence(fleet, demo=False):
+    """An incident's evidence exports to a directory that verifies offline, and a changed byte
+    anywhere in it is caught and named."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    # Several batches: changes outside the rule's paths, then the one that opens the incident,
+    # then more, so the exported range holds a chain to re-walk.
+    for i in range(3):
+        with open(os.path.join(fleet.watched, f"note-{i}.txt"), "w") as f:
+            f.write(f"{i}\n")
+        time.sleep(0.05)
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    inc = wait_rule_incident(fleet)
+    with open(os.path.join(fleet.watched, "etc", "ssh", "sshd_config"), "a") as f:
+        f.write("PermitRootLogin yes\n")
+    wait_for("the second matching event", lambda: len(fleet.ctl_json(
+        "incident", "show", str(inc["id"])).get("events", [])) >= 2)
+
+    out = os.path.join(fleet.dir, "evidence")
+    r = fleet.ctl("evidence", "export", str(inc["id"]), "-o", out)
+    ctl_verify = [fleet.ctl_bin, "evidence", "verify", out]  # offline: no collector, no token
+    ok = subprocess.run(ctl_verify, capture_output=True, timeout=30)
+    text = ok.stdout.decode(errors="replace")
+    if ok.returncode != 0 or "evidence OK" not in text:
+        raise Failure(f"fresh export does not verify: exit {ok.returncode}: {text}")
+    batches = sorted(os.listdir(os.path.join(out, "batches", INSTANCE_ID)))
+    # The two matching changes were written after each other was stored: two batches at least,
+    # and the range between them.
+    if len(batches) < 2 or f"{len(batches)} batches" not in text:
+        raise Failure(f"expected the batch range of both events, got {batches}: {text}")
+    actions = fleet.ctl_json("actions", "--incident", str(inc["id"])).get("actions", [])
+    if not any(a.get("kind") == "evidence:export" for a in actions):
+        raise Failure(f"the export is not in the incident's audit trail: {actions}")
+    if fleet.ctl("evidence", "export", str(inc["id"]), "-o", out, expect_ok=False).returncode == 0:
+        raise Failure("export overwrote a non-empty directory")
+
+    def tampered(rel, mutate):
+        copy = os.path.join(fleet.dir, "evidence-" + str(len(os.listdir(fleet.dir))))
+        shutil.copytree(out, copy)
+        path = os.path.join(copy, rel)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        data = mutate(data)
+        if data is None:
+            os.unlink(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+        r = subprocess.run([fleet.ctl_bin, "evidence", "verify", copy], capture_output=True,
+                           timeout=30)
+        return r.returncode, r.stdout.decode(errors="replace")
+
+    def flip(data):
+        data[len(data) // 2] ^= 0x01
+        return data
+
+    middle = os.path.join("batches", INSTANCE_ID, batches[len(batches) // 2])
+    code, text = tampered(middle, flip)
+    if code != 1 or middle not in text or "signature does not verify" not in text:
+        raise Failure(f"flipped byte in {middle} not caught: exit {code}: {text}")
+    code, text = tampered("incident.json", lambda d: d.replace(b"etc-changed", b"etc-chanGed"))
+    if code != 1 or "incident.json: changed since export" not in text:
+        raise Failure(f"edited incident.json not caught: exit {code}: {text}")
+    if len(batches) >= 3:
+        code, text = tampered(middle, lambda d: None)
+        if code != 1 or "missing" not in text:
+            raise Failure(f"a removed batch not caught: exit {code}: {text}")
+    if demo:
+        print(ok.stdout.decode(errors="replace"))
+
+
 SCENARIOS = {
+    "evidence": scenario_evidence,
     "operator_tokens": scenario_operator_tokens,
     "isolate": scenario_isolate,
     "unenrolled_key": scenario_unenrolled_key,

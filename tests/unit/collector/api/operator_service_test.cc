@@ -159,6 +159,7 @@ const std::map<std::string, Role>& RequiredRoles() {
       {"ListAgents", Role::kRead},    {"QueryEvents", Role::kRead},
       {"ListIncidents", Role::kRead}, {"GetIncident", Role::kRead},
       {"ListActions", Role::kRead},   {"UpdateIncident", Role::kRespond},
+      {"ExportEvidence", Role::kRead},
   };
   return *roles;
 }
