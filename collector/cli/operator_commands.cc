@@ -6,9 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "collector/cli/evidence.h"
+#include "collector/cli/incident_report.h"
 #include "collector/cli/operator_view.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/client_context.h"
+#include "platform/fs/file_util.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::cli {
@@ -136,6 +138,43 @@ grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::
         incident_id, evidence.batches_size(), evidence.events_size(), evidence.actions_size(),
         Printable(dir), Printable(dir));
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::string& file,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out) {
+  v1::GetIncidentResponse incident;
+  {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::GetIncidentRequest request;
+    request.set_id(incident_id);
+    grpc::Status status = stub.GetIncident(&context, request, &incident);
+    if (!status.ok()) return status;
+  }
+  std::optional<v1::Agent> agent;
+  {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::ListAgentsResponse agents;
+    grpc::Status status = stub.ListAgents(&context, v1::ListAgentsRequest(), &agents);
+    if (!status.ok()) return status;
+    for (const auto& a : agents.agents()) {
+      if (a.agent_id() == incident.incident().agent_id()) agent = a;
+    }
+  }
+  const std::string text =
+      output.json ? IncidentReportJson(incident, agent) : IncidentReportMarkdown(incident, agent);
+  if (file.empty()) {
+    out << text;
+    return grpc::Status::OK;
+  }
+  if (absl::Status st = WriteFileAtomic(file, text, 0600); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("writing the report: ", st.message()));
+  }
+  out << "report of incident " << incident_id << " written to " << Printable(file) << '\n';
   return grpc::Status::OK;
 }
 

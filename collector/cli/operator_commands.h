@@ -53,6 +53,12 @@ grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::
                             const std::string& dir, const CallOptions& call,
                             const OutputOptions& output, std::ostream& out);
 
+// The post-incident report of `incident_id` (Markdown, or JSON with output.json), to `file`
+// (0600) or, when empty, to `out`.
+grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::string& file,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

@@ -224,6 +224,12 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       incident->add_subcommand("show", "the incident, its events and actions in time order");
   show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
 
+  std::string report_file;
+  auto* report =
+      incident->add_subcommand("report", "the post-incident report (Markdown; --json for JSON)");
+  report->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
+  report->add_option("-o,--output", report_file, "write it to this file (0600) instead");
+
   // Changes: each prints the incident as it is afterwards.
   tripline::v1::UpdateIncidentRequest update;
   struct Transition {
@@ -286,19 +292,19 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   }
 
   if (verify_cmd->parsed()) {  // offline: neither a collector nor a token
-    EvidenceReport report = VerifyEvidence(evidence_dir);
+    EvidenceReport verdict = VerifyEvidence(evidence_dir);
     if (output.json) {
-      out << "{\"ok\":" << (report.ok ? "true" : "false") << ",\"batches\":" << report.batches
-          << ",\"events\":" << report.events << ",\"problems\":[";
-      for (size_t i = 0; i < report.problems.size(); ++i) {
-        out << (i == 0 ? "" : ",") << '"' << JsonEscape(report.problems[i]) << '"';
+      out << "{\"ok\":" << (verdict.ok ? "true" : "false") << ",\"batches\":" << verdict.batches
+          << ",\"events\":" << verdict.events << ",\"problems\":[";
+      for (size_t i = 0; i < verdict.problems.size(); ++i) {
+        out << (i == 0 ? "" : ",") << '"' << JsonEscape(verdict.problems[i]) << '"';
       }
       out << "]}\n";
     } else {
-      for (const std::string& p : report.problems) out << "FAIL  " << p << '\n';
-      out << report.summary << '\n';
+      for (const std::string& p : verdict.problems) out << "FAIL  " << p << '\n';
+      out << verdict.summary << '\n';
     }
-    return report.ok ? kExitOk : kExitRpcError;
+    return verdict.ok ? kExitOk : kExitRpcError;
   }
 
   CallOptions call;
@@ -346,6 +352,8 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     }
     update.set_unassign(unassign->parsed());
     status = UpdateIncident(*stub, update, call, output, out);
+  } else if (report->parsed()) {
+    status = IncidentReport(*stub, incident_id, report_file, call, output, out);
   } else if (export_cmd->parsed()) {
     status = ExportEvidence(*stub, evidence_incident, collector, evidence_dir, call, output, out);
   } else if (actions->parsed()) {

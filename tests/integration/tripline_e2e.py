@@ -664,6 +664,12 @@ def scenario_evidence(fleet, demo=False):
         code, text = tampered(middle, lambda d: None)
         if code != 1 or "missing" not in text:
             raise Failure(f"a removed batch not caught: exit {code}: {text}")
+    report = fleet.ctl("incident", "report", str(inc["id"])).stdout.decode(errors="replace")
+    if "## Timings" not in report or INSTANCE_ID not in report or "evidence:export" not in report:
+        raise Failure(f"incident report lacks timings, the instance or the export:\n{report}")
+    data = fleet.ctl_json("incident", "report", str(inc["id"]))
+    if not isinstance(data.get("timings", {}).get("contain_seconds"), (int, float)):
+        raise Failure(f"JSON report has no containment time: {data.get('timings')}")
     if demo:
         print(ok.stdout.decode(errors="replace"))
 
