@@ -1,0 +1,202 @@
+#include "agent/fim/tree_scan.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <functional>
+#include <unistd.h>
+
+#include <algorithm>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "platform/crypto/digest.h"
+#include "platform/fs/unique_fd.h"
+#include "tests/support/temp_dir.h"
+
+namespace tripline::agent {
+namespace {
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::write(fd, contents.data(), contents.size()), static_cast<ssize_t>(contents.size()));
+  ASSERT_EQ(::close(fd), 0);
+}
+
+// A root with default options at `path`, changed by `edit`.
+FimRoot MakeRoot(std::string path, const std::function<void(FimRoot&)>& edit = nullptr) {
+  FimRoot r;
+  r.path = std::move(path);
+  if (edit) edit(r);
+  return r;
+}
+
+const ScannedFile* Find(const ScanResult& r, const std::string& path) {
+  for (const ScannedFile& f : r.files) {
+    if (f.path == path) return &f;
+  }
+  return nullptr;
+}
+
+class TreeScanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.Sub("root");
+    ASSERT_EQ(::mkdir(root_.c_str(), 0755), 0);
+  }
+  ScanResult Scan(FimRoot r, int threads = 0) {
+    r.path = root_;
+    roots_ = {r};
+    TreeScanOptions opts;
+    opts.threads = threads;
+    return ScanTrees(roots_, AllRoots(roots_), opts);
+  }
+
+  testing::TempDir dir_;
+  std::string root_;
+  std::vector<FimRoot> roots_;
+};
+
+TEST_F(TreeScanTest, RecordsEveryEntrySortedWithHashesAndLinkTargets) {
+  const std::string big(1 << 20, 'b');  // over the size hashed by a separate task
+  WriteFile(root_ + "/small", "s");
+  ASSERT_EQ(::mkdir((root_ + "/d").c_str(), 0755), 0);
+  WriteFile(root_ + "/d/big", big);
+  ASSERT_EQ(::symlink("/etc/passwd", (root_ + "/link").c_str()), 0);
+  ScanResult r = Scan(FimRoot());
+  ASSERT_EQ(r.files.size(), 5u);  // root, d, d/big, link, small
+  EXPECT_TRUE(std::is_sorted(r.files.begin(), r.files.end(),
+                             [](const auto& a, const auto& b) { return a.path < b.path; }));
+  EXPECT_EQ(Find(r, root_ + "/small")->state.sha256(), Sha256("s"));
+  EXPECT_EQ(Find(r, root_ + "/d/big")->state.sha256(), Sha256(big));
+  EXPECT_EQ(Find(r, root_ + "/d/big")->state.size(), big.size());
+  const ScannedFile* link = Find(r, root_ + "/link");
+  EXPECT_TRUE(S_ISLNK(link->state.mode()));
+  EXPECT_EQ(link->state.link_target(), "/etc/passwd");
+  EXPECT_TRUE(link->state.sha256().empty());  // not followed
+  EXPECT_EQ(r.bytes_hashed, big.size() + 1);
+  EXPECT_TRUE(r.errors.empty());
+}
+
+TEST_F(TreeScanTest, OneThreadAndManyFindTheSame) {
+  for (int d = 0; d < 8; ++d) {
+    const std::string dir = root_ + "/d" + std::to_string(d);
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    for (int f = 0; f < 50; ++f) {
+      WriteFile(dir + "/f" + std::to_string(f), std::string(f * 10000, static_cast<char>('a' + d)));
+    }
+  }
+  ScanResult one = Scan(FimRoot(), 1);
+  ScanResult many = Scan(FimRoot(), 4);
+  ASSERT_EQ(one.files.size(), 1u + 8 * 51);
+  ASSERT_EQ(one.files.size(), many.files.size());
+  for (size_t i = 0; i < one.files.size(); ++i) {
+    EXPECT_EQ(one.files[i].path, many.files[i].path);
+    EXPECT_EQ(one.files[i].state.sha256(), many.files[i].state.sha256());
+  }
+  EXPECT_EQ(one.bytes_hashed, many.bytes_hashed);
+}
+
+TEST_F(TreeScanTest, ExcludesNonRecursiveAndNoHashOptionsApply) {
+  ASSERT_EQ(::mkdir((root_ + "/cache").c_str(), 0755), 0);
+  WriteFile(root_ + "/cache/x", "x");
+  WriteFile(root_ + "/a.swp", "x");
+  ASSERT_EQ(::mkdir((root_ + "/sub").c_str(), 0755), 0);
+  WriteFile(root_ + "/sub/deep", "d");
+  WriteFile(root_ + "/kept", "k");
+
+  ScanResult r = Scan(MakeRoot("", [&](FimRoot& o) { o.exclude = {"*.swp", root_ + "/cache"}; }));
+  EXPECT_EQ(Find(r, root_ + "/cache"), nullptr);
+  EXPECT_EQ(Find(r, root_ + "/cache/x"), nullptr);
+  EXPECT_EQ(Find(r, root_ + "/a.swp"), nullptr);
+  EXPECT_NE(Find(r, root_ + "/sub/deep"), nullptr);
+
+  r = Scan(MakeRoot("", [](FimRoot& o) { o.recursive = false; }));
+  EXPECT_NE(Find(r, root_ + "/sub"), nullptr);
+  EXPECT_EQ(Find(r, root_ + "/sub/deep"), nullptr);
+
+  r = Scan(MakeRoot("", [](FimRoot& o) { o.attrs = kAttrSize | kAttrMode; }));
+  ASSERT_NE(Find(r, root_ + "/kept"), nullptr);
+  EXPECT_TRUE(Find(r, root_ + "/kept")->state.sha256().empty());
+  EXPECT_EQ(r.bytes_hashed, 0u);
+}
+
+TEST_F(TreeScanTest, FileOverMaxHashBytesIsRecordedWithANote) {
+  WriteFile(root_ + "/huge", std::string(5000, 'h'));
+  ScanResult r = Scan(MakeRoot("", [](FimRoot& o) { o.max_hash_bytes = 4096; }));
+  const ScannedFile* f = Find(r, root_ + "/huge");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->state.size(), 5000u);
+  EXPECT_TRUE(f->state.sha256().empty());
+  EXPECT_NE(f->note.find("max_hash_bytes"), std::string::npos) << f->note;
+}
+
+TEST_F(TreeScanTest, PathsLongerThanPathMaxAreScanned) {
+  // 24 levels of 200-byte names: about 4.8 KB of path, more than PATH_MAX (4096). Built with
+  // mkdirat relative to each level, as a full path could not be used.
+  const std::string name(200, 'n');
+  UniqueFd fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::string path = root_;
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_EQ(::mkdirat(fd.get(), name.c_str(), 0755), 0);
+    fd = UniqueFd(::openat(fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    path += "/" + name;
+  }
+  int f = ::openat(fd.get(), "deep", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(f, 0);
+  ASSERT_EQ(::write(f, "deep", 4), 4);
+  ::close(f);
+  ScanResult r = Scan(FimRoot());
+  const ScannedFile* deep = Find(r, path + "/deep");
+  ASSERT_NE(deep, nullptr);
+  EXPECT_GT(deep->path.size(), 4096u);
+  EXPECT_EQ(deep->state.sha256(), Sha256("deep"));
+  // TempDir removes by path, which fails past PATH_MAX: take it apart level by level.
+  std::vector<UniqueFd> chain;
+  chain.push_back(UniqueFd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+  for (int i = 0; i < 24; ++i) {
+    chain.push_back(
+        UniqueFd(::openat(chain.back().get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+  }
+  ASSERT_EQ(::unlinkat(chain.back().get(), "deep", 0), 0);
+  for (int i = 23; i >= 0; --i) {
+    ASSERT_EQ(::unlinkat(chain[static_cast<size_t>(i)].get(), name.c_str(), AT_REMOVEDIR), 0);
+  }
+}
+
+TEST_F(TreeScanTest, MissingStartIsAnErrorNamingIt) {
+  roots_ = {MakeRoot(dir_.Sub("absent"))};
+  ScanResult r = ScanTrees(roots_, AllRoots(roots_), TreeScanOptions{});
+  EXPECT_TRUE(r.files.empty());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].path, dir_.Sub("absent"));
+  EXPECT_NE(r.errors[0].message.find("ENOENT"), std::string::npos) << r.errors[0].message;
+}
+
+TEST_F(TreeScanTest, EveryDirectoryIsAnnouncedBeforeItIsListed) {
+  ASSERT_EQ(::mkdir((root_ + "/a").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((root_ + "/a/b").c_str(), 0755), 0);
+  std::mutex mu;
+  std::set<std::string> announced;
+  // A file created from the callback must be found: it exists before the listing starts.
+  roots_ = {MakeRoot(root_)};
+  TreeScanOptions opts;
+  opts.on_directory = [&](size_t root, const std::string& dir) {
+    EXPECT_EQ(root, 0u);
+    std::lock_guard<std::mutex> lock(mu);
+    announced.insert(dir);
+    WriteFile(dir + "/made-on-announce", "m");
+  };
+  ScanResult r = ScanTrees(roots_, AllRoots(roots_), opts);
+  EXPECT_EQ(announced, (std::set<std::string>{root_, root_ + "/a", root_ + "/a/b"}));
+  for (const std::string& d : announced) {
+    EXPECT_NE(Find(r, d + "/made-on-announce"), nullptr) << d;
+  }
+}
+
+}  // namespace
+}  // namespace tripline::agent
