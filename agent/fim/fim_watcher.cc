@@ -483,6 +483,7 @@ void FimWatcher::Report(const std::string& path, size_t root, const FileStateRea
   if (it == baseline_.end()) {
     Put(path, read.state);
     EmitFile(FileEvent::CREATED, path, "", nullptr, &read.state, read.note);
+    if (!IsDir(read.state) && read.state.nlink() > 1) ReconcileHardLinks(path, read.state);
     return;
   }
   StateChange change = CompareStates(it->second, read.state, roots_[root].attrs);
@@ -497,12 +498,33 @@ void FimWatcher::Report(const std::string& path, size_t root, const FileStateRea
   }
 }
 
+void FimWatcher::ReconcileHardLinks(const std::string& path, const FileState& state) {
+  // A link count changes on the inode, and inotify tells only watches of that inode, not of the
+  // directories holding its other names: look for them here.
+  std::vector<std::string> others;
+  for (const auto& [p, s] : baseline_) {
+    if (p != path && s.inode() == state.inode() && s.device() == state.device() && !IsDir(s)) {
+      others.push_back(p);
+    }
+  }
+  std::sort(others.begin(), others.end());
+  for (const std::string& p : others) {
+    for (size_t root = 0; root < roots_.size(); ++root) {
+      if (IsAtOrUnder(p, roots_[root].path)) {
+        Reconcile(p, root);
+        break;
+      }
+    }
+  }
+}
+
 void FimWatcher::Vanished(const std::string& path) {
   auto it = baseline_.find(path);
   if (it != baseline_.end()) {
     FileState before = std::move(it->second);
     Erase(path);
     EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
+    if (!IsDir(before) && before.nlink() > 1) ReconcileHardLinks(path, before);
   }
   RemoveWatchesUnder(path);
   ForgetSubtree(path, /*report=*/true);

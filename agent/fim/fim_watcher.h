@@ -18,6 +18,10 @@
 // debounced: the file is read once the writes pause for `debounce_ms`, and at least every
 // `debounce_max_ms` while they go on, so a long write is one event, not one per write().
 //
+// Hard links: a link count change reaches only watches on the inode itself, so when a name with
+// more than one link appears or goes, the other names of the same inode in the baseline are read
+// again. A hard link made from outside the watched roots is seen by the next scan only.
+//
 // Invariants: a new directory is watched before it is listed, and everything found in it is
 // reported CREATED, so `mkdir -p a/b/c && echo x > a/b/c/f` is never missed. Symlinks are never
 // followed. Paths are bytes. Excluded entries (and excluded directories' subtrees) are neither
@@ -116,6 +120,7 @@ class FimWatcher {
   void Reconcile(const std::string& path, size_t root);
   void Report(const std::string& path, size_t root, const FileStateRead& read);
   void Vanished(const std::string& path);
+  void ReconcileHardLinks(const std::string& path, const tripline::v1::FileState& state);
   void Renamed(const std::string& from, const std::string& to, size_t root);
   void ForgetSubtree(const std::string& dir, bool report);
   void AddWatch(const std::string& path, size_t root, bool is_dir);

@@ -6,6 +6,7 @@
 #include <functional>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 
 #include "gtest/gtest.h"
@@ -49,8 +50,14 @@ class OneShotTest : public ::testing::Test {
       std::string what = c.kind == FileChange::kAdded     ? "added"
                          : c.kind == FileChange::kRemoved ? "removed"
                                                           : "changed:";
-      for (size_t i = 0; i < c.attrs.size(); ++i) {
-        what += (i ? "," : "") + std::string(c.attrs[i]);
+      std::vector<std::string_view> attrs = c.attrs;
+      if (c.after.inode() != c.before.inode() && (c.path.ends_with("/symlink") ||
+                                                   c.path.ends_with("/becomes-dir"))) {
+        // A name removed and made again may or may not get its freed inode back.
+        attrs.erase(std::find(attrs.begin(), attrs.end(), "inode"));
+      }
+      for (size_t i = 0; i < attrs.size(); ++i) {
+        what += (i ? "," : "") + std::string(attrs[i]);
       }
       out[c.path] = what;
     }
@@ -128,8 +135,8 @@ TEST_F(OneShotTest, EveryScriptedChangeIsReportedWithItsAttributes) {
       {P("deleted"), "removed"},
       {P("linked"), "changed:links"},
       {P("hardlink"), "added"},
-      {P("symlink"), "changed:target,inode"},
-      {P("becomes-dir"), "changed:type,inode,size,mode,links"},
+      {P("symlink"), "changed:target"},
+      {P("becomes-dir"), "changed:type,size,mode,links"},
       {non_utf8, "added"},
       {P("longer"), "changed:size,sha256"},
       {P("sneaky"), "changed:sha256"},
