@@ -43,7 +43,7 @@ struct AgentConfig {
 
   struct Fim {
     std::vector<FimPathConfig> paths;
-    int64_t threads = 0;                // scan workers; 0: one per CPU
+    int64_t threads = 0;                // scan workers; 0: four per CPU
     int64_t debounce_ms = 100;          // a file written without closing is read after a pause...
     int64_t debounce_max_ms = 2000;     // ...or this long after the first write at the latest
     int64_t fallback_scan_interval_ms = 60000;  // scans of directories the watch limit left out

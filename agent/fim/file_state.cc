@@ -45,12 +45,12 @@ constexpr AttrName kAttrNames[] = {
 // Hashes the open regular file `fd` into `out`. The first chunk is read with RWF_NOWAIT, which
 // fails with EAGAIN unless it is in the page cache: a file that was not cached has its pages
 // dropped afterwards, so a scan neither evicts what the host had cached nor leaves its own reads.
-void HashOpenFile(int fd, int64_t max_hash_bytes, FileStateRead* out) {
+void HashOpenFile(int fd, int64_t size, int64_t max_hash_bytes, FileStateRead* out) {
   thread_local std::vector<char> buf(kReadChunk);
   Sha256Hasher hasher;
   uint64_t total = 0;
   bool was_cached = true;
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  if (size > static_cast<int64_t>(kReadChunk)) ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   struct iovec iov = {buf.data(), buf.size()};
   ssize_t first = ::preadv2(fd, &iov, 1, 0, RWF_NOWAIT);
   if (first < 0) {
@@ -63,7 +63,10 @@ void HashOpenFile(int fd, int64_t max_hash_bytes, FileStateRead* out) {
     if (!was_cached) ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   };
   const bool short_first = first > 0 && static_cast<size_t>(first) < buf.size();
-  for (;;) {
+  // A small file read whole by the first call needs no second read to find its end: a file that
+  // grew meanwhile is caught by the caller's fstat after hashing.
+  const bool whole = short_first && first == size;
+  while (!whole) {
     ssize_t r = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(total));
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -177,18 +180,26 @@ FileStateRead ReadFileStateAt(int dir_fd, const char* name, int64_t max_hash_byt
     out.note = TooLargeNote(fst.st_size, max_hash_bytes);
     return out;
   }
-  HashOpenFile(file.get(), max_hash_bytes, &out);
-  struct stat after;
-  if (!out.state.sha256().empty() && ::fstat(file.get(), &after) == 0 &&
-      (after.st_size != fst.st_size || Nanos(after.st_mtim) != Nanos(fst.st_mtim) ||
-       out.bytes_hashed != static_cast<uint64_t>(fst.st_size))) {
-    // Written to while we read: the hash would describe bytes that may never have been on disk
-    // together. Keep the newer attributes without a hash and say so; the write's own event
-    // follows in realtime mode.
-    out.state = StateFromStat(after);
+  // A file written while we read it is read again (it has usually settled by then); the hash
+  // must describe bytes that were on disk together.
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    out.state = StateFromStat(fst);
+    out.note.clear();
+    out.bytes_hashed = 0;
+    HashOpenFile(file.get(), fst.st_size, max_hash_bytes, &out);
+    struct stat after;
+    if (out.state.sha256().empty() || ::fstat(file.get(), &after) != 0) break;
+    if (after.st_size == fst.st_size && Nanos(after.st_mtim) == Nanos(fst.st_mtim) &&
+        out.bytes_hashed == static_cast<uint64_t>(fst.st_size)) {
+      break;
+    }
+    out.state = StateFromStat(after);  // without a hash
     out.note = absl::StrFormat("not hashed: changed while being read (%d bytes read, %d now)",
                                out.bytes_hashed, after.st_size);
     out.bytes_hashed = 0;
+    if (attempt == kAttempts || after.st_size > max_hash_bytes) break;
+    fst = after;
   }
   return out;
 }
@@ -219,8 +230,12 @@ Diff DiffStates(const tripline::v1::FileState& before, const tripline::v1::FileS
           (before.inode() != after.inode() || before.device() != after.device()),
       "inode", true);
   add((attrs & kAttrSize) != 0 && !dir && before.size() != after.size(), "size", true);
-  add((attrs & kAttrSha256) != 0 && both_hashed && before.sha256() != after.sha256(), "sha256",
-      true);
+  // A hash where there was none (the file was being written, or unreadable, when last read) is
+  // reported too: nothing vouches that the contents are what they were.
+  add((attrs & kAttrSha256) != 0 && reg &&
+          (both_hashed ? before.sha256() != after.sha256()
+                       : before.sha256().empty() && !after.sha256().empty()),
+      "sha256", true);
   const bool mtime_differs = !dir && before.mtime_ns() != after.mtime_ns();
   const bool mtime_fallback = (attrs & kAttrSha256) != 0 && reg && !both_hashed;
   add(mtime_differs && ((attrs & kAttrMtime) != 0 || mtime_fallback), "mtime", mtime_fallback);

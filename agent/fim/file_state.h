@@ -64,8 +64,8 @@ enum class StateChange {
 // The names of the compared attributes that differ between `before` and `after`, in a fixed
 // order: "type", "target", "inode", "size", "sha256", "mtime", "ctime", "mode", "owner", "links".
 // Timestamps alone are not a change unless asked for: rewriting a file with the same bytes is not
-// news. When sha256 is compared but a side has none (unreadable, too large), contents compare by
-// size and mtime. Directories compare without contents, size and times: their entries are
+// news. When sha256 is compared but a side has none (unreadable, too large, being written),
+// contents compare by size and mtime, and a hash where there was none counts as a sha256 change. Directories compare without contents, size and times: their entries are
 // reported as their own events.
 std::vector<std::string_view> ChangedAttrs(const tripline::v1::FileState& before,
                                            const tripline::v1::FileState& after,

@@ -26,7 +26,7 @@ namespace tripline::agent {
 struct OneShotOptions {
   std::vector<FimRoot> roots;
   std::string baseline_path;
-  int threads = 0;  // 0: one per CPU
+  int threads = 0;  // 0: four per CPU
 };
 
 struct ScanReport {

@@ -25,6 +25,12 @@ namespace {
 // worker listing their directory (a task costs more than hashing a small file).
 constexpr int64_t kHashTaskBytes = 256 * 1024;
 
+// Default workers per CPU. A cold scan spends most of its time waiting for reads of small files,
+// and the device serves many at once (measured on /usr/share, 2 CPUs, cold: 11.1 s with 2
+// workers, 6.1 s with 4, 4.0 s with 8); a warm scan is CPU-bound and the extra workers only share
+// the CPUs.
+constexpr int kThreadsPerCpu = 4;
+
 struct DirNode {
   UniqueFd fd;
   std::string path;
@@ -54,8 +60,9 @@ class Scan {
 
   ScanResult Run(const std::vector<ScanStart>& starts) {
     for (const ScanStart& s : starts) Seed(s);
-    int n = options_.threads > 0 ? options_.threads
-                                 : static_cast<int>(std::thread::hardware_concurrency());
+    int n = options_.threads > 0
+                ? options_.threads
+                : kThreadsPerCpu * static_cast<int>(std::thread::hardware_concurrency());
     n = std::clamp(n, 1, 64);
     results_.resize(static_cast<size_t>(n));
     std::vector<std::thread> workers;

@@ -1,8 +1,8 @@
 // The parallel walker and hasher behind every full FIM scan: the daemon's start and rescans, and
 // the one-shot `scan` and `check` commands.
 //
-// A pool of worker threads shares one LIFO stack of tasks: "list this directory" and "hash this
-// large file". A lister stats each entry with fstatat relative to the directory's fd (never
+// A pool of worker threads (four per CPU by default, so reads from a cold cache overlap) shares
+// one LIFO stack of tasks: "list this directory" and "hash this large file". A lister stats each entry with fstatat relative to the directory's fd (never
 // following symlinks, names as bytes), hashes small regular files itself and hands large ones to
 // the pool, so one directory of big libraries is hashed by every core. `on_directory` runs before
 // a directory is opened for listing, so a caller that installs an inotify watch there misses
@@ -51,7 +51,7 @@ struct ScanStart {
 };
 
 struct TreeScanOptions {
-  int threads = 0;  // 0: one per online CPU
+  int threads = 0;  // 0: four per online CPU (reads of a cold cache overlap), at most 64
   // Called (from any worker) with the root index and path of each directory about to be listed.
   std::function<void(size_t, const std::string&)> on_directory;
   const std::atomic<bool>* cancel = nullptr;  // set: workers stop taking tasks

@@ -390,7 +390,9 @@ TEST_F(FimWatcherTest, RestartReportsWhatChangedWhileTheAgentWasDown) {
   Start({}, true, options);
   EXPECT_EQ(baseline_->agent().message(), "new baseline");
   WriteFile(live, "l");  // reported in real time, and stored: not reported again after restart
-  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, live)));
+  ASSERT_TRUE(log_.WaitFor([&](const Event& e) {
+    return e.has_file() && e.file().path() == live && e.file().after().sha256() == Sha256("l");
+  }));
   watcher_->Stop();
 
   WriteFile(kept, "v2");
