@@ -25,5 +25,12 @@ test: build
 demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
+# Benchmarks against their peers (figures only, never pass/fail). fim_scan compares with AIDE, so
+# this installs Debian's `aide` package when it is missing (as root).
+bench: build
+	@command -v aide >/dev/null 2>&1 || { echo "bench: installing aide (fim_scan's peer)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends aide >/dev/null; }
+	cmake --build $(BUILD) --target bench
+
 clean:
 	rm -rf $(BUILD)
