@@ -1,6 +1,7 @@
 #include "agent/fim/fim_watcher.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 
@@ -204,6 +205,13 @@ void FimWatcher::StartUp() {
       done.duration_ns() / kNanosPerMs);
   EmitAgent(std::move(done));
   next_fallback_scan_ns_ = clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
+  ReleaseScanMemory();
+}
+
+void FimWatcher::ReleaseScanMemory() {
+  // A scan's results and its workers' malloc arenas are freed but kept by the allocator; an
+  // agent that then idles for days should not hold them.
+  ::malloc_trim(0);
 }
 
 int FimWatcher::PollTimeoutMs() const {
@@ -432,6 +440,7 @@ void FimWatcher::Rescan() {
   done.set_message(absl::StrFormat("%d changes found", changes.size()));
   spdlog::info("fim: rescan done files={} changes={}", done.files(), changes.size());
   EmitAgent(std::move(done));
+  ReleaseScanMemory();
 }
 
 void FimWatcher::FallbackScan() {

@@ -22,6 +22,10 @@
 // more than one link appears or goes, the other names of the same inode in the baseline are read
 // again. A hard link made from outside the watched roots is seen by the next scan only.
 //
+// Monitoring of a directory begins when the start-up scan lists it: what is there then is the
+// baseline (or, with a stored baseline, is compared with it). BASELINE_COMPLETE says every root
+// is being watched.
+//
 // Invariants: a new directory is watched before it is listed, and everything found in it is
 // reported CREATED, so `mkdir -p a/b/c && echo x > a/b/c/f` is never missed. Symlinks are never
 // followed. Paths are bytes. Excluded entries (and excluded directories' subtrees) are neither
@@ -114,6 +118,7 @@ class FimWatcher {
   void ReportScanErrors(const std::vector<ScanError>& errors);
   void ApplyChanges(const std::vector<FileChange>& changes, std::vector<std::string>* removed_dirs);
   void Rescan();
+  void ReleaseScanMemory();
   void FallbackScan();
   void FlushDueWrites(bool all);
   int PollTimeoutMs() const;

@@ -294,8 +294,13 @@ transport:
         raise Failure(f"{INSTANCE_ID} not in the endpoint's state")
 
     def agent_enrolled(self, agent_id=INSTANCE_ID):
+        """The agent is enrolled and watching: its FIM baseline is complete, so a change made from
+        now on is reported (one made while the first baseline is taken may become baseline)."""
         agents = self.ctl_json("agents").get("agents", [])
-        return any(a.get("agent_id") == agent_id for a in agents)
+        if not any(a.get("agent_id") == agent_id for a in agents):
+            return False
+        return any(e.get("event", {}).get("agent", {}).get("kind") == "BASELINE_COMPLETE"
+                   for e in self.events(agent_id))
 
     def events(self, agent_id=INSTANCE_ID):
         out, after = [], 0
