@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <functional>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -166,6 +167,64 @@ TEST_F(TreeScanTest, PathsLongerThanPathMaxAreScanned) {
   for (int i = 23; i >= 0; --i) {
     ASSERT_EQ(::unlinkat(chain[static_cast<size_t>(i)].get(), name.c_str(), AT_REMOVEDIR), 0);
   }
+}
+
+// Root reads everything, so the scan runs as nobody (65534) in a child process. Reading
+// "public" (owned by root) also takes the O_NOATIME -> EPERM -> plain open path.
+TEST_F(TreeScanTest, UnreadableEntriesAreRecordedWithTheReasonAndTheScanGoesOn) {
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);
+  WriteFile(root_ + "/public", "p");
+  WriteFile(root_ + "/secret", "s");
+  ASSERT_EQ(::chmod((root_ + "/secret").c_str(), 0600), 0);
+  ASSERT_EQ(::mkdir((root_ + "/locked").c_str(), 0700), 0);
+  WriteFile(root_ + "/locked/inner", "i");
+  WriteFile(root_ + "/z-after", "z");
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+    std::vector<FimRoot> roots = {MakeRoot(root_)};
+    TreeScanOptions opts;
+    opts.threads = 2;
+    ScanResult r = ScanTrees(roots, AllRoots(roots), opts);
+    std::string out;
+    for (const ScannedFile& f : r.files) {
+      out += "F\t" + f.path + "\t" + ToHex(f.state.sha256()) + "\t" + f.note + "\n";
+    }
+    for (const ScanError& e : r.errors) out += "E\t" + e.path + "\t" + e.message + "\n";
+    size_t off = 0;
+    while (off < out.size()) {
+      ssize_t n = ::write(fds[1], out.data() + off, out.size() - off);
+      if (n <= 0) ::_exit(3);
+      off += static_cast<size_t>(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+
+  EXPECT_NE(text.find("F\t" + root_ + "/public\t" + ToHex(Sha256("p")) + "\t\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("F\t" + root_ + "/secret\t\topen: Permission denied (EACCES)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("F\t" + root_ + "/locked\t"), std::string::npos) << text;
+  EXPECT_NE(text.find("E\t" + root_ + "/locked\topen " + root_ + "/locked: Permission denied"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find(root_ + "/locked/inner"), std::string::npos) << text;
+  EXPECT_NE(text.find("F\t" + root_ + "/z-after\t" + ToHex(Sha256("z"))), std::string::npos)
+      << text;
 }
 
 TEST_F(TreeScanTest, MissingStartIsAnErrorNamingIt) {
