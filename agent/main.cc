@@ -65,8 +65,8 @@ int RunOneShot(bool check, const std::string& config_path, bool json,
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(config_path, AgentConfigUse::kOneShot);
   if (!config.ok()) return Fail(2, std::string(config.status().message()));
   // Reports go to stdout; only warnings and worse are logged unless asked.
-  if (absl::Status st = tripline::InitLogging("tripline-agent",
-                                              log_level.empty() ? "warn" : log_level);
+  if (absl::Status st =
+          tripline::InitLogging("tripline-agent", log_level.empty() ? "warn" : log_level);
       !st.ok()) {
     return Fail(2, std::string(st.message()));
   }

@@ -85,8 +85,8 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   }
 
   ASSIGN_OR_RETURN(ConfigNode fim, root.Required("fim"));
-  RETURN_IF_ERROR(fim.ExpectKeys({"paths", "threads", "debounce", "debounce_max",
-                                   "fallback_scan_interval", "max_watches"}));
+  RETURN_IF_ERROR(fim.ExpectKeys(
+      {"paths", "threads", "debounce", "debounce_max", "fallback_scan_interval", "max_watches"}));
   ASSIGN_OR_RETURN(c.fim.threads, fim.Int("threads", c.fim.threads, 0, 64));
   ASSIGN_OR_RETURN(c.fim.debounce_ms, fim.DurationMs("debounce", c.fim.debounce_ms, 0, 60000));
   ASSIGN_OR_RETURN(c.fim.debounce_max_ms,

@@ -43,11 +43,11 @@ struct AgentConfig {
 
   struct Fim {
     std::vector<FimPathConfig> paths;
-    int64_t threads = 0;                // scan workers; 0: four per CPU
-    int64_t debounce_ms = 100;          // a file written without closing is read after a pause...
-    int64_t debounce_max_ms = 2000;     // ...or this long after the first write at the latest
+    int64_t threads = 0;             // scan workers; 0: four per CPU
+    int64_t debounce_ms = 100;       // a file written without closing is read after a pause...
+    int64_t debounce_max_ms = 2000;  // ...or this long after the first write at the latest
     int64_t fallback_scan_interval_ms = 60000;  // scans of directories the watch limit left out
-    int64_t max_watches = 0;            // cap on the agent's inotify watches; 0: the kernel's
+    int64_t max_watches = 0;  // cap on the agent's inotify watches; 0: the kernel's
   } fim;
 
   struct Batch {

@@ -46,8 +46,8 @@ absl::StatusOr<Baseline> BaselineStore::Load() {
     std::string path = st.ColumnText(0);
     tripline::v1::FileState state;
     if (!state.ParseFromString(st.ColumnText(1))) {
-      return absl::DataLossError(absl::StrFormat("%s: stored state of %s does not parse",
-                                                 db_->path(), Printable(path)));
+      return absl::DataLossError(
+          absl::StrFormat("%s: stored state of %s does not parse", db_->path(), Printable(path)));
     }
     out.emplace(std::move(path), std::move(state));
   }
@@ -67,7 +67,8 @@ absl::Status BaselineStore::Replace(const std::vector<FimRoot>& roots,
     }
   }
   {
-    ASSIGN_OR_RETURN(Statement ins, db_->Prepare("INSERT OR REPLACE INTO fim_files VALUES (?1, ?2)"));
+    ASSIGN_OR_RETURN(Statement ins,
+                     db_->Prepare("INSERT OR REPLACE INTO fim_files VALUES (?1, ?2)"));
     std::string bytes;
     for (const ScannedFile& f : files) {
       f.state.SerializeToString(&bytes);

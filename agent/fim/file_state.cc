@@ -1,9 +1,8 @@
 #include "agent/fim/file_state.h"
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -37,9 +36,8 @@ struct AttrName {
   uint32_t bit;
 };
 constexpr AttrName kAttrNames[] = {
-    {"size", kAttrSize},   {"mode", kAttrMode},   {"owner", kAttrOwner},
-    {"mtime", kAttrMtime}, {"ctime", kAttrCtime}, {"inode", kAttrInode},
-    {"links", kAttrLinks}, {"sha256", kAttrSha256},
+    {"size", kAttrSize},   {"mode", kAttrMode},   {"owner", kAttrOwner}, {"mtime", kAttrMtime},
+    {"ctime", kAttrCtime}, {"inode", kAttrInode}, {"links", kAttrLinks}, {"sha256", kAttrSha256},
 };
 
 // Hashes the open regular file `fd` into `out`. The first chunk is read with RWF_NOWAIT, which
@@ -240,8 +238,7 @@ Diff DiffStates(const tripline::v1::FileState& before, const tripline::v1::FileS
   const bool mtime_fallback = (attrs & kAttrSha256) != 0 && reg && !both_hashed;
   add(mtime_differs && ((attrs & kAttrMtime) != 0 || mtime_fallback), "mtime", mtime_fallback);
   add((attrs & kAttrCtime) != 0 && !dir && before.ctime_ns() != after.ctime_ns(), "ctime", false);
-  add((attrs & kAttrMode) != 0 && (before.mode() & 07777) != (after.mode() & 07777), "mode",
-      false);
+  add((attrs & kAttrMode) != 0 && (before.mode() & 07777) != (after.mode() & 07777), "mode", false);
   add((attrs & kAttrOwner) != 0 && (before.uid() != after.uid() || before.gid() != after.gid()),
       "owner", false);
   add((attrs & kAttrLinks) != 0 && !dir && before.nlink() != after.nlink(), "links", false);
@@ -251,8 +248,7 @@ Diff DiffStates(const tripline::v1::FileState& before, const tripline::v1::FileS
 }  // namespace
 
 std::vector<std::string_view> ChangedAttrs(const tripline::v1::FileState& before,
-                                           const tripline::v1::FileState& after,
-                                           uint32_t attrs) {
+                                           const tripline::v1::FileState& after, uint32_t attrs) {
   return DiffStates(before, after, attrs).names;
 }
 

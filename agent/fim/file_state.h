@@ -23,8 +23,8 @@ namespace tripline::agent {
 // compared: a file replaced by a directory or a retargeted link is always news.
 enum FileAttr : uint32_t {
   kAttrSize = 1u << 0,
-  kAttrMode = 1u << 1,    // permission bits (and setuid/setgid/sticky)
-  kAttrOwner = 1u << 2,   // uid and gid
+  kAttrMode = 1u << 1,   // permission bits (and setuid/setgid/sticky)
+  kAttrOwner = 1u << 2,  // uid and gid
   kAttrMtime = 1u << 3,
   kAttrCtime = 1u << 4,
   kAttrInode = 1u << 5,   // inode and device
@@ -65,8 +65,9 @@ enum class StateChange {
 // order: "type", "target", "inode", "size", "sha256", "mtime", "ctime", "mode", "owner", "links".
 // Timestamps alone are not a change unless asked for: rewriting a file with the same bytes is not
 // news. When sha256 is compared but a side has none (unreadable, too large, being written),
-// contents compare by size and mtime, and a hash where there was none counts as a sha256 change. Directories compare without contents, size and times: their entries are
-// reported as their own events.
+// contents compare by size and mtime, and a hash where there was none counts as a sha256 change.
+// Directories compare without contents, size and times: their entries are reported as their own
+// events.
 std::vector<std::string_view> ChangedAttrs(const tripline::v1::FileState& before,
                                            const tripline::v1::FileState& after,
                                            uint32_t attrs = kDefaultAttrs);

@@ -87,7 +87,8 @@ ScanResult FimWatcher::ParallelScan(const std::vector<ScanStart>& starts) {
   opts.on_directory = [this](size_t root, const std::string& dir) { AddWatch(dir, root, true); };
   for (const ScanStart& s : starts) {
     struct stat st;
-    if (::lstat(s.path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) && s.path == roots_[s.root].path) {
+    if (::lstat(s.path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
+        s.path == roots_[s.root].path) {
       AddWatch(s.path, s.root, false);  // a root that is a single file
     }
   }
@@ -129,7 +130,7 @@ void FimWatcher::StartUp() {
     absl::StatusOr<Baseline> loaded;
     if (store.ok()) fingerprints = (*store)->LoadRoots();
     if (store.ok() && fingerprints.ok()) loaded = (*store)->Load();
-    absl::Status st = !store.ok() ? store.status()
+    absl::Status st = !store.ok()          ? store.status()
                       : !fingerprints.ok() ? fingerprints.status()
                                            : loaded.status();
     if (!st.ok()) {
@@ -149,9 +150,10 @@ void FimWatcher::StartUp() {
         if (it != fingerprints->end() && it->second == RootFingerprint(r)) {
           known.push_back(r.path);
         } else if (it != fingerprints->end()) {
-          spdlog::warn("fim: options of root changed since its stored baseline; taking a new "
-                       "one path={}",
-                       Printable(r.path));
+          spdlog::warn(
+              "fim: options of root changed since its stored baseline; taking a new "
+              "one path={}",
+              Printable(r.path));
         }
       }
       for (auto& [path, state] : *loaded) {
@@ -204,7 +206,8 @@ void FimWatcher::StartUp() {
       scan.files.size(), scan.bytes_hashed, watches_.size(), changes,
       done.duration_ns() / kNanosPerMs);
   EmitAgent(std::move(done));
-  next_fallback_scan_ns_ = clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
+  next_fallback_scan_ns_ =
+      clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
   ReleaseScanMemory();
 }
 
@@ -389,8 +392,8 @@ void FimWatcher::ScanTree(const std::string& start, size_t root) {
     }
     // Watch before listing: anything created from now on produces an event.
     if (descend || (is_root && !is_dir)) AddWatch(e.path, root, is_dir);
-    FileStateRead read = ReadFileStateAt(e.dir_fd, e.name, r.max_hash_bytes, &e.st,
-                                         (r.attrs & kAttrSha256) != 0);
+    FileStateRead read =
+        ReadFileStateAt(e.dir_fd, e.name, r.max_hash_bytes, &e.st, (r.attrs & kAttrSha256) != 0);
     ++scan_files_;
     Report(e.path, root, read);
     return descend ? WalkAction::kContinue : WalkAction::kSkip;
@@ -415,8 +418,8 @@ void FimWatcher::ApplyChanges(const std::vector<FileChange>& changes,
       EmitFile(FileEvent::DELETED, c.path, "", &c.before, nullptr, "");
     } else {
       Put(c.path, c.after);
-      EmitFile(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB, c.path, "", &c.before,
-               &c.after, c.note);
+      EmitFile(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB, c.path, "", &c.before, &c.after,
+               c.note);
     }
   }
 }
@@ -466,7 +469,8 @@ void FimWatcher::FallbackScan() {
   for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
   spdlog::debug("fim: fallback scan of unwatched directories starts={} files={} changes={}",
                 starts.size(), scan.files.size(), changes.size());
-  next_fallback_scan_ns_ = clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
+  next_fallback_scan_ns_ =
+      clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
 }
 
 void FimWatcher::Reconcile(const std::string& path, size_t root) {
@@ -599,9 +603,9 @@ void FimWatcher::AddWatch(const std::string& path, size_t root, bool is_dir) {
                       watches_.size() >= static_cast<size_t>(options_.max_watches) &&
                       watch_by_path_.count(path) == 0;
   if (capped) {
-    wd = absl::ResourceExhaustedError(absl::StrFormat(
-        "inotify_add_watch %s: the agent's max_watches (%d) is reached", path,
-        options_.max_watches));
+    wd = absl::ResourceExhaustedError(
+        absl::StrFormat("inotify_add_watch %s: the agent's max_watches (%d) is reached", path,
+                        options_.max_watches));
   } else {
     wd = inotify_->AddWatch(path, kWatchMask | (is_dir ? IN_ONLYDIR : 0));
   }

@@ -67,9 +67,9 @@
 namespace tripline::agent {
 
 struct FimOptions {
-  std::string baseline_path;  // the baseline file; empty: the baseline lives in memory only
-  int threads = 0;            // scan workers; 0: four per CPU
-  int64_t debounce_ms = 100;  // IN_MODIFY: read the file once writes pause this long...
+  std::string baseline_path;       // the baseline file; empty: the baseline lives in memory only
+  int threads = 0;                 // scan workers; 0: four per CPU
+  int64_t debounce_ms = 100;       // IN_MODIFY: read the file once writes pause this long...
   int64_t debounce_max_ms = 2000;  // ...or at the latest this long after the first
   // How often directories that could not be watched (watch limit) are scanned instead.
   int64_t fallback_scan_interval_ms = 60000;

@@ -146,9 +146,9 @@ absl::Status CheckRoots(const std::vector<FimRoot>& roots, const std::string& ba
   for (const FimRoot& r : roots) {
     auto it = stored.find(r.path);
     if (it == stored.end()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "%s: no baseline for %s; run `tripline-agent scan` first", baseline_path,
-          PathText(r.path)));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s: no baseline for %s; run `tripline-agent scan` first", baseline_path,
+                          PathText(r.path)));
     }
     if (it->second != RootFingerprint(r)) {
       warnings->push_back(absl::StrFormat(
@@ -180,7 +180,8 @@ size_t CheckReport::changed() const {
 
 absl::StatusOr<ScanReport> RunScan(const OneShotOptions& options, const Clock& clock) {
   const int64_t t0 = clock.MonotonicNanos();
-  ASSIGN_OR_RETURN(std::unique_ptr<BaselineStore> store, BaselineStore::Open(options.baseline_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<BaselineStore> store,
+                   BaselineStore::Open(options.baseline_path));
   TreeScanOptions opts;
   opts.threads = options.threads;
   ScanResult scan = ScanTrees(options.roots, AllRoots(options.roots), opts);
@@ -200,11 +201,11 @@ absl::StatusOr<CheckReport> RunCheck(const OneShotOptions& options, const Clock&
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: no baseline file; run `tripline-agent scan` first", options.baseline_path));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<BaselineStore> store, BaselineStore::Open(options.baseline_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<BaselineStore> store,
+                   BaselineStore::Open(options.baseline_path));
   CheckReport report;
   ASSIGN_OR_RETURN(auto fingerprints, store->LoadRoots());
-  RETURN_IF_ERROR(
-      CheckRoots(options.roots, options.baseline_path, fingerprints, &report.warnings));
+  RETURN_IF_ERROR(CheckRoots(options.roots, options.baseline_path, fingerprints, &report.warnings));
   ASSIGN_OR_RETURN(Baseline baseline, store->Load());
   TreeScanOptions opts;
   opts.threads = options.threads;
@@ -285,10 +286,10 @@ std::string CheckReportText(const CheckReport& report) {
     }
     if (!c.note.empty()) absl::StrAppend(&out, "  note: ", c.note, "\n");
   }
-  absl::StrAppendFormat(&out, "%s: %d added, %d removed, %d changed; %d entries checked in %.2f s\n",
-                        report.changes.empty() ? "no changes" : "changes", report.added(),
-                        report.removed(), report.changed(), report.files,
-                        Seconds(report.duration_ns));
+  absl::StrAppendFormat(
+      &out, "%s: %d added, %d removed, %d changed; %d entries checked in %.2f s\n",
+      report.changes.empty() ? "no changes" : "changes", report.added(), report.removed(),
+      report.changed(), report.files, Seconds(report.duration_ns));
   return out;
 }
 
@@ -309,10 +310,10 @@ std::string CheckReportJson(const CheckReport& report) {
         for (std::string_view a : c.attrs) {
           absl::StrAppend(&attrs, attrs.empty() ? "" : ",", "\"", std::string(a), "\"");
         }
-        absl::StrAppend(&changed, changed.empty() ? "" : ",", "{", PathJson(c.path),
-                        ",\"kind\":\"", c.content ? "content" : "attributes",
-                        "\",\"attributes\":[", attrs, "],\"before\":", StateJson(c.before),
-                        ",\"after\":", StateJson(c.after), "}");
+        absl::StrAppend(&changed, changed.empty() ? "" : ",", "{", PathJson(c.path), ",\"kind\":\"",
+                        c.content ? "content" : "attributes", "\",\"attributes\":[", attrs,
+                        "],\"before\":", StateJson(c.before), ",\"after\":", StateJson(c.after),
+                        "}");
         break;
       }
     }

@@ -2,14 +2,14 @@
 // the one-shot `scan` and `check` commands.
 //
 // A pool of worker threads (four per CPU by default, so reads from a cold cache overlap) shares
-// one LIFO stack of tasks: "list this directory" and "hash this large file". A lister stats each entry with fstatat relative to the directory's fd (never
-// following symlinks, names as bytes), hashes small regular files itself and hands large ones to
-// the pool, so one directory of big libraries is hashed by every core. `on_directory` runs before
-// a directory is opened for listing, so a caller that installs an inotify watch there misses
-// nothing created while the scan runs. Directories on another device (one_filesystem), directory
-// loops (a bind mount of an ancestor) and nesting deeper than kMaxWalkDepth are recorded but not
-// descended, with a ScanError saying why. Unreadable entries are recorded with a note; the scan
-// goes on.
+// one LIFO stack of tasks: "list this directory" and "hash this large file". A lister stats each
+// entry with fstatat relative to the directory's fd (never following symlinks, names as bytes),
+// hashes small regular files itself and hands large ones to the pool, so one directory of big
+// libraries is hashed by every core. `on_directory` runs before a directory is opened for listing,
+// so a caller that installs an inotify watch there misses nothing created while the scan runs.
+// Directories on another device (one_filesystem), directory loops (a bind mount of an ancestor) and
+// nesting deeper than kMaxWalkDepth are recorded but not descended, with a ScanError saying why.
+// Unreadable entries are recorded with a note; the scan goes on.
 //
 // Threads: ScanTrees blocks its caller and joins its workers before returning; `on_directory`
 // is called from the workers concurrently and must be thread-safe.

@@ -210,8 +210,7 @@ fim:
       one_filesystem: false
     - /usr/bin
 )";
-  absl::StatusOr<AgentConfig> c =
-      ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot);
+  absl::StatusOr<AgentConfig> c = ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->fim.threads, 2);
   EXPECT_EQ(c->fim.debounce_ms, 250);

@@ -67,11 +67,12 @@ TEST(BaselineStore, ApplyUpsertsAndDeletes) {
   testing::TempDir dir;
   auto store = BaselineStore::Open(dir.Sub("b.db"));
   ASSERT_TRUE(store.ok());
-  ASSERT_TRUE((*store)->Replace({MakeRoot("/etc")},
-                                {Scanned("/etc/a", File("a")), Scanned("/etc/b", File("b"))}, 1)
+  ASSERT_TRUE((*store)
+                  ->Replace({MakeRoot("/etc")},
+                            {Scanned("/etc/a", File("a")), Scanned("/etc/b", File("b"))}, 1)
                   .ok());
-  ASSERT_TRUE((*store)->Apply({{"/etc/a", File("a2")}, {"/etc/b", std::nullopt},
-                               {"/etc/c", File("c")}})
+  ASSERT_TRUE((*store)
+                  ->Apply({{"/etc/a", File("a2")}, {"/etc/b", std::nullopt}, {"/etc/c", File("c")}})
                   .ok());
   absl::StatusOr<Baseline> loaded = (*store)->Load();
   ASSERT_TRUE(loaded.ok());
@@ -115,12 +116,9 @@ TEST(RootFingerprint, ChangesWithEveryOptionThatChangesARecord) {
 }
 
 TEST(DiffBaseline, AddedRemovedAndChangedWithTheirAttributesInsideTheScopeOnly) {
-  Baseline before = {{"/etc", FileState()},
-                     {"/etc/same", File("s")},
-                     {"/etc/content", File("v1")},
-                     {"/etc/perm", File("p", 0644)},
-                     {"/etc/gone", File("g")},
-                     {"/other/untouched", File("o")}};
+  Baseline before = {{"/etc", FileState()},        {"/etc/same", File("s")},
+                     {"/etc/content", File("v1")}, {"/etc/perm", File("p", 0644)},
+                     {"/etc/gone", File("g")},     {"/other/untouched", File("o")}};
   before["/etc"].set_mode(S_IFDIR | 0755);
   ScanResult scan;
   FileState dir = before["/etc"];

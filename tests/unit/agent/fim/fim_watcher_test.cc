@@ -95,9 +95,9 @@ class FimWatcherTest : public ::testing::Test {
     r.recursive = recursive;
     r.exclude = std::move(exclude);
     const size_t from = log_.size();
-    watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, std::move(options),
-                                            SystemClock(),
-                                            [this](Event e) { log_.Add(std::move(e)); });
+    watcher_ =
+        std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, std::move(options), SystemClock(),
+                                     [this](Event e) { log_.Add(std::move(e)); });
     ASSERT_TRUE(watcher_->Start().ok());
     baseline_ = log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE), from);
     ASSERT_TRUE(baseline_.has_value());
@@ -403,11 +403,11 @@ TEST_F(FimWatcherTest, RestartReportsWhatChangedWhileTheAgentWasDown) {
   Start({}, true, options);
   EXPECT_EQ(baseline_->agent().message(), "4 changes since the stored baseline");
   const int done = IndexOf(AgentIs(AgentEvent::BASELINE_COMPLETE), mark);
-  for (const auto& [change, path] : std::vector<std::pair<FileEvent::Change, std::string>>{
-           {FileEvent::MODIFIED, kept},
-           {FileEvent::DELETED, gone},
-           {FileEvent::CREATED, root_ + "/new"},
-           {FileEvent::ATTRIB, live}}) {
+  for (const auto& [change, path] :
+       std::vector<std::pair<FileEvent::Change, std::string>>{{FileEvent::MODIFIED, kept},
+                                                              {FileEvent::DELETED, gone},
+                                                              {FileEvent::CREATED, root_ + "/new"},
+                                                              {FileEvent::ATTRIB, live}}) {
     const int at = IndexOf(FileIs(change, path), mark);
     EXPECT_GE(at, 0) << path;
     EXPECT_LT(at, done) << path;  // reported before realtime monitoring resumes

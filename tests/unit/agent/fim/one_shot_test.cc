@@ -2,11 +2,10 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-
-#include <functional>
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 
 #include "gtest/gtest.h"
@@ -51,8 +50,8 @@ class OneShotTest : public ::testing::Test {
                          : c.kind == FileChange::kRemoved ? "removed"
                                                           : "changed:";
       std::vector<std::string_view> attrs = c.attrs;
-      if (c.after.inode() != c.before.inode() && (c.path.ends_with("/symlink") ||
-                                                   c.path.ends_with("/becomes-dir"))) {
+      if (c.after.inode() != c.before.inode() &&
+          (c.path.ends_with("/symlink") || c.path.ends_with("/becomes-dir"))) {
         // A name removed and made again may or may not get its freed inode back.
         attrs.erase(std::find(attrs.begin(), attrs.end(), "inode"));
       }

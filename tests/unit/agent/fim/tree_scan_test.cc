@@ -2,12 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-
-#include <functional>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -206,14 +205,14 @@ TEST_F(TreeScanTest, UnreadableEntriesAreRecordedWithTheReasonAndTheScanGoesOn) 
   ::close(fds[1]);
   std::string text;
   char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
   ::close(fds[0]);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 
-  EXPECT_NE(text.find("F\t" + root_ + "/public\t" + ToHex(Sha256("p")) + "\t\n"),
-            std::string::npos)
+  EXPECT_NE(text.find("F\t" + root_ + "/public\t" + ToHex(Sha256("p")) + "\t\n"), std::string::npos)
       << text;
   EXPECT_NE(text.find("F\t" + root_ + "/secret\t\topen: Permission denied (EACCES)\n"),
             std::string::npos)
