@@ -1,6 +1,8 @@
 #include "agent/fim/tree_scan.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -224,6 +226,66 @@ TEST_F(TreeScanTest, UnreadableEntriesAreRecordedWithTheReasonAndTheScanGoesOn) 
   EXPECT_EQ(text.find(root_ + "/locked/inner"), std::string::npos) << text;
   EXPECT_NE(text.find("F\t" + root_ + "/z-after\t" + ToHex(Sha256("z"))), std::string::npos)
       << text;
+}
+
+// Real mounts, made in a child process's own mount namespace (gone when it exits): a tmpfs below
+// the root (another filesystem) and a bind mount of the root inside itself (a directory loop).
+TEST_F(TreeScanTest, OtherFilesystemsAndBindMountLoopsAreRecordedNotDescended) {
+  ASSERT_EQ(::mkdir((root_ + "/mnt").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((root_ + "/loop").c_str(), 0755), 0);
+  WriteFile(root_ + "/top", "t");
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (::unshare(CLONE_NEWNS) != 0) ::_exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(11);
+    if (::mount("tmpfs", (root_ + "/mnt").c_str(), "tmpfs", 0, "size=1m") != 0) ::_exit(12);
+    const std::string inside = root_ + "/mnt/inside";
+    int f = ::open(inside.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0 || ::write(f, "i", 1) != 1) ::_exit(13);
+    ::close(f);
+    if (::mount(root_.c_str(), (root_ + "/loop").c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      ::_exit(14);
+    }
+    std::string out;
+    for (bool one_fs : {true, false}) {
+      std::vector<FimRoot> roots = {
+          MakeRoot(root_, [&](FimRoot& o) { o.one_filesystem = one_fs; })};
+      ScanResult r = ScanTrees(roots, AllRoots(roots), TreeScanOptions{});
+      out += one_fs ? "one_filesystem\n" : "any_filesystem\n";
+      for (const ScannedFile& sf : r.files) out += "F\t" + sf.path + "\n";
+      for (const ScanError& e : r.errors) out += "E\t" + e.path + "\t" + e.message + "\n";
+    }
+    if (::write(fds[1], out.data(), out.size()) != static_cast<ssize_t>(out.size())) ::_exit(15);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child exit " << status;
+  const size_t split = text.find("any_filesystem\n");
+  ASSERT_NE(split, std::string::npos) << text;
+  const std::string one_fs = text.substr(0, split);
+  const std::string any_fs = text.substr(split);
+
+  for (const std::string& t : {one_fs, any_fs}) {
+    EXPECT_NE(t.find("F\t" + root_ + "/top\n"), std::string::npos) << t;
+    EXPECT_NE(t.find("F\t" + root_ + "/mnt\n"), std::string::npos) << t;
+    EXPECT_NE(t.find("F\t" + root_ + "/loop\n"), std::string::npos) << t;
+    EXPECT_EQ(t.find(root_ + "/loop/"), std::string::npos) << t;  // the loop is not followed
+    EXPECT_NE(t.find("E\t" + root_ + "/loop\tdirectory loop"), std::string::npos) << t;
+  }
+  EXPECT_EQ(one_fs.find(root_ + "/mnt/inside"), std::string::npos) << one_fs;
+  EXPECT_NE(one_fs.find("E\t" + root_ + "/mnt\tanother filesystem"), std::string::npos) << one_fs;
+  EXPECT_NE(any_fs.find("F\t" + root_ + "/mnt/inside\n"), std::string::npos) << any_fs;
 }
 
 TEST_F(TreeScanTest, MissingStartIsAnErrorNamingIt) {
