@@ -41,5 +41,12 @@ package: deps
 	/usr/bin/python3 packaging/build_packages.py --build-dir $(PKG_BUILD) --out $(PKG_BUILD)/packages
 	lintian --fail-on error,warning --display-info --tag-display-limit 0 $(PKG_BUILD)/packages/debs/*.deb
 
+# Benchmarks against their peers (figures only, never pass/fail). fim_scan compares with AIDE, so
+# this installs Debian's `aide` package when it is missing (as root).
+bench: build
+	@command -v aide >/dev/null 2>&1 || { echo "bench: installing aide (fim_scan's peer)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends aide >/dev/null; }
+	cmake --build $(BUILD) --target bench
+
 clean:
 	rm -rf $(BUILD) $(PKG_BUILD)

@@ -296,8 +296,13 @@ transport:
         raise Failure(f"{INSTANCE_ID} not in the endpoint's state")
 
     def agent_enrolled(self, agent_id=INSTANCE_ID):
+        """The agent is enrolled and watching: its FIM baseline is complete, so a change made from
+        now on is reported (one made while the first baseline is taken may become baseline)."""
         agents = self.ctl_json("agents").get("agents", [])
-        return any(a.get("agent_id") == agent_id for a in agents)
+        if not any(a.get("agent_id") == agent_id for a in agents):
+            return False
+        return any(e.get("event", {}).get("agent", {}).get("kind") == "BASELINE_COMPLETE"
+                   for e in self.events(agent_id))
 
     def events(self, agent_id=INSTANCE_ID):
         out, after = [], 0
@@ -673,6 +678,249 @@ def scenario_evidence(fleet, demo=False):
     if demo:
         print(ok.stdout.decode(errors="replace"))
 
+# --- FIM: the scripted change set, one-shot and realtime ---------------------------------------
+
+NON_UTF8 = b"caf\xe9\xff"
+
+
+def b64raw(event):
+    """The event's path as the exact bytes the agent saw."""
+    import base64
+    return base64.b64decode(event["event"]["file"]["path"])
+
+
+def fim_prepare(d):
+    """The files the change set works on, in directory d (bytes or str)."""
+    d = os.fsencode(d)
+    for name, text in [(b"content", "original"), (b"mode", "m"), (b"owner", "o"), (b"renamed", "r"),
+                       (b"deleted", "d"), (b"linked", "l"), (b"becomes-dir", "f"),
+                       (b"longer", "12345"), (b"sneaky", "aaaa")]:
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    os.symlink(b"/etc/passwd", os.path.join(d, b"symlink"))
+
+
+def fim_apply(d, scratch):
+    """Content, mode, owner, rename, delete, hard link, symlink retarget, file replaced by a
+    directory, a non-UTF-8 name, a file one byte longer, and contents changed with the mtime put
+    back by `touch -r`."""
+    d = os.fsencode(d)
+    j = lambda name: os.path.join(d, name)
+    with open(j(b"content"), "w") as f:
+        f.write("tampered")  # same length: only the hash shows it
+    os.chmod(j(b"mode"), 0o4755)
+    os.chown(j(b"owner"), 1234, 5678)
+    os.rename(j(b"renamed"), j(b"renamed.new"))
+    os.unlink(j(b"deleted"))
+    os.link(j(b"linked"), j(b"hardlink"))
+    os.unlink(j(b"symlink"))
+    os.symlink(b"/etc/shadow", j(b"symlink"))
+    os.unlink(j(b"becomes-dir"))
+    os.mkdir(j(b"becomes-dir"))
+    with open(j(NON_UTF8), "w") as f:
+        f.write("bytes")
+    with open(j(b"longer"), "w") as f:
+        f.write("123456")
+    ref = os.path.join(scratch, "sneaky.times")
+    with open(ref, "w"):
+        pass
+    subprocess.run(["touch", "-r", j(b"sneaky"), ref], check=True)
+    with open(j(b"sneaky"), "w") as f:
+        f.write("bbbb")
+    subprocess.run(["touch", "-r", ref, j(b"sneaky")], check=True)
+
+
+# What `tripline-agent check` must say about each path after fim_apply.
+FIM_CHECK_EXPECTED = {
+    b"content": ("changed", ["sha256"]),
+    b"mode": ("changed", ["mode"]),
+    b"owner": ("changed", ["owner"]),
+    b"renamed": ("removed", None),
+    b"renamed.new": ("added", None),
+    b"deleted": ("removed", None),
+    b"linked": ("changed", ["links"]),
+    b"hardlink": ("added", None),
+    b"symlink": ("changed", ["target"]),
+    b"becomes-dir": ("changed", ["type", "size", "mode", "links"]),
+    NON_UTF8: ("added", None),
+    b"longer": ("changed", ["size", "sha256"]),
+    b"sneaky": ("changed", ["sha256"]),
+}
+
+
+def run_agent(fleet, *args):
+    return subprocess.run([fleet.agent_bin, *args], capture_output=True, timeout=120)
+
+
+def scenario_fim_check(fleet, demo=False):
+    """`tripline-agent scan` then `check`, like AIDE's --init and --check, without a collector:
+    every change of the scripted set is reported with the attributes that show it; exit 0 when
+    nothing changed, 1 when something did."""
+    import base64
+    tree = os.path.join(fleet.dir, "tree")
+    os.mkdir(tree)
+    fim_prepare(tree)
+    cfg = os.path.join(fleet.dir, "oneshot.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"state_dir: {fleet.dir}/oneshot-state\nfim:\n  paths:\n    - {tree}\n")
+    r = run_agent(fleet, "scan", "--config", cfg)
+    if r.returncode != 0 or b"baseline: 11 entries" not in r.stdout:
+        raise Failure(f"scan: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+    r = run_agent(fleet, "check", "--config", cfg)
+    if r.returncode != 0 or b"no changes" not in r.stdout:
+        raise Failure(f"check of an unchanged tree: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+
+    fim_apply(tree, fleet.dir)
+    r = run_agent(fleet, "check", "--config", cfg, "--json")
+    if r.returncode != 1:
+        raise Failure(f"check after changes: exit {r.returncode}, want 1: {r.stderr!r}")
+    report = json.loads(r.stdout)
+    got = {}
+    for kind in ("added", "removed", "changed"):
+        for entry in report[kind]:
+            path = base64.b64decode(entry["path_base64"])
+            attrs = entry.get("attributes")
+            if attrs and path.endswith((b"/symlink", b"/becomes-dir")):
+                attrs = [a for a in attrs if a != "inode"]  # a freed inode may be reused at once
+            got[os.path.basename(path)] = (kind, attrs)
+    if got != FIM_CHECK_EXPECTED:
+        raise Failure(f"check --json reported {got}, want {FIM_CHECK_EXPECTED}")
+    text = run_agent(fleet, "check", "--config", cfg)
+    if text.returncode != 1 or b"changed: " + os.fsencode(tree) + b"/mode (mode)" not in text.stdout:
+        raise Failure(f"check text report: {text.stdout!r}")
+    if demo or fleet.verbose:
+        print(text.stdout.decode(errors="replace"))
+
+
+def wait_file_events(fleet, want, timeout=60):
+    """Waits until, for every (path bytes, change) in want, the collector holds such an event;
+    returns the events."""
+    def all_there():
+        evs = file_events(fleet.events())
+        have = {(b64raw(e), e["event"]["file"]["change"]) for e in evs}
+        missing = [w for w in want if w not in have]
+        if missing:
+            raise Failure(f"missing {missing[:5]} ({len(missing)} in all)")
+        return evs
+    return wait_for(f"{len(want)} file events at the collector", all_there, timeout)
+
+
+def agent_events(fleet, kind):
+    return [e for e in fleet.events() if e.get("event", {}).get("agent", {}).get("kind") == kind]
+
+
+def scenario_fim_realtime(fleet, demo=False):
+    """The scripted change set made under a watched directory while the agent runs reaches the
+    collector as realtime events: a rename as one RENAMED, a hard link as CREATED plus ATTRIB of
+    the other name, and every new state (retargeted symlink, file replaced by a directory)."""
+    import base64
+    fleet.start_ec2()
+    fleet.start_collector()
+    d = os.path.join(fleet.watched, "etc", "app")
+    os.mkdir(d)
+    fim_prepare(d)
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    fim_apply(d, fleet.dir)
+    j = lambda name: os.path.join(os.fsencode(d), name)
+    want = [(j(b"content"), "MODIFIED"), (j(b"mode"), "ATTRIB"), (j(b"owner"), "ATTRIB"),
+            (j(b"renamed.new"), "RENAMED"), (j(b"deleted"), "DELETED"),
+            (j(b"hardlink"), "CREATED"), (j(b"linked"), "ATTRIB"),
+            (j(NON_UTF8), "CREATED"), (j(b"longer"), "MODIFIED"), (j(b"sneaky"), "MODIFIED")]
+    evs = wait_file_events(fleet, want)
+
+    # A name removed and made again (the symlink, the file that became a directory) is reported
+    # by the state the agent finds: DELETED then CREATED when it looks in between, else one
+    # MODIFIED. Either way the last event carries the new state.
+    def last_state(name, check):
+        def ok():
+            mine = [e["event"]["file"] for e in file_events(fleet.events()) if b64raw(e) == j(name)]
+            return mine and "after" in mine[-1] and check(mine[-1]["after"])
+        wait_for(f"the new state of {name}", ok)
+    last_state(b"symlink", lambda a: base64.b64decode(a.get("link_target", "")) == b"/etc/shadow")
+    last_state(b"becomes-dir", lambda a: (int(a["mode"]) & 0o170000) == 0o040000)
+    by = {}
+    for e in evs:
+        by.setdefault((b64raw(e), e["event"]["file"]["change"]), []).append(e["event"]["file"])
+    renamed = by[(j(b"renamed.new"), "RENAMED")][0]
+    if base64.b64decode(renamed["old_path"]) != j(b"renamed"):
+        raise Failure(f"RENAMED without the old path: {renamed}")
+    if (j(b"renamed"), "DELETED") in by or (j(b"renamed.new"), "CREATED") in by:
+        raise Failure("a paired rename was also reported as DELETED/CREATED")
+    owner = by[(j(b"owner"), "ATTRIB")][-1]["after"]
+    if (int(owner["uid"]), int(owner["gid"])) != (1234, 5678):
+        raise Failure(f"owner change: {owner}")
+
+
+def scenario_fim_while_down(fleet, demo=False):
+    """Changes made while the agent is stopped are reported when it starts again, from the
+    baseline it stored; nothing unchanged is reported again."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    d = os.path.join(fleet.watched, "etc", "app")
+    os.mkdir(d)
+    fim_prepare(d)
+    agent = fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    fleet.procs.remove(agent)
+    if agent.stop() != 0:
+        raise Failure(f"agent did not stop cleanly:\n{agent.tail()}")
+    fim_apply(d, fleet.dir)
+    fleet.start_agent()  # the same name: the same state dir, key and baseline
+    wait_for("the second baseline", lambda: len(agent_events(fleet, "BASELINE_COMPLETE")) >= 2)
+    j = lambda name: os.path.join(os.fsencode(d), name)
+    want = [(j(b"content"), "MODIFIED"), (j(b"mode"), "ATTRIB"), (j(b"owner"), "ATTRIB"),
+            (j(b"renamed"), "DELETED"), (j(b"renamed.new"), "CREATED"), (j(b"deleted"), "DELETED"),
+            (j(b"hardlink"), "CREATED"), (j(b"linked"), "ATTRIB"), (j(b"symlink"), "MODIFIED"),
+            (j(b"becomes-dir"), "MODIFIED"), (j(NON_UTF8), "CREATED"),
+            (j(b"longer"), "MODIFIED"), (j(b"sneaky"), "MODIFIED")]
+    evs = wait_file_events(fleet, want)
+    done = agent_events(fleet, "BASELINE_COMPLETE")[-1]["event"]["agent"]
+    if done.get("message") != "13 changes since the stored baseline":
+        raise Failure(f"second start: {done}")
+    unchanged = [e for e in evs if b64raw(e) == os.fsencode(os.path.join(fleet.watched, "etc", "hostname"))]
+    if unchanged:
+        raise Failure(f"an unchanged file was reported: {unchanged}")
+
+
+def scenario_fim_overflow(fleet, demo=False):
+    """A real inotify queue overflow: the agent is stopped (SIGSTOP) while more files are created
+    than fs.inotify.max_queued_events holds; when it runs again it reports INOTIFY_OVERFLOW,
+    rescans, and every file reaches the collector."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    agent = fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        queue = int(f.read())
+    n = queue + 4000
+    d = os.path.join(fleet.watched, "etc", "flood")
+    os.mkdir(d)
+    wait_file_events(fleet, [(os.fsencode(d), "CREATED")])
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(n):
+            with open(os.path.join(d, f"f{i}"), "w") as f:
+                f.write("x")
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+    wait_for("INOTIFY_OVERFLOW", lambda: agent_events(fleet, "INOTIFY_OVERFLOW"), timeout=60)
+    want = {os.fsencode(os.path.join(d, f"f{i}")) for i in range(n)}
+
+    def all_there():
+        have = {b64raw(e) for e in file_events(fleet.events())
+                if e["event"]["file"]["change"] == "CREATED"}
+        missing = want - have
+        if missing:
+            raise Failure(f"{len(missing)} of {n} files not at the collector yet")
+        return True
+    wait_for(f"all {n} files at the collector", all_there, timeout=240, interval=1.0)
+    if demo or fleet.verbose:
+        print(f"{n} files created while the agent was stopped (queue {queue}): all reported")
+
 
 SCENARIOS = {
     "evidence": scenario_evidence,
@@ -683,6 +931,10 @@ SCENARIOS = {
     "collector_restart": scenario_collector_restart,
     "bad_config": scenario_bad_config,
     "unreachable_collector": scenario_unreachable_collector,
+    "fim_check": scenario_fim_check,
+    "fim_realtime": scenario_fim_realtime,
+    "fim_while_down": scenario_fim_while_down,
+    "fim_overflow": scenario_fim_overflow,
 }
 
 
