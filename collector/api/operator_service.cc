@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "platform/runtime/clock.h"
@@ -104,6 +106,38 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
+constexpr size_t kMaxGlobBytes = 4096;
+constexpr size_t kMaxTextBytes = 1024;
+constexpr std::chrono::milliseconds kWatchInterval{200};
+
+grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
+  const std::string& kind = req.kind();
+  if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
+    return Invalid(
+        absl::StrFormat("kind '%s' is not one of file, log, agent", Printable(kind, 64)));
+  }
+  if (req.after_id() < 0) return Invalid("after_id must not be negative");
+  if (req.path_glob().size() > kMaxGlobBytes) {
+    return Invalid(absl::StrFormat("path_glob: at most %d bytes", kMaxGlobBytes));
+  }
+  if (req.text().size() > kMaxTextBytes) {
+    return Invalid(absl::StrFormat("text: at most %d bytes", kMaxTextBytes));
+  }
+  if (req.since_unix_ns() < 0 || req.until_unix_ns() < 0 ||
+      (req.until_unix_ns() != 0 && req.until_unix_ns() <= req.since_unix_ns())) {
+    return Invalid("the time range is empty or negative (until must be after since)");
+  }
+  q->agent_id = req.agent_id();
+  q->kind = kind;
+  q->after_id = req.after_id();
+  q->limit = ClampLimit(req.limit());
+  q->path_glob = req.path_glob();
+  q->since_ns = req.since_unix_ns();
+  q->until_ns = req.until_unix_ns();
+  q->text = req.text();
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 OperatorService::OperatorService(CollectorStore* store, const OperatorAuthorizer* auth)
@@ -128,25 +162,43 @@ grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
                                           const QueryEventsRequest* req,
                                           QueryEventsResponse* resp) {
   if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
-  const std::string& kind = req->kind();
-  if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrFormat("kind '%s' is not one of file, log, agent", Printable(kind, 64)));
-  }
-  if (req->after_id() < 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_id must not be negative");
-  }
   EventQuery q;
-  q.agent_id = req->agent_id();
-  q.kind = kind;
-  q.after_id = req->after_id();
-  q.limit = ClampLimit(req->limit());
+  if (grpc::Status st = ToEventQuery(*req, &q); !st.ok()) return st;
   absl::StatusOr<std::vector<EventRecord>> events = store_->QueryEvents(q);
   if (!events.ok()) return Internal(events.status());
   for (const EventRecord& e : *events) ToProto(e, resp->add_events());
   resp->set_next_after_id(
       static_cast<int>(events->size()) == q.limit && !events->empty() ? events->back().id : 0);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::WatchEvents(grpc::ServerContext* context,
+                                          const QueryEventsRequest* req,
+                                          grpc::ServerWriter<StoredEvent>* writer) {
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
+  EventQuery q;
+  if (grpc::Status st = ToEventQuery(*req, &q); !st.ok()) return st;
+  q.limit = kMaxLimit;
+  if (q.after_id == 0) {
+    absl::StatusOr<int64_t> newest = store_->MaxEventId();
+    if (!newest.ok()) return Internal(newest.status());
+    q.after_id = *newest;
+  }
+  // Polls the read connection: a watcher costs one small indexed query per interval and never
+  // touches the ingest path. Ends when the caller cancels or the server shuts down.
+  while (!context->IsCancelled()) {
+    absl::StatusOr<std::vector<EventRecord>> events = store_->QueryEvents(q);
+    if (!events.ok()) return Internal(events.status());
+    for (const EventRecord& e : *events) {
+      StoredEvent out;
+      ToProto(e, &out);
+      if (!writer->Write(out)) return grpc::Status::OK;  // the caller went away
+      q.after_id = e.id;
+    }
+    if (static_cast<int>(events->size()) < q.limit) {
+      std::this_thread::sleep_for(kWatchInterval);
+    }
+  }
   return grpc::Status::OK;
 }
 

@@ -27,6 +27,9 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status QueryEvents(grpc::ServerContext* context,
                            const tripline::v1::QueryEventsRequest* req,
                            tripline::v1::QueryEventsResponse* resp) override;
+  grpc::Status WatchEvents(grpc::ServerContext* context,
+                           const tripline::v1::QueryEventsRequest* req,
+                           grpc::ServerWriter<tripline::v1::StoredEvent>* writer) override;
   grpc::Status ListIncidents(grpc::ServerContext* context,
                              const tripline::v1::ListIncidentsRequest* req,
                              tripline::v1::ListIncidentsResponse* resp) override;

@@ -77,6 +77,41 @@ grpc::Status QueryEvents(OperatorStub& stub, const v1::QueryEventsRequest& reque
       });
 }
 
+grpc::Status FollowEvents(OperatorStub& stub, v1::QueryEventsRequest request,
+                          const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  // The stored backlog first (page by page), then the stream from the last one printed.
+  for (;;) {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::QueryEventsResponse page;
+    grpc::Status status = stub.QueryEvents(&context, request, &page);
+    if (!status.ok()) return status;
+    for (const auto& e : page.events()) {
+      if (output.json) {
+        if (grpc::Status st = WriteJson(e, out); !st.ok()) return st;
+      } else {
+        out << EventLine(e) << '\n';
+      }
+      request.set_after_id(e.id());
+    }
+    out.flush();
+    if (page.next_after_id() == 0) break;
+  }
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + call.token);  // no deadline: until stopped
+  auto reader = stub.WatchEvents(&context, request);
+  v1::StoredEvent e;
+  while (reader->Read(&e)) {
+    if (output.json) {
+      if (grpc::Status st = WriteJson(e, out); !st.ok()) return st;
+    } else {
+      out << EventLine(e) << '\n';
+    }
+    out.flush();
+  }
+  return reader->Finish();
+}
+
 grpc::Status ListIncidents(OperatorStub& stub, const v1::ListIncidentsRequest& request,
                            const CallOptions& call, const OutputOptions& output,
                            std::ostream& out) {

@@ -153,6 +153,11 @@ int64_t EventTime(const StoredEvent& event) {
                                            : event.received_unix_ns();
 }
 
+std::string EventLine(const tripline::v1::StoredEvent& e) {
+  return absl::StrCat(e.id(), "  ", FormatUtcTime(EventTime(e)), "  ", Text(e.agent_id()), "  ",
+                      EventKind(e.event()), "  ", EventSummary(e.event()));
+}
+
 Table AgentsTable(const tripline::v1::ListAgentsResponse& response, int64_t now_unix_ns) {
   Table t({"ID", "HOSTNAME", "VERSION", "LAST SEEN", "DURABLE SEQ", "ISOLATION"});
   for (const auto& a : response.agents()) {

@@ -64,6 +64,21 @@ absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& 
   return pem;
 }
 
+// "24h" / "90m" / "10s" ago, or an RFC 3339 time, as Unix nanoseconds.
+absl::StatusOr<int64_t> ParseWhen(const std::string& text, int64_t now_unix_ns) {
+  absl::Duration ago;
+  if (absl::ParseDuration(text, &ago)) {
+    if (ago < absl::ZeroDuration()) return absl::InvalidArgumentError("a duration ago is positive");
+    return now_unix_ns - absl::ToInt64Nanoseconds(ago);
+  }
+  absl::Time when;
+  std::string why;
+  if (absl::ParseTime(absl::RFC3339_full, text, &when, &why)) return absl::ToUnixNanos(when);
+  return absl::InvalidArgumentError(
+      "want a duration ago such as 24h or 90m, or an RFC 3339 time such as "
+      "2026-01-02T15:04:05Z");
+}
+
 // Prints "triplinectl: <message>" and returns `code`, the exit status.
 int Report(std::ostream& err, int code, const std::string& message) {
   err << "triplinectl: " << message << '\n';
@@ -205,6 +220,15 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       ->check(CLI::IsMember({"file", "log", "agent"}));
   events->add_option("--limit", events_limit, "at most N events (collector default 100)")
       ->check(CLI::Range(1, 1000));
+  std::string since_text, until_text;
+  bool follow = false;
+  events->add_option("--path", *events_request.mutable_path_glob(),
+                     "only file/log events whose path matches this glob ('*' also matches '/')");
+  events->add_option("--text", *events_request.mutable_text(),
+                     "only events containing this text (case-sensitive)");
+  events->add_option("--since", since_text, "from this time: 24h, 90m (ago) or RFC 3339");
+  events->add_option("--until", until_text, "before this time: 1h (ago) or RFC 3339");
+  events->add_flag("-f,--follow", follow, "after the stored events, print new ones as they come");
   events->add_option("--after", after_id, "only events with an id greater than ID (paging)")
       ->check(CLI::NonNegativeNumber);
 
@@ -337,7 +361,22 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     events_request.set_kind(kind);
     events_request.set_limit(events_limit);
     events_request.set_after_id(after_id);
-    status = QueryEvents(*stub, events_request, call, output, out);
+    for (auto [text, field] :
+         {std::pair{&since_text, "--since"}, std::pair{&until_text, "--until"}}) {
+      if (text->empty()) continue;
+      absl::StatusOr<int64_t> t = ParseWhen(*text, env.now_unix_ns);
+      if (!t.ok()) {
+        return Report(err, kExitUsage,
+                      absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message()));
+      }
+      if (field == std::string_view("--since")) {
+        events_request.set_since_unix_ns(*t);
+      } else {
+        events_request.set_until_unix_ns(*t);
+      }
+    }
+    status = follow ? FollowEvents(*stub, events_request, call, output, out)
+                    : QueryEvents(*stub, events_request, call, output, out);
   } else if (incidents->parsed()) {
     incidents_request.set_limit(incidents_limit);
     status = ListIncidents(*stub, incidents_request, call, output, out);

@@ -462,9 +462,21 @@ absl::StatusOr<std::vector<EventRecord>> CollectorStore::QueryEvents(const Event
   ASSIGN_OR_RETURN(Statement s,
                    read_db_->Prepare("SELECT id, agent_id, batch_seq, event, received_ns "
                                      "FROM events WHERE id > ?1 AND (?2 = '' OR agent_id = ?2) "
-                                     "AND (?3 = '' OR kind = ?3) ORDER BY id LIMIT ?4"));
+                                     "AND (?3 = '' OR kind = ?3) "
+                                     "AND (?5 = '' OR CAST(path AS TEXT) GLOB ?5) "
+                                     "AND (?6 = 0 OR time_ns >= ?6) AND (?7 = 0 OR time_ns < ?7) "
+                                     "AND (length(?8) = 0 OR instr(event, ?8) > 0) "
+                                     "ORDER BY id LIMIT ?4"));
   s.Bind(1, q.after_id).Bind(2, q.agent_id).Bind(3, q.kind).Bind(4, static_cast<int64_t>(q.limit));
+  s.Bind(5, q.path_glob).Bind(6, q.since_ns).Bind(7, q.until_ns).BindBlob(8, q.text);
   return Collect<EventRecord>(s, ReadEvent);
+}
+
+absl::StatusOr<int64_t> CollectorStore::MaxEventId() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare("SELECT COALESCE(MAX(id), 0) FROM events"));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColumnInt(0) : 0;
 }
 
 absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t incident_id) {

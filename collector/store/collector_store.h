@@ -95,6 +95,10 @@ struct EventQuery {
   std::string kind;      // empty: all; file | log | agent
   int64_t after_id = 0;
   int limit = 100;
+  std::string path_glob;  // SQLite GLOB on the path; empty: any
+  int64_t since_ns = 0;   // 0: unbounded
+  int64_t until_ns = 0;   // 0: unbounded
+  std::string text;       // substring of the event's bytes; empty: any
 };
 
 class CollectorStore {
@@ -176,6 +180,8 @@ class CollectorStore {
   absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
   absl::StatusOr<std::vector<EventRecord>> QueryEvents(const EventQuery& query);
   absl::StatusOr<std::vector<EventRecord>> IncidentEvents(int64_t incident_id);
+  // The newest event's id, 0 when there is none.
+  absl::StatusOr<int64_t> MaxEventId();
   // status empty: all. Newest first.
   absl::StatusOr<std::vector<IncidentRecord>> ListIncidents(const std::string& status, int limit);
   absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);

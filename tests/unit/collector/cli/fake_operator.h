@@ -216,6 +216,24 @@ class FakeOperator final : public v1::Operator::Service {
     }
     return grpc::Status::OK;
   }
+  // Streams the canned events after after_id once more (as if newly stored), then ends.
+  grpc::Status WatchEvents(grpc::ServerContext* context, const v1::QueryEventsRequest* req,
+                           grpc::ServerWriter<v1::StoredEvent>* writer) override {
+    if (auto st = Begin(context); !st.ok()) return st;
+    {
+      absl::MutexLock lock(&mu_);
+      watch_request_ = *req;
+    }
+    for (auto e : fleet_.events.events()) {
+      e.set_id(e.id() + 100);
+      if (e.id() > req->after_id()) writer->Write(e);
+    }
+    return grpc::Status::OK;
+  }
+  v1::QueryEventsRequest last_watch_request() const {
+    absl::MutexLock lock(&mu_);
+    return watch_request_;
+  }
   grpc::Status ListIncidents(grpc::ServerContext* context, const v1::ListIncidentsRequest* req,
                              v1::ListIncidentsResponse* resp) override {
     if (auto st = Begin(context); !st.ok()) return st;
@@ -310,6 +328,7 @@ class FakeOperator final : public v1::Operator::Service {
   v1::ListIncidentsRequest incidents_request_ ABSL_GUARDED_BY(mu_);
   v1::ListActionsRequest actions_request_ ABSL_GUARDED_BY(mu_);
   v1::UpdateIncidentRequest update_request_ ABSL_GUARDED_BY(mu_);
+  v1::QueryEventsRequest watch_request_ ABSL_GUARDED_BY(mu_);
 };
 
 // FakeOperator served on 127.0.0.1:<port chosen by the OS>, plaintext.

@@ -99,6 +99,34 @@ TEST_F(TriplinectlTest, EventFiltersReachTheCollector) {
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
 }
 
+TEST_F(TriplinectlTest, EventTimeTextAndPathFilters) {
+  CtlResult r = Ctl({"events", "--since", "2h", "--until", "2024-05-01T11:59:00Z", "--path",
+                     "/etc/*", "--text", "root"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  const auto req = collector_.service().last_events_request();
+  EXPECT_EQ(req.since_unix_ns(), kNowNs - 2 * 3600 * testing::kSecond);
+  EXPECT_EQ(req.until_unix_ns(), kNowNs - 60 * testing::kSecond);
+  EXPECT_EQ(req.path_glob(), "/etc/*");
+  EXPECT_EQ(req.text(), "root");
+  r = Ctl({"events", "--since", "yesterday"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find("--since yesterday"), std::string::npos) << r.err;
+}
+
+TEST_F(TriplinectlTest, FollowPrintsTheBacklogThenTheStreamFromTheLastOne) {
+  CtlResult r = Ctl({"events", "--follow", "--agent", "i-0aaa1111"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  const auto watch = collector_.service().last_watch_request();
+  EXPECT_EQ(watch.agent_id(), "i-0aaa1111");
+  EXPECT_EQ(watch.after_id(), 3);  // the last backlog event of that agent
+  // Backlog: events 1 and 3 of i-0aaa1111; the stream: every canned event re-sent as 101..104.
+  EXPECT_EQ(r.out.rfind("1  2024-05-01T11:58:00Z  i-0aaa1111  file  MODIFIED /etc/hosts", 0), 0u)
+      << r.out;
+  EXPECT_NE(r.out.find("\n3  "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n104  "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+}
+
 TEST_F(TriplinectlTest, IncidentsStatusFilterAndIncidentShow) {
   CtlResult r = Ctl({"incidents", "--status", "open"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
