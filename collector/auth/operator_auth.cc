@@ -160,8 +160,11 @@ absl::StatusOr<Caller> OperatorTokens::Authenticate(std::string_view token) cons
     return Unauthenticated("malformed");
   }
   std::string secret;
-  if (!absl::WebSafeBase64Unescape(std::string(token.substr(sep + 1)), &secret) ||
-      secret.size() != kSecretBytes) {
+  const std::string encoded(token.substr(sep + 1));
+  // Only the canonical encoding: the last character's unused bits must be zero, so one secret
+  // has exactly one spelling.
+  if (!absl::WebSafeBase64Unescape(encoded, &secret) || secret.size() != kSecretBytes ||
+      absl::WebSafeBase64Escape(secret) != encoded) {
     return Unauthenticated("malformed");
   }
   ASSIGN_OR_RETURN(std::optional<OperatorTokenRecord> record, store_->GetOperatorToken(id));

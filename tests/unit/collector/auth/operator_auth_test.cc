@@ -97,11 +97,13 @@ TEST_F(OperatorTokensTest, OnlyAKeyedHashIsStored) {
 
 TEST_F(OperatorTokensTest, WrongMalformedAndUnknownTokensAreUnauthenticated) {
   const std::string token = Create("alice", Role::kAdmin);
-  std::string flipped = token;
-  flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
+  std::string flipped = token;  // another secret
+  flipped[10] = flipped[10] == 'A' ? 'B' : 'A';
+  std::string respelled = token;  // the same secret, spelled with a non-zero padding bit
+  respelled.back() = static_cast<char>(respelled.back() ^ 1);
   const std::string unknown_id = "tl1_99" + token.substr(token.find('_', 4));
   for (const std::string& bad :
-       {flipped, unknown_id, std::string(""), std::string("tl1_"), std::string("tl1_1_"),
+       {flipped, respelled, unknown_id, std::string(""), std::string("tl1_"), std::string("tl1_1_"),
         std::string("tl1_x_") + token.substr(6), std::string("tl1_-1_") + token.substr(6),
         token + "A", token.substr(0, token.size() - 1), std::string("Bearer ") + token,
         std::string("tl1_1_") + std::string(43, '!'), std::string("\xff\xfe", 2)}) {
