@@ -1,6 +1,7 @@
 #include "collector/cli/triplinectl.h"
 
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "collector/cli/evidence.h"
 #include "collector/cli/operator_commands.h"
 #include "grpcpp/create_channel.h"
+#include "platform/config/config_node.h"
 #include "platform/fs/file_util.h"
 #include "platform/runtime/logging.h"
 
@@ -47,6 +49,8 @@ std::string JsonEscape(const std::string& s) {
 constexpr char kFooter[] =
     "Environment: TRIPLINE_COLLECTOR (default for --collector, else 127.0.0.1:7443),\n"
     "  TRIPLINE_TOKEN_FILE (default for --token-file, else ~/.config/tripline/token).\n"
+    "Defaults below those: ~/.config/tripline/ctl.yaml (or $TRIPLINE_CTL_CONFIG) with the keys\n"
+    "  collector, token_file, ca_file, cert_file, key_file, plaintext, timeout.\n"
     "TLS is used unless --plaintext is given; --ca-file pins the collector's CA (default: the\n"
     "  system's roots).\n"
     "--json prints one JSON document per command in protobuf's canonical mapping: field names as\n"
@@ -78,6 +82,68 @@ absl::StatusOr<int64_t> ParseWhen(const std::string& text, int64_t now_unix_ns) 
       "want a duration ago such as 24h or 90m, or an RFC 3339 time such as "
       "2026-01-02T15:04:05Z");
 }
+
+// ~/.config/tripline/ctl.yaml (or $TRIPLINE_CTL_CONFIG): defaults below flags and environment.
+struct CtlFile {
+  std::string collector, token_file, ca_file, cert_file, key_file, timeout;
+  bool plaintext = false;
+};
+
+absl::StatusOr<CtlFile> LoadCtlFile(const Environment& env) {
+  std::string path;
+  if (auto p = env.getenv("TRIPLINE_CTL_CONFIG"); p.has_value() && !p->empty()) {
+    path = *p;
+  } else if (auto home = env.getenv("HOME"); home.has_value() && !home->empty()) {
+    path = *home + "/.config/tripline/ctl.yaml";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return CtlFile{};  // optional
+  } else {
+    return CtlFile{};
+  }
+  absl::StatusOr<ConfigNode> root = LoadYamlFile(path);
+  if (!root.ok()) return root.status();
+  CtlFile f;
+  absl::Status st = root->ExpectKeys(
+      {"collector", "token_file", "ca_file", "cert_file", "key_file", "plaintext", "timeout"});
+  if (!st.ok()) return st;
+  auto str = [&](const char* key, std::string* out) -> absl::Status {
+    absl::StatusOr<std::string> v = root->String(key, "");
+    if (!v.ok()) return v.status();
+    *out = *std::move(v);
+    return absl::OkStatus();
+  };
+  for (auto [key, out] :
+       {std::pair{"collector", &f.collector}, std::pair{"token_file", &f.token_file},
+        std::pair{"ca_file", &f.ca_file}, std::pair{"cert_file", &f.cert_file},
+        std::pair{"key_file", &f.key_file}, std::pair{"timeout", &f.timeout}}) {
+    if (absl::Status s2 = str(key, out); !s2.ok()) return s2;
+  }
+  absl::StatusOr<bool> plain = root->Bool("plaintext", false);
+  if (!plain.ok()) return plain.status();
+  f.plaintext = *plain;
+  return f;
+}
+
+constexpr char kBashCompletion[] =
+    R"SH(# bash completion for triplinectl: eval "$(triplinectl completion bash)"
+_triplinectl() {
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words
+  case "$prev" in
+    triplinectl) words="agents events incidents incident actions evidence completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
+    incident) words="show report ack contain resolve reopen note assign unassign" ;;
+    evidence) words="export verify" ;;
+    events) words="--agent --kind --limit --after --path --text --since --until --follow" ;;
+    incidents) words="--status --limit" ;;
+    --status) words="open acknowledged contained resolved" ;;
+    --kind) words="file log agent" ;;
+    completion) words="bash" ;;
+    --token-file|--ca-file|--cert-file|--key-file|-o|--output|verify) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    *) words="--json --help" ;;
+  esac
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -F _triplinectl triplinectl
+)SH";
 
 // Prints "triplinectl: <message>" and returns `code`, the exit status.
 int Report(std::ostream& err, int code, const std::string& message) {
@@ -299,6 +365,10 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       "when anything fails)");
   verify_cmd->add_option("DIR", evidence_dir, "the exported directory")->required();
 
+  std::string shell;
+  auto* completion = app.add_subcommand("completion", "print a shell completion script");
+  completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
+
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
   uint32_t actions_limit = 0;
@@ -315,6 +385,10 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     return Report(err, kExitUsage, e.what());
   }
 
+  if (completion->parsed()) {
+    out << kBashCompletion;
+    return kExitOk;
+  }
   if (verify_cmd->parsed()) {  // offline: neither a collector nor a token
     EvidenceReport verdict = VerifyEvidence(evidence_dir);
     if (output.json) {
@@ -329,6 +403,28 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       out << verdict.summary << '\n';
     }
     return verdict.ok ? kExitOk : kExitRpcError;
+  }
+
+  absl::StatusOr<CtlFile> file = LoadCtlFile(env);
+  if (!file.ok()) return Report(err, kExitUsage, std::string(file.status().message()));
+  // Flags win, then the environment (inside CollectorAddress/TokenPath), then the file.
+  if (collector.empty() && !env.getenv("TRIPLINE_COLLECTOR").has_value()) {
+    collector = file->collector;
+  }
+  if (token_file.empty() && !env.getenv("TRIPLINE_TOKEN_FILE").has_value()) {
+    token_file = file->token_file;
+  }
+  if (app.get_option("--plaintext")->count() == 0 && transport.ca_file.empty() &&
+      transport.cert_file.empty()) {
+    transport.plaintext = file->plaintext;
+    if (!file->plaintext) {
+      transport.ca_file = file->ca_file;
+      transport.cert_file = file->cert_file;
+      transport.key_file = file->key_file;
+    }
+  }
+  if (app.get_option("--timeout")->count() == 0 && !file->timeout.empty()) {
+    timeout_text = file->timeout;
   }
 
   CallOptions call;

@@ -235,6 +235,38 @@ TEST_F(TriplinectlTest, TokenProblemsAreUsageErrorsThatNeverEchoTheToken) {
   EXPECT_EQ(collector_.service().calls(), 0);
 }
 
+TEST_F(TriplinectlTest, CtlFileSuppliesDefaultsBelowFlagsAndEnvironment) {
+  const std::string cfg = dir_.path() + "/ctl.yaml";
+  ASSERT_TRUE(WriteFileAtomic(cfg,
+                              "collector: " + collector_.address() + "\ntoken_file: " +
+                                  token_file_ + "\nplaintext: true\ntimeout: 5s\n",
+                              0600)
+                  .ok());
+  env_vars_.erase("TRIPLINE_COLLECTOR");
+  env_vars_.erase("TRIPLINE_TOKEN_FILE");
+  env_vars_["TRIPLINE_CTL_CONFIG"] = cfg;
+  CtlResult r = Ctl({"agents"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(collector_.service().last_authorization(), std::string("Bearer ") + kToken);
+  // The environment outranks the file.
+  env_vars_["TRIPLINE_COLLECTOR"] = "127.0.0.1:1";
+  EXPECT_EQ(Ctl({"--timeout", "2s", "agents"}).code, kExitUnreachable);
+
+  ASSERT_TRUE(WriteFileAtomic(cfg, "collector: x:1\ntoken: secret\n", 0600).ok());
+  r = Ctl({"agents"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find(cfg + ":2:"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("secret"), std::string::npos) << r.err;
+}
+
+TEST_F(TriplinectlTest, BashCompletionNeedsNoCollector) {
+  env_vars_.clear();
+  CtlResult r = Ctl({"completion", "bash"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("complete -F _triplinectl triplinectl"), std::string::npos);
+  EXPECT_EQ(collector_.service().calls(), 0);
+}
+
 TEST(CollectorAddress, FlagThenEnvironmentThenDefault) {
   Environment env;
   env.getenv = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
