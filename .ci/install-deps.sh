@@ -11,7 +11,7 @@ packages=(
   libsodium-dev libssl-dev libspdlog-dev libyaml-cpp-dev libre2-dev libcurl4-openssl-dev
   libpugixml-dev libsqlite3-dev libcli11-dev libsystemd-dev
   # tests: GoogleTest, and Debian's python with botocore (SigV4 checked independently) and grpcio
-  libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio
+  libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio python3-protobuf
   # tools the test scripts and the demo call
   procps sqlite3 openssl ca-certificates
   # packaging: dpkg-shlibdeps and dpkg-buildflags, lintian, systemd-analyze for the units' exposure;

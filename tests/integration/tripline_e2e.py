@@ -922,7 +922,49 @@ def scenario_fim_overflow(fleet, demo=False):
         print(f"{n} files created while the agent was stopped (queue {queue}): all reported")
 
 
+def scenario_python_client(fleet, demo=False):
+    """A client written with nothing but Python's grpcio and modules generated from proto/ by
+    protoc queries incidents, and is refused without a token: the API is not triplinectl's alone."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    inc = wait_rule_incident(fleet)
+    gen = os.path.join(fleet.dir, "py")
+    os.makedirs(gen)
+    subprocess.run(["protoc", "-I", os.path.join(ROOT, "proto"), "--python_out", gen,
+                    "tripline/v1/event.proto", "tripline/v1/operator.proto"], check=True)
+    client = f"""
+import sys, grpc
+sys.path.insert(0, {gen!r})
+from tripline.v1 import operator_pb2 as op
+ch = grpc.insecure_channel({fleet.collector_addr!r})
+call = ch.unary_unary("/tripline.v1.Operator/ListIncidents",
+                      request_serializer=op.ListIncidentsRequest.SerializeToString,
+                      response_deserializer=op.ListIncidentsResponse.FromString)
+try:
+    call(op.ListIncidentsRequest(), timeout=10)
+    print("UNEXPECTED: no token accepted")
+except grpc.RpcError as e:
+    print("without token:", e.code().name)
+token = open({fleet.operator_token!r}).read().strip()
+resp = call(op.ListIncidentsRequest(status="contained"), timeout=10,
+            metadata=[("authorization", "Bearer " + token)])
+for i in resp.incidents:
+    print("incident", i.id, i.rule_id, i.status, i.agent_id)
+"""
+    wait_for("the incident to be contained", lambda: wait_rule_incident(fleet, status="contained"))
+    r = subprocess.run(["/usr/bin/python3", "-c", client], capture_output=True, timeout=60)
+    text = r.stdout.decode(errors="replace")
+    want = f"incident {inc['id']} etc-changed contained {INSTANCE_ID}"
+    if r.returncode != 0 or "without token: UNAUTHENTICATED" not in text or want not in text:
+        raise Failure(f"python client: exit {r.returncode}\n{text}\n{r.stderr.decode(errors='replace')}")
+
+
 SCENARIOS = {
+    "python_client": scenario_python_client,
     "evidence": scenario_evidence,
     "operator_tokens": scenario_operator_tokens,
     "isolate": scenario_isolate,
