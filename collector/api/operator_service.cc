@@ -414,4 +414,35 @@ grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status OperatorService::ReloadRules(grpc::ServerContext* context, const ReloadRulesRequest*,
+                                          ReloadRulesResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kAdmin, &caller); !st.ok()) return st;
+  if (!reload_rules_) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this collector cannot reload rules");
+  }
+  absl::StatusOr<size_t> count = reload_rules_();
+  const int64_t now = SystemClock().NowUnixNanos();
+  ActionRecord a;
+  a.kind = "rules:reload";
+  a.status = count.ok() ? "done" : "failed";
+  a.detail =
+      count.ok() ? absl::StrFormat("%d rule(s) in force", *count) : "the old rules stay in force";
+  if (!count.ok()) a.error_message = std::string(count.status().message());
+  a.actor = caller.name;
+  a.created_ns = now;
+  a.updated_ns = now;
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return Internal(w.status());
+  if (absl::Status st = w->InsertAction(a).status(); !st.ok()) return Internal(st);
+  if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  if (!count.ok()) {
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrFormat("rules not reloaded, the old ones stay: %s", count.status().message()));
+  }
+  resp->set_rules(static_cast<uint32_t>(*count));
+  return grpc::Status::OK;
+}
+
 }  // namespace tripline::collector

@@ -9,6 +9,7 @@
 // 1000), and next_after_id (0 when there is nothing more).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "collector/auth/operator_auth.h"
@@ -46,6 +47,15 @@ class OperatorService final : public tripline::v1::Operator::Service {
                               const tripline::v1::ExportEvidenceRequest* req,
                               tripline::v1::ExportEvidenceResponse* resp) override;
 
+  // What ReloadRules calls: reloads and returns the number of rules in force, or the error (the
+  // old rules stay). Set before the server starts; without it ReloadRules is UNIMPLEMENTED.
+  using RulesReloader = std::function<absl::StatusOr<size_t>()>;
+  void SetRulesReloader(RulesReloader reloader) { reload_rules_ = std::move(reloader); }
+
+  grpc::Status ReloadRules(grpc::ServerContext* context,
+                           const tripline::v1::ReloadRulesRequest* req,
+                           tripline::v1::ReloadRulesResponse* resp) override;
+
  private:
   // OK when the caller is known and holds at least `required`; sets `*caller` when not null.
   grpc::Status Authorize(const grpc::ServerContext* context, Role required,
@@ -53,6 +63,7 @@ class OperatorService final : public tripline::v1::Operator::Service {
 
   CollectorStore* const store_;
   const OperatorAuthorizer* const auth_;
+  RulesReloader reload_rules_;
 };
 
 }  // namespace tripline::collector

@@ -213,6 +213,15 @@ grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::
   return grpc::Status::OK;
 }
 
+grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
+                         std::ostream& out) {
+  return Call<v1::ReloadRulesRequest, v1::ReloadRulesResponse>(
+      stub, &OperatorStub::ReloadRules, v1::ReloadRulesRequest(), call, output, out,
+      [](const v1::ReloadRulesResponse& r) {
+        return absl::StrFormat("rules reloaded: %d rule(s) in force\n", r.rules());
+      });
+}
+
 int ExitCodeFor(const grpc::Status& status) {
   switch (status.error_code()) {
     case grpc::StatusCode::OK:

@@ -63,6 +63,9 @@ grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::
                             const CallOptions& call, const OutputOptions& output,
                             std::ostream& out);
 
+grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
+                         std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

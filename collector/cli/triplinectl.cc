@@ -129,9 +129,10 @@ constexpr char kBashCompletion[] =
 _triplinectl() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words
   case "$prev" in
-    triplinectl) words="agents events incidents incident actions evidence completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
+    triplinectl) words="agents events incidents incident actions evidence rules completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
     incident) words="show report ack contain resolve reopen note assign unassign" ;;
     evidence) words="export verify" ;;
+    rules) words="reload" ;;
     events) words="--agent --kind --limit --after --path --text --since --until --follow" ;;
     incidents) words="--status --limit" ;;
     --status) words="open acknowledged contained resolved" ;;
@@ -365,6 +366,11 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       "when anything fails)");
   verify_cmd->add_option("DIR", evidence_dir, "the exported directory")->required();
 
+  auto* rules = app.add_subcommand("rules", "the collector's detection rules");
+  rules->require_subcommand(1);
+  auto* rules_reload = rules->add_subcommand(
+      "reload", "load the rules file(s) again; a bad file keeps the old rules (needs admin)");
+
   std::string shell;
   auto* completion = app.add_subcommand("completion", "print a shell completion script");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
@@ -487,6 +493,8 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     }
     update.set_unassign(unassign->parsed());
     status = UpdateIncident(*stub, update, call, output, out);
+  } else if (rules_reload->parsed()) {
+    status = ReloadRules(*stub, call, output, out);
   } else if (report->parsed()) {
     status = IncidentReport(*stub, incident_id, report_file, call, output, out);
   } else if (export_cmd->parsed()) {

@@ -42,17 +42,17 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
 
   StoreWriter::Options writer_options;
   writer_options.auto_respond = d->config_.response_mode == ResponseMode::kAuto;
+  d->rule_count_.store(parts.rules.rules().size());
   IsolationWorker* worker = d->worker_.get();
   d->writer_ = std::make_unique<StoreWriter>(
-      d->store_.get(), d->registry_.get(),
-      std::make_shared<const RuleSet>(std::move(parts.rules)), writer_options, *d->clock_,
-      [worker] { worker->Wake(); });
+      d->store_.get(), d->registry_.get(), std::make_shared<const RuleSet>(std::move(parts.rules)),
+      writer_options, *d->clock_, [worker] { worker->Wake(); });
 
   IngestService::Options ingest_options;
   ingest_options.enrollment_token = parts.enrollment_token;
   ingest_options.max_in_flight = parts.max_in_flight;
-  d->ingest_ = std::make_unique<IngestService>(d->registry_.get(), d->writer_.get(),
-                                               ingest_options);
+  d->ingest_ =
+      std::make_unique<IngestService>(d->registry_.get(), d->writer_.get(), ingest_options);
   if (d->config_.operators.token_key_file.empty()) {
     d->config_.operators.token_key_file = DefaultTokenKeyFile(d->config_.database);
   }
@@ -67,6 +67,11 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   d->authorizer_ = std::make_unique<OperatorAuthorizer>(d->tokens_.get(), parts.operator_token,
                                                         std::move(cert_roles));
   d->operator_ = std::make_unique<OperatorService>(d->store_.get(), d->authorizer_.get());
+  CollectorDaemon* self = d.get();
+  d->operator_->SetRulesReloader([self]() -> absl::StatusOr<size_t> {
+    if (absl::Status st = self->ReloadRules(); !st.ok()) return st;
+    return self->rule_count();
+  });
 
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    MakeServerCredentials(d->config_.tls));
@@ -94,8 +99,8 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
         "%s: listen %s: cannot listen there (address in use, or not a local address?)",
         d->config_.path, d->config_.listen));
   }
-  spdlog::info("collector: listening on {} database={} rules={}", d->address(),
-               d->config_.database, d->writer_->rules()->rules().size());
+  spdlog::info("collector: listening on {} database={} rules={}", d->address(), d->config_.database,
+               d->writer_->rules()->rules().size());
   return d;
 }
 
@@ -122,6 +127,7 @@ absl::Status CollectorDaemon::ReloadRules() {
   }
   spdlog::info("collector: rules reloaded from {}: {} rule(s)", config_.rules,
                rules->rules().size());
+  rule_count_.store(rules->rules().size());
   SetRules(*std::move(rules));
   return absl::OkStatus();
 }

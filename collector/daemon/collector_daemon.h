@@ -9,6 +9,7 @@
 // EC2 call.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,6 +55,8 @@ class CollectorDaemon {
   // Loads the rules again from the config's path (SIGHUP). On error the old rules stay in force
   // and the error (naming file:line:col) is returned.
   absl::Status ReloadRules();
+  // Rules in force after the last successful reload (or at start).
+  size_t rule_count() const { return rule_count_.load(); }
   // Swaps in `rules` directly (tests).
   void SetRules(RuleSet rules);
 
@@ -77,6 +80,7 @@ class CollectorDaemon {
   std::unique_ptr<OperatorService> operator_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::atomic<size_t> rule_count_{0};
   std::mutex stop_mu_;
   bool stopped_ = false;  // guarded by stop_mu_
 };

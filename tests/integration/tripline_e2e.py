@@ -963,7 +963,41 @@ for i in resp.incidents:
         raise Failure(f"python client: exit {r.returncode}\n{text}\n{r.stderr.decode(errors='replace')}")
 
 
+def scenario_rules_reload(fleet, demo=False):
+    """triplinectl rules reload: a broken rules file is refused with file:line and the old rules
+    keep matching; a fixed one takes effect; both are in the audit trail."""
+    fleet.start_ec2()
+    cfg = fleet.write_collector_config()
+    fleet.start_collector(cfg)
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    rules = os.path.join(fleet.dir, "rules.yaml")
+    with open(rules) as f:
+        good = f.read()
+    with open(rules, "w") as f:
+        f.write(good + "  - id: broken\n    title: t\n    severity: apocalyptic\n"
+                "    match: {kind: file}\n")
+    r = fleet.ctl("rules", "reload", expect_ok=False)
+    err = r.stderr.decode(errors="replace")
+    if r.returncode != 1 or "FAILED_PRECONDITION" not in err or f"{rules}:" not in err:
+        raise Failure(f"broken rules reload: exit {r.returncode}: {err}")
+    # The old rules still work.
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    wait_rule_incident(fleet)
+    with open(rules, "w") as f:
+        f.write(good)
+    out = fleet.ctl("rules", "reload").stdout.decode()
+    if "rule(s) in force" not in out:
+        raise Failure(f"rules reload: {out}")
+    kinds = [(a["kind"], a["status"]) for a in fleet.ctl_json("actions").get("actions", [])
+             if a.get("kind") == "rules:reload"]
+    if kinds != [("rules:reload", "failed"), ("rules:reload", "done")]:
+        raise Failure(f"reloads not audited: {kinds}")
+
+
 SCENARIOS = {
+    "rules_reload": scenario_rules_reload,
     "python_client": scenario_python_client,
     "evidence": scenario_evidence,
     "operator_tokens": scenario_operator_tokens,

@@ -228,7 +228,10 @@ class PackageTest:
             pass
         if str(left.get("tmp", "")).startswith(tempfile.gettempdir() + "/tripline-pkgtest-"):
             shutil.rmtree(left["tmp"], ignore_errors=True)
-        os.unlink(MARKER)
+        try:
+            os.unlink(MARKER)
+        except FileNotFoundError:
+            pass
 
     def user_exists(self):
         try:

@@ -161,7 +161,7 @@ const std::map<std::string, Role>& RequiredRoles() {
       {"ListAgents", Role::kRead},     {"QueryEvents", Role::kRead},
       {"ListIncidents", Role::kRead},  {"GetIncident", Role::kRead},
       {"ListActions", Role::kRead},    {"UpdateIncident", Role::kRespond},
-      {"ExportEvidence", Role::kRead},
+      {"ExportEvidence", Role::kRead},  {"ReloadRules", Role::kAdmin},
   };
   return *roles;
 }
