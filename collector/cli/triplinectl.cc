@@ -7,6 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -194,6 +195,27 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   auto* show = incident->add_subcommand("show", "the incident, its events and actions in time order");
   show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
 
+  int64_t approve_id = 0;
+  auto* approve = incident->add_subcommand("approve", "let the incident's isolation waiting for "
+                                                      "approval go ahead");
+  approve->add_option("ID", approve_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  std::string isolate_target;
+  bool isolate_dry_run = false;
+  int64_t isolate_incident = 0;
+  auto* isolate = app.add_subcommand("isolate", "isolate an EC2 instance (the full recipe)");
+  isolate->add_option("INSTANCE", isolate_target, "instance id (i-...)")->required();
+  isolate->add_option("--incident", isolate_incident, "the incident it belongs to")
+      ->check(CLI::PositiveNumber);
+  isolate->add_flag("--dry-run", isolate_dry_run, "only ask AWS whether it would work (DryRun)");
+
+  std::string release_target;
+  bool release_dry_run = false;
+  auto* release = app.add_subcommand(
+      "release", "undo an isolation: restore the recorded groups, profile, shutdown behaviour");
+  release->add_option("TARGET", release_target, "instance id (i-...) or incident id")->required();
+  release->add_flag("--dry-run", release_dry_run, "only ask AWS whether it would work (DryRun)");
+
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
   uint32_t actions_limit = 0;
@@ -242,6 +264,24 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     status = ListIncidents(*stub, incidents_request, call, output, out);
   } else if (show->parsed()) {
     status = ShowIncident(*stub, incident_id, call, output, out);
+  } else if (approve->parsed()) {
+    status = ApproveIncident(*stub, approve_id, call, output, out);
+  } else if (isolate->parsed()) {
+    tripline::v1::IsolateRequest request;
+    request.set_instance_id(isolate_target);
+    request.set_incident_id(isolate_incident);
+    if (isolate_dry_run) request.set_mode("dry-run");
+    status = Isolate(*stub, request, call, output, out);
+  } else if (release->parsed()) {
+    tripline::v1::ReleaseRequest request;
+    int64_t release_incident = 0;
+    if (absl::SimpleAtoi(release_target, &release_incident) && release_incident > 0) {
+      request.set_incident_id(release_incident);
+    } else {
+      request.set_instance_id(release_target);
+    }
+    if (release_dry_run) request.set_mode("dry-run");
+    status = Release(*stub, request, call, output, out);
   } else if (actions->parsed()) {
     actions_request.set_incident_id(action_incident);
     actions_request.set_limit(actions_limit);

@@ -33,6 +33,20 @@ absl::Status CheckListen(const ConfigNode& root, const std::string& listen) {
 
 }  // namespace
 
+const char* ResponseModeName(ResponseMode mode) {
+  switch (mode) {
+    case ResponseMode::kAuto:
+      return "auto";
+    case ResponseMode::kApprove:
+      return "approve";
+    case ResponseMode::kDryRun:
+      return "dry-run";
+    case ResponseMode::kOff:
+      return "off";
+  }
+  return "auto";
+}
+
 absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
                                                      const std::string& name) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
@@ -60,11 +74,31 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
   ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
                                           {"trace", "debug", "info", "warn", "error"}));
   if (std::optional<ConfigNode> aws = root.Child("aws")) {
-    RETURN_IF_ERROR(aws->ExpectKeys({"region", "endpoint", "ca_file", "isolation_security_group"}));
+    RETURN_IF_ERROR(aws->ExpectKeys({"region", "endpoint", "ca_file", "isolation_security_group",
+                                     "iam_endpoint", "autoscaling_endpoint", "max_attempts",
+                                     "retry_base"}));
+    ASSIGN_OR_RETURN(c.aws.iam_endpoint, aws->String("iam_endpoint", ""));
+    ASSIGN_OR_RETURN(c.aws.autoscaling_endpoint, aws->String("autoscaling_endpoint", ""));
+    ASSIGN_OR_RETURN(int64_t attempts, aws->Int("max_attempts", c.aws.max_attempts, 1, 20));
+    c.aws.max_attempts = static_cast<int>(attempts);
+    ASSIGN_OR_RETURN(c.aws.retry_base_ms, aws->DurationMs("retry_base", c.aws.retry_base_ms, 0,
+                                                          60000));
+    for (const char* key : {"iam_endpoint", "autoscaling_endpoint"}) {
+      ASSIGN_OR_RETURN(std::string url, aws->String(key, ""));
+      if (!url.empty() && url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+        return aws->Child(key)->Error(
+            absl::StrFormat("expected an http:// or https:// URL, got '%s'", url));
+      }
+    }
     ASSIGN_OR_RETURN(c.aws.region, aws->String("region", c.aws.region));
     ASSIGN_OR_RETURN(c.aws.endpoint, aws->String("endpoint", ""));
     ASSIGN_OR_RETURN(c.aws.ca_file, aws->String("ca_file", ""));
     ASSIGN_OR_RETURN(c.aws.isolation_security_group, aws->String("isolation_security_group", ""));
+    // An overridden EC2 endpoint stands for the others unless they are given too, so a local
+    // endpoint never leaves traffic for the public IAM or Auto Scaling endpoints.
+    if (c.aws.iam_endpoint.empty()) c.aws.iam_endpoint = c.aws.endpoint;
+    if (c.aws.autoscaling_endpoint.empty()) c.aws.autoscaling_endpoint = c.aws.endpoint;
+
     if (c.aws.region.empty()) return aws->Error("region must not be empty");
     if (!c.aws.endpoint.empty() && c.aws.endpoint.rfind("http://", 0) != 0 &&
         c.aws.endpoint.rfind("https://", 0) != 0) {
@@ -79,9 +113,40 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
     }
   }
   if (std::optional<ConfigNode> response = root.Child("response")) {
-    RETURN_IF_ERROR(response->ExpectKeys({"mode"}));
-    ASSIGN_OR_RETURN(std::string mode, response->Enum("mode", "auto", {"auto", "off"}));
-    c.response_mode = mode == "off" ? ResponseMode::kOff : ResponseMode::kAuto;
+    RETURN_IF_ERROR(response->ExpectKeys(
+        {"mode", "never_isolate", "max_auto_isolations_per_hour", "self_instance_id"}));
+    ASSIGN_OR_RETURN(std::string mode,
+                     response->Enum("mode", "auto", {"auto", "approve", "dry-run", "off"}));
+    c.response_mode = mode == "off"       ? ResponseMode::kOff
+                      : mode == "approve" ? ResponseMode::kApprove
+                      : mode == "dry-run" ? ResponseMode::kDryRun
+                                          : ResponseMode::kAuto;
+    ASSIGN_OR_RETURN(int64_t cap, response->Int("max_auto_isolations_per_hour",
+                                                c.response.max_auto_isolations_per_hour, 0,
+                                                1000000));
+    c.response.max_auto_isolations_per_hour = static_cast<int>(cap);
+    ASSIGN_OR_RETURN(c.response.self_instance_id, response->String("self_instance_id", ""));
+    if (std::optional<ConfigNode> never = response->Child("never_isolate")) {
+      RETURN_IF_ERROR(never->ExpectKeys({"instance_ids", "tags"}));
+      ASSIGN_OR_RETURN(c.response.never_isolate_ids, never->StringList("instance_ids"));
+      for (const std::string& id : c.response.never_isolate_ids) {
+        if (id.rfind("i-", 0) != 0) {
+          return never->Child("instance_ids")
+              ->Error(absl::StrFormat("expected instance ids (i-...), got '%s'", id));
+        }
+      }
+      // "key=value", or "key" for any value.
+      ASSIGN_OR_RETURN(std::vector<std::string> tags, never->StringList("tags"));
+      for (const std::string& t : tags) {
+        const size_t eq = t.find('=');
+        const std::string key = t.substr(0, eq);
+        if (key.empty()) {
+          return never->Child("tags")->Error(
+              absl::StrFormat("expected key=value or key, got '%s'", t));
+        }
+        c.response.never_isolate_tags[key] = eq == std::string::npos ? "" : t.substr(eq + 1);
+      }
+    }
   }
   if (!c.tls.plaintext && (c.tls.cert_file.empty() || c.tls.key_file.empty())) {
     return root.Required("tls").status().ok()

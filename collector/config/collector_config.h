@@ -4,7 +4,9 @@
 // logged. Loading is pure: no threads, no state.
 #pragma once
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "platform/net/grpc_credentials.h"
@@ -15,11 +17,30 @@ struct AwsConfig {
   std::string region = "us-east-1";
   std::string endpoint;  // empty: https://ec2.<region>.amazonaws.com
   std::string ca_file;
-  std::string isolation_security_group;  // required when a rule responds with isolate
+  // Optional: this existing group is the isolation group of its VPC (instead of the
+  // "tripline-isolation" group the collector finds or creates per VPC).
+  std::string isolation_security_group;
+  // Empty: `endpoint` when that is set, else https://iam.amazonaws.com and
+  // https://autoscaling.<region>.amazonaws.com.
+  std::string iam_endpoint;
+  std::string autoscaling_endpoint;
+  int max_attempts = 4;              // per call, throttling and 5xx retried with jitter
+  long retry_base_ms = 100;
 };
 
-// What the collector does when a rule asks for a response.
-enum class ResponseMode { kAuto, kOff };
+// What the collector does when a rule asks for a response: act (auto), wait for an operator's
+// approval (approve), only ask AWS whether it would work (dry-run: DryRun=true), or nothing.
+enum class ResponseMode { kAuto, kApprove, kDryRun, kOff };
+
+struct ResponseConfig {
+  std::vector<std::string> never_isolate_ids;  // plus self_instance_id
+  std::map<std::string, std::string> never_isolate_tags;  // "" value: any value
+  int max_auto_isolations_per_hour = 10;  // 0: no cap
+  std::string self_instance_id;           // the collector's own instance: never isolated
+};
+
+// "auto", "approve", "dry-run" or "off".
+const char* ResponseModeName(ResponseMode mode);
 
 struct CollectorConfig {
   std::string path;  // the file this came from, for messages
@@ -32,6 +53,7 @@ struct CollectorConfig {
   std::string log_level = "info";
   AwsConfig aws;
   ResponseMode response_mode = ResponseMode::kAuto;
+  ResponseConfig response;
 };
 
 // Loads and validates `path`. InvalidArgument "file:line:col: key: reason" on any error; the

@@ -11,17 +11,9 @@
 
 namespace tripline::collector {
 
-absl::Status CheckRulesAgainstConfig(const RuleSet& rules, const CollectorConfig& config) {
-  if (config.aws.isolation_security_group.empty() && rules.AnyIsolates() &&
-      config.response_mode == ResponseMode::kAuto) {
-    for (const Rule& r : rules.rules()) {
-      if (r.Isolates()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: rule %s responds with isolate, but %s sets no aws.isolation_security_group",
-            r.where, r.id, config.path));
-      }
-    }
-  }
+absl::Status CheckRulesAgainstConfig(const RuleSet& /*rules*/, const CollectorConfig& /*config*/) {
+  // Isolating rules need nothing from the config any more: the response finds or creates its
+  // security groups per VPC. Start and reload keep calling this one place for such checks.
   return absl::OkStatus();
 }
 
@@ -37,11 +29,22 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
 
   IsolationWorker::Options worker_options;
   worker_options.isolation_security_group = d->config_.aws.isolation_security_group;
+  worker_options.default_mode = d->config_.response_mode == ResponseMode::kOff
+                                    ? "auto"
+                                    : ResponseModeName(d->config_.response_mode);
+  const ResponseConfig& response = d->config_.response;
+  worker_options.never_isolate_ids.insert(response.never_isolate_ids.begin(),
+                                          response.never_isolate_ids.end());
+  if (!response.self_instance_id.empty()) {
+    worker_options.never_isolate_ids.insert(response.self_instance_id);
+  }
+  worker_options.never_isolate_tags = response.never_isolate_tags;
+  worker_options.max_auto_per_hour = response.max_auto_isolations_per_hour;
   d->worker_ = std::make_unique<IsolationWorker>(d->store_.get(), std::move(parts.network),
                                                  parts.network_error, worker_options, *d->clock_);
 
   StoreWriter::Options writer_options;
-  writer_options.auto_respond = d->config_.response_mode == ResponseMode::kAuto;
+  writer_options.auto_respond = d->config_.response_mode != ResponseMode::kOff;
   IsolationWorker* worker = d->worker_.get();
   d->writer_ = std::make_unique<StoreWriter>(
       d->store_.get(), d->registry_.get(),
@@ -53,7 +56,8 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   ingest_options.max_in_flight = parts.max_in_flight;
   d->ingest_ = std::make_unique<IngestService>(d->registry_.get(), d->writer_.get(),
                                                ingest_options);
-  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), parts.operator_token);
+  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), parts.operator_token,
+                                                   [worker] { worker->Wake(); });
 
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    MakeServerCredentials(d->config_.tls));

@@ -79,7 +79,7 @@ class CollectorDaemon {
   bool stopped_ = false;  // guarded by stop_mu_
 };
 
-// The check both start and reload make: rules that isolate need aws.isolation_security_group.
+// The check both start and reload make of the rules against the config.
 absl::Status CheckRulesAgainstConfig(const RuleSet& rules, const CollectorConfig& config);
 
 }  // namespace tripline::collector

@@ -1,41 +1,129 @@
 #include "collector/response/ec2_instance_network.h"
 
+#include "platform/aws/ec2_client.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::collector {
 namespace {
 
-class Ec2InstanceNetwork : public InstanceNetwork {
+class AwsInstanceNetwork : public InstanceNetwork {
  public:
-  explicit Ec2InstanceNetwork(std::unique_ptr<aws::Ec2Client> client)
-      : client_(std::move(client)) {}
+  AwsInstanceNetwork(std::unique_ptr<aws::Ec2Client> ec2, std::unique_ptr<aws::IamClient> iam,
+                     std::unique_ptr<aws::AutoScalingClient> autoscaling)
+      : ec2_(std::move(ec2)), iam_(std::move(iam)), autoscaling_(std::move(autoscaling)) {}
 
-  absl::StatusOr<aws::Instance> DescribeInstance(const std::string& instance_id,
+  absl::StatusOr<aws::Instance> DescribeInstance(const std::string& id,
                                                  aws::CallInfo* info) override {
-    return client_->DescribeInstance(instance_id, info);
+    return ec2_->DescribeInstance(id, info);
   }
-  absl::Status SetInterfaceSecurityGroups(const std::string& interface_id,
-                                          const std::vector<std::string>& group_ids,
+  absl::StatusOr<std::string> DescribeInstanceAttribute(const std::string& id,
+                                                        const std::string& attribute,
+                                                        aws::CallInfo* info) override {
+    return ec2_->DescribeInstanceAttribute(id, attribute, info);
+  }
+  absl::StatusOr<aws::IamProfileAssociation> DescribeIamProfileAssociation(
+      const std::string& id, aws::CallInfo* info) override {
+    return ec2_->DescribeIamProfileAssociation(id, info);
+  }
+  absl::StatusOr<aws::AutoScalingClient::Membership> DescribeAutoScaling(
+      const std::string& id, aws::CallInfo* info) override {
+    return autoscaling_->DescribeMembership(id, info);
+  }
+  absl::StatusOr<std::string> FindSecurityGroup(const std::string& vpc, const std::string& name,
+                                                aws::CallInfo* info) override {
+    return ec2_->FindSecurityGroup(vpc, name, info);
+  }
+  absl::StatusOr<std::string> CreateSecurityGroup(const std::string& vpc, const std::string& name,
+                                                  const std::string& description,
+                                                  const std::map<std::string, std::string>& tags,
+                                                  bool dry_run, aws::CallInfo* info) override {
+    return ec2_->CreateSecurityGroup(vpc, name, description, tags, dry_run, info);
+  }
+  absl::Status AuthorizeIngressFromAnywhere(const std::string& group, bool dry_run,
+                                            aws::CallInfo* info) override {
+    return ec2_->AuthorizeIngressFromAnywhere(group, dry_run, info);
+  }
+  absl::Status RevokeDefaultEgress(const std::string& group, bool dry_run,
+                                   aws::CallInfo* info) override {
+    return ec2_->RevokeDefaultEgress(group, dry_run, info);
+  }
+  absl::Status SetInterfaceSecurityGroups(const std::string& eni,
+                                          const std::vector<std::string>& groups, bool dry_run,
                                           aws::CallInfo* info) override {
-    return client_->SetInterfaceSecurityGroups(interface_id, group_ids, info);
+    return ec2_->SetInterfaceSecurityGroups(eni, groups, info, dry_run);
+  }
+  absl::Status ModifyInstanceAttribute(const std::string& id,
+                                       const aws::InstanceAttributeChange& change, bool dry_run,
+                                       aws::CallInfo* info) override {
+    return ec2_->ModifyInstanceAttribute(id, change, dry_run, info);
+  }
+  absl::Status CreateTags(const std::string& resource,
+                          const std::map<std::string, std::string>& tags, bool dry_run,
+                          aws::CallInfo* info) override {
+    return ec2_->CreateTags(resource, tags, dry_run, info);
+  }
+  absl::Status DisassociateIamInstanceProfile(const std::string& association, bool dry_run,
+                                              aws::CallInfo* info) override {
+    return ec2_->DisassociateIamInstanceProfile(association, dry_run, info);
+  }
+  absl::Status AssociateIamInstanceProfile(const std::string& id, const std::string& arn,
+                                           bool dry_run, aws::CallInfo* info) override {
+    return ec2_->AssociateIamInstanceProfile(id, arn, dry_run, info);
+  }
+  absl::StatusOr<std::vector<std::string>> CreateSnapshots(
+      const std::string& id, const std::string& description,
+      const std::map<std::string, std::string>& tags, bool dry_run,
+      aws::CallInfo* info) override {
+    return ec2_->CreateSnapshots(id, description, tags, dry_run, info);
+  }
+  absl::StatusOr<std::vector<std::string>> InstanceProfileRoles(const std::string& profile,
+                                                                aws::CallInfo* info) override {
+    return iam_->InstanceProfileRoles(profile, info);
+  }
+  absl::Status PutRolePolicy(const std::string& role, const std::string& name,
+                             const std::string& document, aws::CallInfo* info) override {
+    return iam_->PutRolePolicy(role, name, document, info);
+  }
+  absl::Status EnterStandby(const std::string& group, const std::string& id,
+                            aws::CallInfo* info) override {
+    return autoscaling_->EnterStandby(group, id, info);
+  }
+  absl::Status ExitStandby(const std::string& group, const std::string& id,
+                           aws::CallInfo* info) override {
+    return autoscaling_->ExitStandby(group, id, info);
   }
 
  private:
-  std::unique_ptr<aws::Ec2Client> client_;
+  std::unique_ptr<aws::Ec2Client> ec2_;
+  std::unique_ptr<aws::IamClient> iam_;
+  std::unique_ptr<aws::AutoScalingClient> autoscaling_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<InstanceNetwork>> MakeEc2InstanceNetwork(const AwsConfig& aws) {
   ASSIGN_OR_RETURN(aws::Credentials credentials, aws::CredentialsFromEnvironment());
-  aws::Ec2Client::Options options;
+  aws::ClientOptions options;
   options.region = aws.region;
-  options.endpoint = aws.endpoint;
   options.ca_file = aws.ca_file;
   options.credentials = std::move(credentials);
-  ASSIGN_OR_RETURN(std::unique_ptr<aws::Ec2Client> client,
-                   aws::Ec2Client::Create(std::move(options)));
-  return std::unique_ptr<InstanceNetwork>(new Ec2InstanceNetwork(std::move(client)));
+  options.max_attempts = aws.max_attempts;
+  options.retry_base_ms = aws.retry_base_ms;
+
+  aws::ClientOptions ec2 = options;
+  ec2.endpoint = aws.endpoint;
+  ASSIGN_OR_RETURN(std::unique_ptr<aws::Ec2Client> ec2_client,
+                   aws::Ec2Client::Create(std::move(ec2)));
+  aws::ClientOptions iam = options;
+  iam.endpoint = aws.iam_endpoint;
+  ASSIGN_OR_RETURN(std::unique_ptr<aws::IamClient> iam_client,
+                   aws::IamClient::Create(std::move(iam)));
+  aws::ClientOptions autoscaling = options;
+  autoscaling.endpoint = aws.autoscaling_endpoint;
+  ASSIGN_OR_RETURN(std::unique_ptr<aws::AutoScalingClient> autoscaling_client,
+                   aws::AutoScalingClient::Create(std::move(autoscaling)));
+  return std::unique_ptr<InstanceNetwork>(new AwsInstanceNetwork(
+      std::move(ec2_client), std::move(iam_client), std::move(autoscaling_client)));
 }
 
 }  // namespace tripline::collector
