@@ -76,6 +76,11 @@ class AwsInstanceNetwork : public InstanceNetwork {
       aws::CallInfo* info) override {
     return ec2_->CreateSnapshots(id, description, tags, dry_run, info);
   }
+  absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
+                                                         const std::string& value,
+                                                         aws::CallInfo* info) override {
+    return ec2_->FindSnapshots(key, value, info);
+  }
   absl::StatusOr<std::vector<std::string>> InstanceProfileRoles(const std::string& profile,
                                                                 aws::CallInfo* info) override {
     return iam_->InstanceProfileRoles(profile, info);

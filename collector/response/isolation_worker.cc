@@ -588,7 +588,14 @@ bool IsolationWorker::Run::Isolate() {
                               *detail = "not sent: Auto Scaling has no DryRun";
                               return std::string();
                             }
-                            RETURN_IF_ERROR(net().EnterStandby(asg_fields[0], id, info));
+                            absl::Status st = net().EnterStandby(asg_fields[0], id, info);
+                            if (!st.ok() && info->error_code == "ValidationError") {
+                              // Put in Standby by a call whose answer was lost?
+                              absl::StatusOr<aws::AutoScalingClient::Membership> m =
+                                  net().DescribeAutoScaling(id, info);
+                              if (m.ok() && m->lifecycle_state == "Standby") return asg_fields[0];
+                            }
+                            RETURN_IF_ERROR(st);
                             return asg_fields[0];
                           }));
   }
@@ -624,9 +631,20 @@ bool IsolationWorker::Run::Isolate() {
     STEP_OR_CONTINUE(Step("iam-disassociate", "ec2:DisassociateIamInstanceProfile",
                           association.association_id,
                           absl::StrCat(association.association_id, " ", association.profile_arn),
-                          [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
-                            RETURN_IF_ERROR(net().DisassociateIamInstanceProfile(
-                                association.association_id, dry, info));
+                          [&](aws::CallInfo* info, std::string* detail)
+                              -> absl::StatusOr<std::string> {
+                            absl::Status st = net().DisassociateIamInstanceProfile(
+                                association.association_id, dry, info);
+                            if (!st.ok() && info->error_code == "InvalidAssociationID.NotFound") {
+                              // Disassociated by a call whose answer was lost?
+                              absl::StatusOr<aws::IamProfileAssociation> now =
+                                  net().DescribeIamProfileAssociation(id, info);
+                              if (now.ok() && now->association_id.empty()) {
+                                *detail += " (already disassociated)";
+                                return association.profile_arn;
+                              }
+                            }
+                            RETURN_IF_ERROR(st);
                             return association.profile_arn;
                           }));
     if (roles.ok() && !roles->empty()) {
@@ -662,14 +680,30 @@ bool IsolationWorker::Run::Isolate() {
 
   // 6. Snapshots of every volume, tagged with the incident.
   if (!inst.volumes.empty()) {
+    // CreateSnapshots has no idempotency token: a run after a crash during this call first looks
+    // for the snapshots it may have started (tagged with this action).
+    const bool rerun = steps_.count("snapshots") > 0;
+    const std::string action_tag = absl::StrCat(action_.id);
     STEP_OR_CONTINUE(Step("snapshots", "ec2:CreateSnapshots", id, "",
                           [&](aws::CallInfo* info, std::string* detail)
                               -> absl::StatusOr<std::string> {
+                            if (rerun && !dry) {
+                              ASSIGN_OR_RETURN(std::vector<std::string> found,
+                                               net().FindSnapshots("tripline:action", action_tag,
+                                                                   info));
+                              if (!found.empty()) {
+                                *detail = absl::StrCat("started before the restart: ",
+                                                       Groups(found));
+                                return absl::StrJoin(found, ",");
+                              }
+                            }
                             ASSIGN_OR_RETURN(
                                 std::vector<std::string> ids,
                                 net().CreateSnapshots(
                                     id, absl::StrCat("Tripline evidence, incident ", incident_tag),
-                                    {{"tripline:incident", incident_tag}}, dry, info));
+                                    {{"tripline:incident", incident_tag},
+                                     {"tripline:action", action_tag}},
+                                    dry, info));
                             *detail = absl::StrCat(inst.volumes.size(), " volume(s): ",
                                                    Groups(ids));
                             return absl::StrJoin(ids, ",");
@@ -785,7 +819,13 @@ bool IsolationWorker::Run::Release() {
                               *detail = "not sent: Auto Scaling has no DryRun";
                               return std::string();
                             }
-                            RETURN_IF_ERROR(net().ExitStandby(group, id, info));
+                            absl::Status st = net().ExitStandby(group, id, info);
+                            if (!st.ok() && info->error_code == "ValidationError") {
+                              absl::StatusOr<aws::AutoScalingClient::Membership> m =
+                                  net().DescribeAutoScaling(id, info);
+                              if (m.ok() && m->lifecycle_state == "InService") return std::string();
+                            }
+                            RETURN_IF_ERROR(st);
                             return std::string();
                           }));
   }

@@ -90,6 +90,9 @@ class InstanceNetwork {
   virtual absl::StatusOr<std::vector<std::string>> CreateSnapshots(
       const std::string& instance_id, const std::string& description,
       const std::map<std::string, std::string>& tags, bool dry_run, aws::CallInfo* info) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& tag_key,
+                                                                 const std::string& tag_value,
+                                                                 aws::CallInfo* info) = 0;
   virtual absl::StatusOr<std::vector<std::string>> InstanceProfileRoles(
       const std::string& profile_name, aws::CallInfo* info) = 0;
   virtual absl::Status PutRolePolicy(const std::string& role_name, const std::string& policy_name,

@@ -400,6 +400,23 @@ absl::StatusOr<std::vector<std::string>> Ec2Client::CreateSnapshots(
   return ids;
 }
 
+absl::StatusOr<std::vector<std::string>> Ec2Client::FindSnapshots(const std::string& key,
+                                                                 const std::string& value,
+                                                                 CallInfo* info) {
+  RETURN_IF_ERROR(Validate(info, "DescribeSnapshots", {{"tag key", &key}, {"tag value", &value}}));
+  pugi::xml_document doc;
+  RETURN_IF_ERROR(connection_->Call("DescribeSnapshots",
+                                    {{"Owner.1", "self"},
+                                     {"Filter.1.Name", absl::StrCat("tag:", key)},
+                                     {"Filter.1.Value.1", value}},
+                                    false, info, &doc));
+  std::vector<std::string> ids;
+  for (pugi::xml_node item : doc.document_element().child("snapshotSet").children("item")) {
+    ids.push_back(ChildText(item, "snapshotId"));
+  }
+  return ids;
+}
+
 // --- IAM ----------------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<IamClient>> IamClient::Create(Options options) {

@@ -148,6 +148,11 @@ class Ec2Client {
       const std::string& instance_id, const std::string& description,
       const std::map<std::string, std::string>& tags, bool dry_run, CallInfo* info);
 
+  // DescribeSnapshots of this account with tag `key`=`value`: their ids.
+  absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
+                                                         const std::string& value,
+                                                         CallInfo* info);
+
   // Errors: see QueryConnection::Call; arguments refused before sending are InvalidArgument
   // ("ClientValidation"). Secrets never appear in a Status, a CallInfo or a log line.
 

@@ -1020,6 +1020,27 @@ def create_snapshots(world, params, request_id):
     return _ok("CreateSnapshots", request_id, f"<snapshotSet>{items}</snapshotSet>")
 
 
+def describe_snapshots(world, params, request_id):
+    _check_params(params, {"Action", "Version", "DryRun", "MaxResults", "NextToken"},
+                  ["Filter", "Owner", "SnapshotId"])
+    filters = _filters(params)
+    for name in filters:
+        if not name.startswith("tag:"):
+            raise ApiError(400, "InvalidParameterValue", f"The filter '{name}' is invalid")
+    _dry_run(params)
+    items = ""
+    with world.lock:
+        for snap in world.snapshots:
+            if any(snap["tags"].get(name[4:]) not in values for name, values in filters.items()):
+                continue
+            items += ("<item>"
+                      f"<snapshotId>{snap['snapshot_id']}</snapshotId>"
+                      f"<volumeId>{snap['volume_id']}</volumeId><state>completed</state>"
+                      f"<ownerId>{OWNER_ID}</ownerId>"
+                      f"<tagSet>{_tags_xml(snap['tags'])}</tagSet></item>")
+    return _ok("DescribeSnapshots", request_id, f"<snapshotSet>{items}</snapshotSet>")
+
+
 # --- IAM --------------------------------------------------------------------------------------
 
 
@@ -1146,6 +1167,7 @@ ACTIONS = {
         "DisassociateIamInstanceProfile": disassociate_iam_instance_profile,
         "AssociateIamInstanceProfile": associate_iam_instance_profile,
         "CreateSnapshots": create_snapshots,
+        "DescribeSnapshots": describe_snapshots,
     },
     "iam": {
         "GetInstanceProfile": get_instance_profile,
@@ -1213,7 +1235,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client is gone (a test killed it): nothing to say
 
     def _send_json(self, status, obj):
         self._send(status, "application/json", json.dumps(obj, indent=1, sort_keys=True) + "\n")

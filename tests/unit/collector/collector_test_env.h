@@ -253,16 +253,29 @@ class FakeInstanceNetwork : public InstanceNetwork {
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<std::string>> CreateSnapshots(
-      const std::string& id, const std::string&, const std::map<std::string, std::string>&,
+      const std::string& id, const std::string&, const std::map<std::string, std::string>& tags,
       bool dry_run, aws::CallInfo* info) override {
     std::lock_guard<std::mutex> lock(state_->mu);
     RETURN_IF_ERROR(Begin("CreateSnapshots", id, info, dry_run));
     if (dry_run) return std::vector<std::string>{};
     RETURN_IF_ERROR(Known(id, info));
     std::vector<std::string> ids;
+    std::string tag_text;
+    for (const auto& [k, v] : tags) tag_text += " " + k + "=" + v;
     for (const aws::Volume& v : state_->instances[id].volumes) {
       ids.push_back(absl::StrFormat("snap-%d", state_->next_id++));
-      state_->snapshots.push_back(ids.back() + " " + v.volume_id);
+      state_->snapshots.push_back(ids.back() + " " + v.volume_id + tag_text);
+    }
+    return ids;
+  }
+  absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
+                                                         const std::string& value,
+                                                         aws::CallInfo* info) override {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    RETURN_IF_ERROR(Begin("DescribeSnapshots", key + "=" + value, info));
+    std::vector<std::string> ids;
+    for (const std::string& s : state_->snapshots) {
+      if (s.find(" " + key + "=" + value) != std::string::npos) ids.push_back(s.substr(0, s.find(' ')));
     }
     return ids;
   }
