@@ -71,14 +71,21 @@ int main(int argc, char** argv) {
   parts.enrollment_token = *std::move(enrollment);
   parts.operator_token = *std::move(operator_token);
 
-  absl::StatusOr<std::unique_ptr<tripline::collector::InstanceNetwork>> network =
-      tripline::collector::MakeEc2InstanceNetwork(config->aws);
-  if (network.ok()) {
-    parts.network = *std::move(network);
+  absl::StatusOr<tripline::collector::AwsResponse> aws =
+      tripline::collector::MakeAwsResponse(config->aws);
+  if (aws.ok()) {
+    parts.network = std::move(aws->network);
+    // The collector never isolates the instance it runs on.
+    if (config->response.self_instance_id.empty()) {
+      config->response.self_instance_id = aws->self_instance_id;
+    }
+    spdlog::info("collector: AWS region={} own_instance={}", aws->region,
+                 config->response.self_instance_id.empty() ? "(not on EC2)"
+                                                           : config->response.self_instance_id);
   } else {
-    parts.network_error = network.status();
-    spdlog::warn("collector: EC2 is not usable, isolate actions will fail: {}",
-                 std::string(network.status().message()));
+    parts.network_error = aws.status();
+    spdlog::warn("collector: AWS is not usable, response actions will fail: {}",
+                 std::string(aws.status().message()));
   }
   parts.config = *config;
   parts.rules = *std::move(rules);

@@ -90,7 +90,10 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
             absl::StrFormat("expected an http:// or https:// URL, got '%s'", url));
       }
     }
-    ASSIGN_OR_RETURN(c.aws.region, aws->String("region", c.aws.region));
+    if (aws->Child("region")) {
+      ASSIGN_OR_RETURN(c.aws.region, aws->String("region", ""));
+      if (c.aws.region.empty()) return aws->Child("region")->Error("region must not be empty");
+    }
     ASSIGN_OR_RETURN(c.aws.endpoint, aws->String("endpoint", ""));
     ASSIGN_OR_RETURN(c.aws.ca_file, aws->String("ca_file", ""));
     ASSIGN_OR_RETURN(c.aws.isolation_security_group, aws->String("isolation_security_group", ""));
@@ -99,7 +102,6 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
     if (c.aws.iam_endpoint.empty()) c.aws.iam_endpoint = c.aws.endpoint;
     if (c.aws.autoscaling_endpoint.empty()) c.aws.autoscaling_endpoint = c.aws.endpoint;
 
-    if (c.aws.region.empty()) return aws->Error("region must not be empty");
     if (!c.aws.endpoint.empty() && c.aws.endpoint.rfind("http://", 0) != 0 &&
         c.aws.endpoint.rfind("https://", 0) != 0) {
       return aws->Child("endpoint")->Error(

@@ -14,7 +14,7 @@
 namespace tripline::collector {
 
 struct AwsConfig {
-  std::string region = "us-east-1";
+  std::string region;  // empty: AWS_REGION, the profile's config file, then IMDS
   std::string endpoint;  // empty: https://ec2.<region>.amazonaws.com
   std::string ca_file;
   // Optional: this existing group is the isolation group of its VPC (instead of the

@@ -1,6 +1,9 @@
 #include "collector/response/ec2_instance_network.h"
 
+#include "platform/aws/credentials.h"
 #include "platform/aws/ec2_client.h"
+#include "platform/runtime/logging.h"
+#include "absl/strings/str_cat.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::collector {
@@ -106,12 +109,38 @@ class AwsInstanceNetwork : public InstanceNetwork {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<InstanceNetwork>> MakeEc2InstanceNetwork(const AwsConfig& aws) {
-  ASSIGN_OR_RETURN(aws::Credentials credentials, aws::CredentialsFromEnvironment());
+absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws) {
+  auto chain = std::make_shared<aws::CredentialChain>(aws::CredentialChain::Options{});
+  // Fail early, with what was tried, when there are no credentials anywhere; a source that is
+  // only unavailable now (IMDS busy) is asked again at each call.
+  if (absl::StatusOr<aws::TemporaryCredentials> c = chain->Get();
+      !c.ok() && (absl::IsNotFound(c.status()) || absl::IsInvalidArgument(c.status()))) {
+    return c.status();
+  }
+  AwsResponse out;
+  out.region = aws.region;
+  if (out.region.empty()) {
+    absl::StatusOr<std::string> region = chain->Region();
+    if (!region.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "aws.region is not set and no AWS_REGION, profile region or IMDS says it: ",
+          region.status().message()));
+    }
+    out.region = *region;
+  }
+  if (absl::StatusOr<std::string> id = chain->InstanceId(); id.ok()) {
+    out.self_instance_id = *id;
+  } else {
+    spdlog::debug("aws: not on EC2 or IMDS unreachable ({}): no own instance id",
+                  std::string(id.status().message()));
+  }
   aws::ClientOptions options;
-  options.region = aws.region;
+  options.region = out.region;
   options.ca_file = aws.ca_file;
-  options.credentials = std::move(credentials);
+  options.credential_source = [chain]() -> absl::StatusOr<aws::Credentials> {
+    ASSIGN_OR_RETURN(aws::TemporaryCredentials t, chain->Get());
+    return t.credentials;
+  };
   options.max_attempts = aws.max_attempts;
   options.retry_base_ms = aws.retry_base_ms;
 
@@ -127,8 +156,9 @@ absl::StatusOr<std::unique_ptr<InstanceNetwork>> MakeEc2InstanceNetwork(const Aw
   autoscaling.endpoint = aws.autoscaling_endpoint;
   ASSIGN_OR_RETURN(std::unique_ptr<aws::AutoScalingClient> autoscaling_client,
                    aws::AutoScalingClient::Create(std::move(autoscaling)));
-  return std::unique_ptr<InstanceNetwork>(new AwsInstanceNetwork(
-      std::move(ec2_client), std::move(iam_client), std::move(autoscaling_client)));
+  out.network = std::make_unique<AwsInstanceNetwork>(
+      std::move(ec2_client), std::move(iam_client), std::move(autoscaling_client));
+  return out;
 }
 
 }  // namespace tripline::collector

@@ -11,8 +11,16 @@
 
 namespace tripline::collector {
 
-// An AWS-backed InstanceNetwork for `aws` settings, with credentials from the environment.
-// NotFound when the AWS credential variables are not set; InvalidArgument for bad settings.
-absl::StatusOr<std::unique_ptr<InstanceNetwork>> MakeEc2InstanceNetwork(const AwsConfig& aws);
+struct AwsResponse {
+  std::unique_ptr<InstanceNetwork> network;
+  std::string region;
+  std::string self_instance_id;  // this host's instance (IMDS); empty off EC2
+};
+
+// An AWS-backed InstanceNetwork for `aws` settings. Credentials come from the chain (environment,
+// shared files and profile, container endpoint, IMDSv2 role; refreshed before they expire); the
+// region from `aws.region`, else the chain. NotFound when no source has credentials;
+// InvalidArgument for bad settings or a region nobody names.
+absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws);
 
 }  // namespace tripline::collector

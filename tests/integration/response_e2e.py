@@ -438,7 +438,63 @@ def scenario_response_bad_credentials(fleet, demo=False):
         raise Failure("the secret leaked into the incident")
 
 
+def scenario_response_imds_credentials(fleet, demo=False):
+    """No credentials in the environment: the collector takes its role's credentials from IMDSv2
+    (signing with the session token), learns its own instance id there, and refuses to isolate
+    itself while it isolates another instance."""
+    from tripline_e2e import ACCESS_KEY, FAKE_EC2, SECRET_KEY
+    import json
+    here = os.path.dirname(os.path.abspath(__file__))
+    fake_imds = os.path.join(os.path.dirname(here), "fakes", "imds_endpoint.py")
+    seed = json.loads(json.dumps(FULL_SEED))
+    own = dict(seed["instances"][0], instance_id="i-0collector0000001", interfaces=[],
+               iam_instance_profile_arn="", volumes=[])
+    seed["instances"].append(own)
+    seed_path = os.path.join(fleet.dir, "seed.json")
+    with open(seed_path, "w") as f:
+        json.dump(seed, f)
+    ready = os.path.join(fleet.dir, "imds.ready")
+    imds = fleet.start("imds", ["/usr/bin/python3", fake_imds, "--listen", "127.0.0.1:0",
+                                "--ready-file", ready, "--instance-id", "i-0collector0000001",
+                                "--fixed-key", ACCESS_KEY, "--fixed-secret", SECRET_KEY,
+                                "--fixed-token", "role-session-token-1"])
+    imds_addr = fleet.read_ready(ready, imds)
+    ready = os.path.join(fleet.dir, "ec2.ready")
+    p = fleet.start("ec2-endpoint", ["/usr/bin/python3", FAKE_EC2, "--listen", "127.0.0.1:0",
+                                     "--ready-file", ready, "--region", "us-east-1",
+                                     "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY,
+                                     "--session-token", "role-session-token-1",
+                                     "--seed", seed_path])
+    fleet.ec2_addr = fleet.read_ready(ready, p)
+    cfg = fleet.write_collector_config(isolation_group=None)
+    cready = os.path.join(fleet.dir, "collector.ready")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = f"http://{imds_addr}"
+    env["HOME"] = fleet.dir  # no ~/.aws of this machine
+    fleet.collector = fleet.start("collector", [fleet.collector_bin, "--config", cfg,
+                                                "--ready-file", cready], env)
+    fleet.collector_addr = fleet.read_ready(cready, fleet.collector)
+
+    fleet.ctl("isolate", "i-0collector0000001")
+    refused = wait_action(fleet)
+    if refused["status"] != "failed" or refused["error_code"] != "NeverIsolate":
+        raise Failure(f"the collector's own instance was not refused: {refused}")
+    fleet.ctl("isolate", INSTANCE)
+    done = wait_for("the other isolation", lambda: next(
+        (a for a in fleet.ctl_json("actions", "--limit", "1000")["actions"]
+         if a["kind"] == "isolate" and a["target"] == INSTANCE and a["status"] in ("done", "failed")),
+        None))
+    if done["status"] != "done":
+        raise Failure(f"isolation with IMDS credentials failed: {done}")
+    calls = fleet.ec2_get("calls")
+    if not calls or not all(c["signature_ok"] and c["security_token_signed"] for c in calls):
+        raise Failure("calls not signed with the role's session token")
+    if any(c.get("params", {}).get("InstanceId.1") == "i-0collector0000001" for c in calls):
+        raise Failure("the collector's own instance was touched")
+
+
 SCENARIOS = {
+    "response_imds_credentials": scenario_response_imds_credentials,
     "response_recipe": scenario_response_recipe,
     "response_release": scenario_response_release,
     "response_kill_resume": scenario_response_kill_resume,

@@ -225,6 +225,7 @@ response:
             os.unlink(ready)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=secret_key)
         env.pop("AWS_SESSION_TOKEN", None)
+        env["AWS_EC2_METADATA_DISABLED"] = "true"  # never reach for 169.254.169.254 in tests
         self.collector = self.start("collector", [self.collector_bin, "--config", config,
                                                   "--ready-file", ready], env)
         self.collector_addr = self.read_ready(ready, self.collector)

@@ -514,3 +514,94 @@ TEST(Guardrails, HourlyCapAndNeverIsolateHoldUnderABurstOf50Incidents) {
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+// A rule with response_mode approve: its isolation waits, untouched, until an operator approves
+// the incident; a rule with dry-run only asks AWS.
+TEST(Guardrails, RuleResponseModeApproveWaitsForTheOperator) {
+  auto ec2 = std::make_shared<FakeInstanceNetwork::State>();
+  AddInstance(*ec2, TwoInterfaceInstance(kInstance));
+  TestCollector c(R"(rules:
+  - id: etc-changed
+    title: A file under /etc changed
+    severity: high
+    match:
+      kind: file
+      paths: ["/etc/**"]
+    response: [isolate]
+    response_mode: approve
+)",
+                  ec2);
+  c.Start();
+  TestAgent agent(kInstance, c.channel());
+  Publish(agent, {TestAgent::FileEvent("/etc/hosts")});
+  ASSERT_TRUE(WaitFor([&] {
+    auto a = Actions(c.store(), 0);
+    return !a.empty() && a[0].status == "approval";
+  }));
+  {
+    std::lock_guard<std::mutex> lock(ec2->mu);
+    EXPECT_TRUE(ec2->calls.empty());
+  }
+  const int64_t incident = c.IncidentsOf("etc-changed")[0].id;
+  auto stub = tripline::v1::Operator::NewStub(c.channel());
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + testing::kOperatorToken);
+  tripline::v1::ApproveIncidentRequest req;
+  req.set_incident_id(incident);
+  tripline::v1::ApproveIncidentResponse resp;
+  ASSERT_TRUE(stub->ApproveIncident(&ctx, req, &resp).ok());
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(c.store(), resp.action_ids(0)); }));
+  EXPECT_EQ((*c.store()->GetAction(resp.action_ids(0)))->status, "done");
+  EXPECT_EQ((*c.store()->GetAction(resp.action_ids(0)))->actor, "operator");
+  // Nothing left to approve.
+  grpc::ClientContext again;
+  again.AddMetadata("authorization", std::string("Bearer ") + testing::kOperatorToken);
+  EXPECT_EQ(stub->ApproveIncident(&again, req, &resp).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// Operator RPCs: isolate and release by instance or incident; bad ids are refused up front.
+TEST(OperatorResponse, IsolateAndReleaseQueueActionsTheWorkerRuns) {
+  auto ec2 = std::make_shared<FakeInstanceNetwork::State>();
+  AddInstance(*ec2, TwoInterfaceInstance(kInstance));
+  TestCollector c(testing::kEtcRule, ec2);
+  c.Start();
+  auto stub = tripline::v1::Operator::NewStub(c.channel());
+  auto call = [&](auto method, const auto& req, auto* resp) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", std::string("Bearer ") + testing::kOperatorToken);
+    return ((*stub).*method)(&ctx, req, resp);
+  };
+  tripline::v1::IsolateRequest bad;
+  bad.set_instance_id("web-1; rm -rf /");
+  tripline::v1::IsolateResponse iso;
+  EXPECT_EQ(call(&tripline::v1::Operator::Stub::Isolate, bad, &iso).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  tripline::v1::IsolateRequest req;
+  req.set_instance_id(kInstance);
+  ASSERT_TRUE(call(&tripline::v1::Operator::Stub::Isolate, req, &iso).ok());
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(c.store(), iso.action_id()); }));
+  EXPECT_EQ((*c.store()->GetAction(iso.action_id()))->status, "done");
+  EXPECT_EQ((*c.store()->GetAction(iso.action_id()))->actor, "operator");
+
+  tripline::v1::ReleaseRequest rel;
+  rel.set_incident_id(424242);
+  tripline::v1::ReleaseResponse released;
+  EXPECT_EQ(call(&tripline::v1::Operator::Stub::Release, rel, &released).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  rel.set_incident_id(0);
+  rel.set_instance_id(kInstance);
+  ASSERT_TRUE(call(&tripline::v1::Operator::Stub::Release, rel, &released).ok());
+  EXPECT_EQ(released.instance_id(), kInstance);
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(c.store(), released.action_id()); }));
+  EXPECT_EQ((*c.store()->GetAction(released.action_id()))->status, "done");
+  std::lock_guard<std::mutex> lock(ec2->mu);
+  EXPECT_EQ(ec2->instances[kInstance].interfaces[0].group_ids,
+            (std::vector<std::string>{"sg-web", "sg-ssh"}));
+}
+
+}  // namespace
+}  // namespace tripline::collector
