@@ -25,5 +25,11 @@ test: build
 demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
+# Benchmarks print their figures beside a peer measured in the same run; they never assert timings.
+bench: deps
+	cmake -S . -B $(BUILD) -G Ninja -DTRIPLINE_WERROR=ON -DTRIPLINE_BUILD_BENCH=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target response_bench
+	$(BUILD)/tests/bench/response_bench --incidents 200
+
 clean:
 	rm -rf $(BUILD)

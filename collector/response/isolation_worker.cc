@@ -167,6 +167,8 @@ absl::StatusOr<std::string> IsolationWorker::Run::Step(const std::string& key,
 void IsolationWorker::Run::Finish(bool ok, const std::string& code, const std::string& message,
                                   const std::string& timeline, const std::string& agent_state) {
   const int64_t now = w_->clock_.NowUnixNanos();
+  // A failure may mean a group went away: look the groups up again next time.
+  if (!ok) w_->ready_groups_.clear();
   action_.status = ok ? "done" : "failed";
   action_.error_code = code;
   action_.error_message = message;
@@ -367,48 +369,6 @@ bool IsolationWorker::Run::Isolate() {
            absl::StrFormat("isolation failed: %s has no network interfaces", id), fail_state);
     return true;
   }
-  for (const char* attribute : {"disableApiTermination", "instanceInitiatedShutdownBehavior"}) {
-    std::string value;
-    STEP_OR_FAIL(value, Step(absl::StrCat("attr:", attribute), "ec2:DescribeInstanceAttribute", id,
-                             attribute,
-                             [&](aws::CallInfo* info, std::string* detail)
-                                 -> absl::StatusOr<std::string> {
-                               ASSIGN_OR_RETURN(std::string v, net().DescribeInstanceAttribute(
-                                                                   id, attribute, info));
-                               *detail = absl::StrCat(attribute, "=", v);
-                               return v;
-                             }));
-  }
-  aws::IamProfileAssociation association;
-  if (!inst.iam_instance_profile_arn.empty()) {
-    std::string assoc;
-    STEP_OR_FAIL(assoc, Step("iam-association", "ec2:DescribeIamInstanceProfileAssociations", id,
-                             "",
-                             [&](aws::CallInfo* info, std::string* detail)
-                                 -> absl::StatusOr<std::string> {
-                               ASSIGN_OR_RETURN(aws::IamProfileAssociation a,
-                                                net().DescribeIamProfileAssociation(id, info));
-                               *detail = a.association_id.empty()
-                                             ? std::string("no profile associated")
-                                             : absl::StrCat(a.association_id, " ", a.profile_arn);
-                               return absl::StrCat(a.association_id, "\t", a.profile_arn);
-                             }));
-    std::vector<std::string> f = absl::StrSplit(assoc, absl::MaxSplits('\t', 1));
-    association.association_id = f[0];
-    if (f.size() > 1) association.profile_arn = f[1];
-  }
-  std::string asg;
-  STEP_OR_FAIL(asg, Step("asg", "autoscaling:DescribeAutoScalingInstances", id, "",
-                         [&](aws::CallInfo* info, std::string* detail)
-                             -> absl::StatusOr<std::string> {
-                           ASSIGN_OR_RETURN(aws::AutoScalingClient::Membership m,
-                                            net().DescribeAutoScaling(id, info));
-                           *detail = m.group_name.empty()
-                                         ? std::string("not in an Auto Scaling group")
-                                         : absl::StrCat(m.group_name, " ", m.lifecycle_state);
-                           return absl::StrCat(m.group_name, "\t", m.lifecycle_state);
-                         }));
-  const std::vector<std::string> asg_fields = absl::StrSplit(asg, absl::MaxSplits('\t', 1));
 
   // 2. The two groups of every VPC the interfaces are in.
   std::map<std::string, std::string> untrack, isolation;  // vpc -> group id
@@ -454,6 +414,15 @@ bool IsolationWorker::Run::Isolate() {
     return gid;
   };
   for (const std::string& vpc : vpcs) {
+    // Groups this process already found ready in this VPC: no lookups before containment. (A
+    // resumed action keeps to what its own steps recorded.)
+    auto ready = w_->ready_groups_.find(vpc);
+    if (!dry && ready != w_->ready_groups_.end() &&
+        steps_.count(absl::StrCat("sg-find:untrack:", vpc)) == 0) {
+      untrack[vpc] = ready->second.first;
+      isolation[vpc] = ready->second.second;
+      continue;
+    }
     std::optional<std::string> u = ensure_group("untrack", vpc, o.untrack_group_name,
                                                 "Tripline: allows all, so flows become untracked");
     if (aborted_) return true;
@@ -475,6 +444,7 @@ bool IsolationWorker::Run::Isolate() {
                                }));
     if (!o.isolation_security_group.empty() && vpc == inst.vpc_id) {
       isolation[vpc] = o.isolation_security_group;
+      if (!dry) w_->ready_groups_[vpc] = {untrack[vpc], isolation[vpc]};
       continue;
     }
     std::optional<std::string> iso = ensure_group("isolation", vpc, o.isolation_group_name,
@@ -495,6 +465,7 @@ bool IsolationWorker::Run::Isolate() {
                                  RETURN_IF_ERROR(net().RevokeDefaultEgress(*iso, dry, info));
                                  return std::string();
                                }));
+    if (!dry) w_->ready_groups_[vpc] = {untrack[vpc], isolation[vpc]};
   }
 
   // 3. Every interface: the untrack group first (its flows become untracked), then the
@@ -558,7 +529,52 @@ bool IsolationWorker::Run::Isolate() {
     }
   }
 
-  // 4. Protect the evidence, one attribute per call.
+  // 4. Record what evidence protection and credential revocation will change (release restores
+  // it), now that the instance is contained.
+  for (const char* attribute : {"disableApiTermination", "instanceInitiatedShutdownBehavior"}) {
+    std::string value;
+    STEP_OR_FAIL(value, Step(absl::StrCat("attr:", attribute), "ec2:DescribeInstanceAttribute", id,
+                             attribute,
+                             [&](aws::CallInfo* info, std::string* detail)
+                                 -> absl::StatusOr<std::string> {
+                               ASSIGN_OR_RETURN(std::string v, net().DescribeInstanceAttribute(
+                                                                   id, attribute, info));
+                               *detail = absl::StrCat(attribute, "=", v);
+                               return v;
+                             }));
+  }
+  aws::IamProfileAssociation association;
+  if (!inst.iam_instance_profile_arn.empty()) {
+    std::string assoc;
+    STEP_OR_FAIL(assoc, Step("iam-association", "ec2:DescribeIamInstanceProfileAssociations", id,
+                             "",
+                             [&](aws::CallInfo* info, std::string* detail)
+                                 -> absl::StatusOr<std::string> {
+                               ASSIGN_OR_RETURN(aws::IamProfileAssociation a,
+                                                net().DescribeIamProfileAssociation(id, info));
+                               *detail = a.association_id.empty()
+                                             ? std::string("no profile associated")
+                                             : absl::StrCat(a.association_id, " ", a.profile_arn);
+                               return absl::StrCat(a.association_id, "\t", a.profile_arn);
+                             }));
+    std::vector<std::string> f = absl::StrSplit(assoc, absl::MaxSplits('\t', 1));
+    association.association_id = f[0];
+    if (f.size() > 1) association.profile_arn = f[1];
+  }
+  std::string asg;
+  STEP_OR_FAIL(asg, Step("asg", "autoscaling:DescribeAutoScalingInstances", id, "",
+                         [&](aws::CallInfo* info, std::string* detail)
+                             -> absl::StatusOr<std::string> {
+                           ASSIGN_OR_RETURN(aws::AutoScalingClient::Membership m,
+                                            net().DescribeAutoScaling(id, info));
+                           *detail = m.group_name.empty()
+                                         ? std::string("not in an Auto Scaling group")
+                                         : absl::StrCat(m.group_name, " ", m.lifecycle_state);
+                           return absl::StrCat(m.group_name, "\t", m.lifecycle_state);
+                         }));
+  const std::vector<std::string> asg_fields = absl::StrSplit(asg, absl::MaxSplits('\t', 1));
+
+  // 5. Protect the evidence, one attribute per call.
   using Kind = aws::InstanceAttributeChange::Kind;
   auto modify = [&](const std::string& key, const aws::InstanceAttributeChange& change,
                     const std::string& detail) {
@@ -615,7 +631,7 @@ bool IsolationWorker::Run::Isolate() {
                           return std::string();
                         }));
 
-  // 5. Credentials: the profile goes, and sessions already issued to its role stop working.
+  // 6. Credentials: the profile goes, and sessions already issued to its role stop working.
   if (!association.association_id.empty()) {
     const std::string profile = InstanceProfileName(association.profile_arn);
     auto roles = Step("iam-roles", "iam:GetInstanceProfile", profile, profile,
@@ -678,7 +694,7 @@ bool IsolationWorker::Run::Isolate() {
     }
   }
 
-  // 6. Snapshots of every volume, tagged with the incident.
+  // 7. Snapshots of every volume, tagged with the incident.
   if (!inst.volumes.empty()) {
     // CreateSnapshots has no idempotency token: a run after a crash during this call first looks
     // for the snapshots it may have started (tagged with this action).

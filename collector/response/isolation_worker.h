@@ -7,12 +7,13 @@
 // by name before they are created, duplicate rules and gone rules count as done).
 //
 // Isolation, in this order (containment first, then evidence):
-//   ec2:DescribeInstances, ec2:DescribeInstanceAttribute x2, ec2:DescribeIamInstanceProfile-
-//   Associations, autoscaling:DescribeAutoScalingInstances   record what will change
+//   ec2:DescribeInstances    record every interface, its groups, volumes, profile, EIPs, tags
 //   per VPC: the untrack group (all in from 0.0.0.0/0 and ::/0) and the isolation group (default
-//   egress revoked), found by name or created, tagged
+//   egress revoked), found by name or created, tagged (once per VPC and process)
 //   per interface: ModifyNetworkInterfaceAttribute to the untrack group, then the isolation group
 //   -> incident "contained", agent "isolated"
+//   ec2:DescribeInstanceAttribute x2, ec2:DescribeIamInstanceProfileAssociations,
+//   autoscaling:DescribeAutoScalingInstances   record what the next steps change
 //   ModifyInstanceAttribute: DisableApiTermination, InstanceInitiatedShutdownBehavior=stop,
 //   DeleteOnTermination=false per volume; autoscaling:EnterStandby; CreateTags
 //   iam:GetInstanceProfile, ec2:DisassociateIamInstanceProfile, iam:PutRolePolicy (deny all for
@@ -146,6 +147,10 @@ class IsolationWorker {
   const absl::Status network_error_;
   const Options options_;
   const Clock& clock_;
+
+  // VPC -> (untrack group, isolation group) found ready by an earlier isolation of this
+  // process, so later ones go straight to containment. Only used on the worker thread.
+  std::map<std::string, std::pair<std::string, std::string>> ready_groups_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -63,10 +63,6 @@ FULL_SEED = {
 # The recipe as the endpoint must see it: service, action.
 RECIPE = [
     ("ec2", "DescribeInstances"),
-    ("ec2", "DescribeInstanceAttribute"),
-    ("ec2", "DescribeInstanceAttribute"),
-    ("ec2", "DescribeIamInstanceProfileAssociations"),
-    ("autoscaling", "DescribeAutoScalingInstances"),
     ("ec2", "DescribeSecurityGroups"),
     ("ec2", "CreateSecurityGroup"),
     ("ec2", "AuthorizeSecurityGroupIngress"),
@@ -77,6 +73,10 @@ RECIPE = [
     ("ec2", "ModifyNetworkInterfaceAttribute"),
     ("ec2", "ModifyNetworkInterfaceAttribute"),
     ("ec2", "ModifyNetworkInterfaceAttribute"),
+    ("ec2", "DescribeInstanceAttribute"),
+    ("ec2", "DescribeInstanceAttribute"),
+    ("ec2", "DescribeIamInstanceProfileAssociations"),
+    ("autoscaling", "DescribeAutoScalingInstances"),
     ("ec2", "ModifyInstanceAttribute"),
     ("ec2", "ModifyInstanceAttribute"),
     ("ec2", "ModifyInstanceAttribute"),

@@ -421,7 +421,10 @@ class TestCollector {
   }
 
   // Starts (or restarts) the collector on the same database.
-  void Start(size_t max_in_flight = 128) {
+  void Start(size_t max_in_flight = 128) { StartWithNetwork(nullptr, max_in_flight); }
+
+  // Starts it with `network` instead of the in-memory fake (a real AWS client in benchmarks).
+  void StartWithNetwork(std::unique_ptr<InstanceNetwork> network, size_t max_in_flight = 128) {
     CollectorParts parts;
     parts.config.path = dir_.Sub("collector.yaml");
     parts.config.listen = "127.0.0.1:0";
@@ -434,7 +437,7 @@ class TestCollector {
     absl::StatusOr<RuleSet> rules = ParseRules(rules_yaml_, "rules.yaml");
     ASSERT_TRUE(rules.ok()) << rules.status();
     parts.rules = *std::move(rules);
-    parts.network = std::make_unique<FakeInstanceNetwork>(ec2_);
+    parts.network = network ? std::move(network) : std::make_unique<FakeInstanceNetwork>(ec2_);
     parts.max_in_flight = max_in_flight;
     absl::StatusOr<std::unique_ptr<CollectorDaemon>> d = CollectorDaemon::Start(std::move(parts));
     ASSERT_TRUE(d.ok()) << d.status();

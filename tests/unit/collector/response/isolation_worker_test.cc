@@ -75,10 +75,6 @@ std::vector<std::string> RecipeCalls() {
   const std::string mgmt = std::string("eni-mgmt-") + kInstance;
   return {
       "DescribeInstances i-0abc",
-      "DescribeInstanceAttribute i-0abc disableApiTermination",
-      "DescribeInstanceAttribute i-0abc instanceInitiatedShutdownBehavior",
-      "DescribeIamInstanceProfileAssociations i-0abc",
-      "DescribeAutoScalingInstances i-0abc",
       "DescribeSecurityGroups vpc-1 tripline-untrack",
       "CreateSecurityGroup vpc-1 tripline-untrack",
       "AuthorizeSecurityGroupIngress sg-new1",
@@ -89,6 +85,10 @@ std::vector<std::string> RecipeCalls() {
       "ModifyNetworkInterfaceAttribute " + web + " sg-new2",
       "ModifyNetworkInterfaceAttribute " + mgmt + " sg-new1",
       "ModifyNetworkInterfaceAttribute " + mgmt + " sg-new2",
+      "DescribeInstanceAttribute i-0abc disableApiTermination",
+      "DescribeInstanceAttribute i-0abc instanceInitiatedShutdownBehavior",
+      "DescribeIamInstanceProfileAssociations i-0abc",
+      "DescribeAutoScalingInstances i-0abc",
       "ModifyInstanceAttribute i-0abc DisableApiTermination=true",
       "ModifyInstanceAttribute i-0abc InstanceInitiatedShutdownBehavior=stop",
       "ModifyInstanceAttribute i-0abc DeleteOnTermination /dev/xvda=false",
