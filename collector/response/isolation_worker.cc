@@ -746,17 +746,24 @@ bool IsolationWorker::Run::Release() {
   const std::string fail_state;
   const std::string& id = action_.target;
   const bool dry = dry_run();
-  // The latest isolation of this instance that recorded it.
+  // The first isolation since the last release: it recorded the instance as it was before any
+  // isolation (a later one, e.g. from a second incident, saw the isolation groups).
   absl::StatusOr<std::vector<ActionRecord>> isolations =
       w_->store_->TopLevelActions(kIsolateActionKind, id);
-  if (!isolations.ok()) {
+  absl::StatusOr<std::vector<ActionRecord>> releases =
+      w_->store_->TopLevelActions(kReleaseActionKind, id);
+  if (!isolations.ok() || !releases.ok()) {
     aborted_ = true;
     return true;
   }
+  int64_t last_release = 0;
+  for (const ActionRecord& r : *releases) {
+    if (r.id != action_.id && r.status == "done" && r.mode != "dry-run") last_release = r.id;
+  }
   std::map<std::string, ActionRecord> recorded;
   int64_t isolation_id = 0;
-  for (auto it = isolations->rbegin(); it != isolations->rend() && isolation_id == 0; ++it) {
-    if (it->mode == "dry-run") continue;
+  for (auto it = isolations->begin(); it != isolations->end() && isolation_id == 0; ++it) {
+    if (it->mode == "dry-run" || it->id < last_release) continue;
     absl::StatusOr<std::vector<ActionRecord>> steps = w_->store_->Steps(it->id);
     if (!steps.ok()) {
       aborted_ = true;

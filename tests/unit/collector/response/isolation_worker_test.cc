@@ -332,6 +332,40 @@ TEST_F(Recipe, ReleaseRestoresExactlyTheRecordedState) {
   EXPECT_EQ(tail[5], "CreateTags i-0abc");
 }
 
+// Isolated twice (a second incident), released once: back to the state before the first
+// isolation, not to the isolation groups the second one saw.
+TEST_F(Recipe, ReleaseAfterTwoIsolationsRestoresTheStateBeforeTheFirst) {
+  const int64_t first = QueueIsolate(store_.get());
+  auto worker = Worker();
+  worker->Start();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), first); }));
+  const int64_t second = QueueIsolate(store_.get());
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), second); }));
+  const int64_t release = QueueIsolate(store_.get(), "", kInstance, kReleaseActionKind);
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), release); }));
+  EXPECT_EQ((*store_->GetAction(release))->status, "done");
+  {
+    std::lock_guard<std::mutex> lock(ec2_->mu);
+    EXPECT_EQ(ec2_->instances[kInstance].interfaces[0].group_ids,
+              (std::vector<std::string>{"sg-web", "sg-ssh"}));
+    EXPECT_EQ(ec2_->shutdown_behavior[kInstance], "terminate");
+  }
+  // Isolated and released again: the next release works from the third isolation's record.
+  const int64_t third = QueueIsolate(store_.get());
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), third); }));
+  const int64_t again = QueueIsolate(store_.get(), "", kInstance, kReleaseActionKind);
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), again); }));
+  worker->Stop();
+  EXPECT_EQ((*store_->GetAction(again))->status, "done");
+  std::lock_guard<std::mutex> lock(ec2_->mu);
+  EXPECT_EQ(ec2_->instances[kInstance].interfaces[1].group_ids,
+            (std::vector<std::string>{"sg-mgmt"}));
+}
+
 TEST_F(Recipe, DryRunSendsDryRunAndChangesNothing) {
   aws::Instance before;
   size_t groups_before;
