@@ -87,6 +87,16 @@ int main(int argc, char** argv) {
     spdlog::warn("collector: AWS is not usable, response actions will fail: {}",
                  std::string(aws.status().message()));
   }
+  for (const tripline::collector::NotifyConfig::Webhook& hook : config->notify.webhooks) {
+    parts.notify_sinks.push_back(tripline::collector::MakeWebhookSink(hook.url, hook.slack, 10000));
+  }
+  if (!config->notify.sns_topic_arn.empty()) {
+    absl::StatusOr<std::unique_ptr<tripline::aws::QueryConnection>> sns =
+        tripline::collector::MakeSnsConnection(config->aws, config->notify.sns_topic_arn);
+    if (!sns.ok()) return Fail(2, absl::StrFormat("notify.sns_topic_arn: %s", sns.status().message()));
+    parts.notify_sinks.push_back(
+        tripline::collector::MakeSnsSink(*std::move(sns), config->notify.sns_topic_arn));
+  }
   parts.config = *config;
   parts.rules = *std::move(rules);
 

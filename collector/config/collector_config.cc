@@ -51,7 +51,7 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
                                                      const std::string& name) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
   RETURN_IF_ERROR(root.ExpectKeys({"listen", "tls", "database", "rules", "enrollment_token_file",
-                                   "operator_token_file", "log_level", "aws", "response"}));
+                                   "operator_token_file", "log_level", "aws", "response", "notify"}));
   CollectorConfig c;
   c.path = name;
   ASSIGN_OR_RETURN(c.listen, root.String("listen", c.listen));
@@ -149,6 +149,29 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
         c.response.never_isolate_tags[key] = eq == std::string::npos ? "" : t.substr(eq + 1);
       }
     }
+  }
+  if (std::optional<ConfigNode> notify = root.Child("notify")) {
+    RETURN_IF_ERROR(notify->ExpectKeys({"webhooks", "sns_topic_arn", "attempts"}));
+    if (std::optional<ConfigNode> hooks = notify->Child("webhooks")) {
+      ASSIGN_OR_RETURN(std::vector<ConfigNode> list, hooks->Elements());
+      for (const ConfigNode& h : list) {
+        RETURN_IF_ERROR(h.ExpectKeys({"url", "format"}));
+        NotifyConfig::Webhook hook;
+        ASSIGN_OR_RETURN(hook.url, h.RequiredString("url"));
+        if (hook.url.rfind("http://", 0) != 0 && hook.url.rfind("https://", 0) != 0) {
+          return h.Child("url")->Error("expected an http:// or https:// URL");
+        }
+        ASSIGN_OR_RETURN(std::string format, h.Enum("format", "json", {"json", "slack"}));
+        hook.slack = format == "slack";
+        c.notify.webhooks.push_back(std::move(hook));
+      }
+    }
+    ASSIGN_OR_RETURN(c.notify.sns_topic_arn, notify->String("sns_topic_arn", ""));
+    if (!c.notify.sns_topic_arn.empty() && c.notify.sns_topic_arn.rfind("arn:", 0) != 0) {
+      return notify->Child("sns_topic_arn")->Error("expected an SNS topic ARN (arn:aws:sns:...)");
+    }
+    ASSIGN_OR_RETURN(int64_t attempts, notify->Int("attempts", c.notify.attempts, 1, 20));
+    c.notify.attempts = static_cast<int>(attempts);
   }
   if (!c.tls.plaintext && (c.tls.cert_file.empty() || c.tls.key_file.empty())) {
     return root.Required("tls").status().ok()

@@ -39,6 +39,17 @@ struct ResponseConfig {
   std::string self_instance_id;           // the collector's own instance: never isolated
 };
 
+// Where response outcomes are announced.
+struct NotifyConfig {
+  struct Webhook {
+    std::string url;
+    bool slack = false;  // Slack incoming webhook ({"text": ...}) instead of the plain JSON
+  };
+  std::vector<Webhook> webhooks;
+  std::string sns_topic_arn;  // SNS Publish, signed with the collector's AWS credentials
+  int attempts = 3;
+};
+
 // "auto", "approve", "dry-run" or "off".
 const char* ResponseModeName(ResponseMode mode);
 
@@ -54,6 +65,7 @@ struct CollectorConfig {
   AwsConfig aws;
   ResponseMode response_mode = ResponseMode::kAuto;
   ResponseConfig response;
+  NotifyConfig notify;
 };
 
 // Loads and validates `path`. InvalidArgument "file:line:col: key: reason" on any error; the

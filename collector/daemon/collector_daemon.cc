@@ -40,6 +40,31 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   }
   worker_options.never_isolate_tags = response.never_isolate_tags;
   worker_options.max_auto_per_hour = response.max_auto_isolations_per_hour;
+  d->notifier_ = std::make_unique<Notifier>(d->store_.get(), std::move(parts.notify_sinks),
+                                            Notifier::Options{});
+  if (!d->notifier_->empty()) {
+    Notifier* notifier = d->notifier_.get();
+    CollectorStore* store = d->store_.get();
+    worker_options.on_outcome = [notifier, store](const ActionRecord& action,
+                                                  const std::string& outcome) {
+      Notification n;
+      n.incident_id = action.incident_id;
+      n.instance = action.target;
+      n.outcome = outcome;
+      n.title = absl::StrFormat("Tripline: %s %s", action.target, outcome);
+      n.text = absl::StrFormat("%s %s (action %d by %s, mode %s)", action.target, outcome,
+                               action.id, action.actor, action.mode);
+      if (action.incident_id > 0) {
+        absl::StatusOr<std::optional<IncidentRecord>> inc = store->GetIncident(action.incident_id);
+        if (inc.ok() && *inc) {
+          n.title = absl::StrFormat("Tripline: %s %s (incident %d, %s: %s)", action.target,
+                                    outcome, action.incident_id, (*inc)->severity, (*inc)->title);
+          n.text = absl::StrCat(n.text, "\n", (*inc)->summary);
+        }
+      }
+      notifier->Enqueue(std::move(n));
+    };
+  }
   d->worker_ = std::make_unique<IsolationWorker>(d->store_.get(), std::move(parts.network),
                                                  parts.network_error, worker_options, *d->clock_);
 
@@ -67,6 +92,7 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   }
 
   d->writer_->Start();
+  d->notifier_->Start();
   d->worker_->Start();
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -134,6 +160,7 @@ void CollectorDaemon::Stop() {
   }
   if (writer_ != nullptr) writer_->Stop();  // commits what was accepted
   if (worker_ != nullptr) worker_->Stop();  // after its current call
+  if (notifier_ != nullptr) notifier_->Stop();
   if (server_ != nullptr) server_->Wait();
   spdlog::info("collector: stopped");
 }

@@ -19,6 +19,7 @@
 #include "collector/ingest/agent_registry.h"
 #include "collector/ingest/ingest_service.h"
 #include "collector/ingest/store_writer.h"
+#include "collector/notify/notifier.h"
 #include "collector/response/isolation_worker.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
@@ -37,6 +38,8 @@ struct CollectorParts {
   absl::Status network_error = absl::FailedPreconditionError("no EC2 client configured");
   const Clock* clock = nullptr;  // null: SystemClock()
   size_t max_in_flight = 128;    // per stream
+  // Where response outcomes are announced (webhooks, SNS); empty: nowhere.
+  std::vector<std::unique_ptr<NotificationSink>> notify_sinks;
 };
 
 class CollectorDaemon {
@@ -69,6 +72,7 @@ class CollectorDaemon {
   const Clock* clock_ = nullptr;
   std::unique_ptr<CollectorStore> store_;
   std::unique_ptr<AgentRegistry> registry_;
+  std::unique_ptr<Notifier> notifier_;  // before worker_: the worker calls it
   std::unique_ptr<IsolationWorker> worker_;
   std::unique_ptr<StoreWriter> writer_;
   std::unique_ptr<IngestService> ingest_;

@@ -4,6 +4,7 @@
 #include "platform/aws/ec2_client.h"
 #include "platform/runtime/logging.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::collector {
@@ -159,6 +160,31 @@ absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws) {
   out.network = std::make_unique<AwsInstanceNetwork>(
       std::move(ec2_client), std::move(iam_client), std::move(autoscaling_client));
   return out;
+}
+
+absl::StatusOr<std::unique_ptr<aws::QueryConnection>> MakeSnsConnection(
+    const AwsConfig& aws, const std::string& topic_arn) {
+  // arn:aws:sns:REGION:ACCOUNT:NAME
+  const std::vector<std::string> parts = absl::StrSplit(topic_arn, ':');
+  if (parts.size() != 6 || parts[2] != "sns" || parts[3].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", Printable(topic_arn), "' is not an SNS topic ARN"));
+  }
+  auto chain = std::make_shared<aws::CredentialChain>(aws::CredentialChain::Options{});
+  aws::QueryConnection::Options o;
+  o.service = "sns";
+  o.api_version = "2010-03-31";
+  o.region = parts[3];
+  o.endpoint = aws.endpoint.empty() ? absl::StrCat("https://sns.", parts[3], ".amazonaws.com")
+                                    : aws.endpoint;
+  o.ca_file = aws.ca_file;
+  o.max_attempts = aws.max_attempts;
+  o.retry_base_ms = aws.retry_base_ms;
+  o.credentials = [chain]() -> absl::StatusOr<aws::Credentials> {
+    ASSIGN_OR_RETURN(aws::TemporaryCredentials t, chain->Get());
+    return t.credentials;
+  };
+  return aws::QueryConnection::Create(std::move(o));
 }
 
 }  // namespace tripline::collector

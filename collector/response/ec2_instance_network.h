@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "collector/config/collector_config.h"
 #include "collector/response/isolation_worker.h"
+#include "platform/aws/query_connection.h"
 
 namespace tripline::collector {
 
@@ -22,5 +23,10 @@ struct AwsResponse {
 // region from `aws.region`, else the chain. NotFound when no source has credentials;
 // InvalidArgument for bad settings or a region nobody names.
 absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws);
+
+// A Query connection to SNS for `topic_arn` (its region), with the same credential chain;
+// `aws.endpoint`, when set, serves SNS too.
+absl::StatusOr<std::unique_ptr<aws::QueryConnection>> MakeSnsConnection(
+    const AwsConfig& aws, const std::string& topic_arn);
 
 }  // namespace tripline::collector

@@ -184,6 +184,14 @@ void IsolationWorker::Run::Finish(bool ok, const std::string& code, const std::s
     }
     return absl::OkStatus();
   });
+  if (w_->options_.on_outcome && !aborted_) {
+    const bool isolate = action_.kind == kIsolateActionKind;
+    std::string outcome = ok ? (isolate ? "isolated" : "released")
+                             : (isolate ? "isolation failed" : "release failed");
+    if (code == "NeverIsolate") outcome = "isolation refused (never-isolate)";
+    if (dry_run()) outcome = absl::StrCat("dry-run: ", outcome);
+    w_->options_.on_outcome(action_, outcome);
+  }
   if (ok) {
     spdlog::info("response: {} done action={} incident={} target={}", action_.kind, action_.id,
                  action_.incident_id, Printable(action_.target));
@@ -216,6 +224,7 @@ bool IsolationWorker::Run::Guard() {
       }
       return absl::OkStatus();
     });
+    if (!aborted_ && o.on_outcome) o.on_outcome(action_, "waiting for approval");
     return false;
   }
   if (o.max_auto_per_hour > 0 && action_.actor == "collector" && action_.mode == "auto" &&
@@ -243,6 +252,7 @@ bool IsolationWorker::Run::Guard() {
         }
         return absl::OkStatus();
       });
+      if (!aborted_ && o.on_outcome) o.on_outcome(action_, "waiting for approval (hourly cap)");
       return false;
     }
   }

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -115,6 +116,9 @@ class IsolationWorker {
     std::set<std::string> never_isolate_ids;   // the collector's own instance belongs here
     std::map<std::string, std::string> never_isolate_tags;  // key -> value ("" = any value)
     int max_auto_per_hour = 0;  // 0: no cap
+    // Called on the worker thread when an action ends or starts waiting for approval, with a
+    // short outcome ("contained", "isolation failed", "waiting for approval", "released", ...).
+    std::function<void(const ActionRecord& action, const std::string& outcome)> on_outcome;
   };
 
   // `network` may be null when AWS is not usable (no credentials): then every action fails with

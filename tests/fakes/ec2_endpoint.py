@@ -58,8 +58,10 @@ from botocore.credentials import Credentials
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 IAM_XMLNS = "https://iam.amazonaws.com/doc/2010-05-08/"
 AS_XMLNS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 API_VERSION = "2016-11-15"
-API_VERSIONS = {"ec2": "2016-11-15", "iam": "2010-05-08", "autoscaling": "2011-01-01"}
+API_VERSIONS = {"ec2": "2016-11-15", "iam": "2010-05-08", "autoscaling": "2011-01-01",
+                "sns": "2010-03-31"}
 MAX_BODY = 1 << 20
 MAX_CALLS_KEPT = 10000
 MAX_SKEW = datetime.timedelta(minutes=5)
@@ -109,7 +111,7 @@ def load_seed(path):
     if not isinstance(seed, dict):
         raise SeedError("seed: not a JSON object")
     unknown = set(seed) - {"instances", "security_groups", "instance_profiles",
-                           "autoscaling_groups", "flows"}
+                           "autoscaling_groups", "flows", "sns_topics"}
     if unknown:
         raise SeedError(f"seed: unknown keys {sorted(unknown)}")
     groups = []
@@ -196,7 +198,8 @@ def load_seed(path):
                       "remote": _require(fl, "remote", str, where),
                       "tracked": True, "alive": True})
     return {"instances": instances, "security_groups": groups, "instance_profiles": profiles,
-            "autoscaling_groups": asgs, "flows": flows}
+            "autoscaling_groups": asgs, "flows": flows,
+            "sns_topics": list(seed.get("sns_topics", []))}
 
 
 def _rule(r, where):
@@ -222,6 +225,8 @@ class World:
         self.asgs = state["autoscaling_groups"]
         self.flows = state["flows"]
         self.snapshots = []
+        self.sns_topics = state["sns_topics"]
+        self.sns_messages = []
         self.calls = []
         self.injections = []  # dicts: action, code, http_status, count, message
         self.dispatched = 0   # API calls that reached an action
@@ -240,7 +245,8 @@ class World:
                     "instance_profiles": copy.deepcopy(self.profiles),
                     "autoscaling_groups": copy.deepcopy(self.asgs),
                     "flows": copy.deepcopy(self.flows),
-                    "snapshots": copy.deepcopy(self.snapshots)}
+                    "snapshots": copy.deepcopy(self.snapshots),
+                    "sns_messages": copy.deepcopy(self.sns_messages)}
 
     def record(self, call):
         with self.lock:
@@ -1152,7 +1158,29 @@ def exit_standby(world, params, request_id):
     return _standby(world, params, request_id, "ExitStandby", False)
 
 
+def sns_publish(world, params, request_id):
+    _check_params(params, {"Action", "Version", "TopicArn", "Subject", "Message"}, [])
+    arn = _required(params, "TopicArn")
+    message = _required(params, "Message")
+    subject = params.get("Subject", "")
+    if len(subject) > 100 or any(ord(c) < 0x20 for c in subject):
+        raise ApiError(400, "InvalidParameter", "Invalid parameter: Subject")
+    if len(message.encode()) > 256 * 1024:
+        raise ApiError(400, "InvalidParameter", "Invalid parameter: Message too long")
+    message_id = str(uuid.uuid4())
+    with world.lock:
+        if arn not in world.sns_topics:
+            raise ApiError(404, "NotFound", "Topic does not exist")
+        world.sns_messages.append({"topic": arn, "subject": subject, "message": message,
+                                   "message_id": message_id})
+    return (f'<PublishResponse xmlns="{SNS_XMLNS}"><PublishResult>'
+            f"<MessageId>{message_id}</MessageId></PublishResult>"
+            f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+            "</PublishResponse>")
+
+
 ACTIONS = {
+    "sns": {"Publish": sns_publish},
     "ec2": {
         "DescribeInstances": describe_instances,
         "DescribeInstanceAttribute": describe_instance_attribute,
@@ -1188,7 +1216,7 @@ def error_xml(code, message, request_id, service="ec2"):
                 f"<Response><Errors><Error><Code>{escape(code)}</Code>"
                 f"<Message>{escape(message)}</Message></Error></Errors>"
                 f"<RequestID>{request_id}</RequestID></Response>")
-    xmlns = IAM_XMLNS if service == "iam" else AS_XMLNS
+    xmlns = {"iam": IAM_XMLNS, "sns": SNS_XMLNS}.get(service, AS_XMLNS)
     return ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             f'<ErrorResponse xmlns="{xmlns}"><Error><Type>Sender</Type>'
             f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error>"
@@ -1434,7 +1462,7 @@ class Server(ThreadingHTTPServer):
         self.world = world
         self.keys = keys
         self.region = region
-        self.regions = {"ec2": region, "autoscaling": region, "iam": "us-east-1"}
+        self.regions = {"ec2": region, "autoscaling": region, "sns": region, "iam": "us-east-1"}
         self.session_token = session_token
         self.log_lock = threading.Lock()
         self.log_file = log_file

@@ -493,7 +493,58 @@ def scenario_response_imds_credentials(fleet, demo=False):
         raise Failure("the collector's own instance was touched")
 
 
+def scenario_response_notify(fleet, demo=False):
+    """The isolation's outcome goes to a webhook (JSON), Slack and SNS; each delivery (and the
+    first webhook's retry after a 500) is on the incident."""
+    import json
+    import urllib.request
+    here = os.path.dirname(os.path.abspath(__file__))
+    receiver = os.path.join(os.path.dirname(here), "fakes", "http_receiver.py")
+    ready = os.path.join(fleet.dir, "hook.ready")
+    p = fleet.start("receiver", ["/usr/bin/python3", receiver, "--listen", "127.0.0.1:0",
+                                 "--ready-file", ready, "--fail-first", "1"])
+    hook = fleet.read_ready(ready, p)
+    topic = "arn:aws:sns:us-east-1:111122223333:security-alerts"
+    seed = dict(FULL_SEED, sns_topics=[topic])
+    fleet.start_ec2(seed)
+    cfg = fleet.write_collector_config(isolation_group=None)
+    with open(cfg, "a") as f:
+        f.write(f"""notify:
+  attempts: 3
+  sns_topic_arn: {topic}
+  webhooks:
+    - url: http://{hook}/hooks/T000/B000/secret
+    - url: http://{hook}/slack
+      format: slack
+""")
+    fleet.start_collector(cfg)
+    inc = trigger_by_agent(fleet)
+    wait_action(fleet)
+    summary = wait_for("three deliveries on the incident", lambda: (
+        lambda s: s if s.count("notify ") >= 3 else None)(
+            fleet.incident(inc["id"])["incident"]["summary"]))
+    for needle in (f"notify webhook http://{hook}: delivered (2 attempt(s))",
+                   f"notify slack http://{hook}: delivered (1 attempt(s))",
+                   f"notify sns {topic}: delivered"):
+        if needle not in summary:
+            raise Failure(f"incident lacks {needle!r}: {summary}")
+    with urllib.request.urlopen(f"http://{hook}/_tripline/received", timeout=10) as r:
+        received = json.load(r)
+    bodies = [json.loads(x["body"]) for x in received if x["status"] == 200]
+    plain = next(b for b in bodies if "outcome" in b)
+    if plain["outcome"] != "isolated" or plain["incident_id"] != int(inc["id"]) or \
+            INSTANCE not in plain["title"] or "contained" not in plain["text"]:
+        raise Failure(f"webhook body: {plain}")
+    slack = next(b for b in bodies if "text" in b and "outcome" not in b)
+    if "isolated" not in slack["text"]:
+        raise Failure(f"slack body: {slack}")
+    messages = fleet.ec2_get("state")["sns_messages"]
+    if len(messages) != 1 or INSTANCE not in messages[0]["subject"]:
+        raise Failure(f"SNS messages: {messages}")
+
+
 SCENARIOS = {
+    "response_notify": scenario_response_notify,
     "response_imds_credentials": scenario_response_imds_credentials,
     "response_recipe": scenario_response_recipe,
     "response_release": scenario_response_release,

@@ -57,6 +57,11 @@ response:
   never_isolate:
     instance_ids: [i-0bastion]
     tags: ["role=bastion", "tripline:never-isolate"]
+notify:
+  sns_topic_arn: arn:aws:sns:eu-west-1:111122223333:alerts
+  webhooks:
+    - url: https://hooks.example/x
+      format: slack
 )", "c.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->response_mode, ResponseMode::kDryRun);
@@ -71,6 +76,9 @@ response:
   EXPECT_EQ(c->aws.autoscaling_endpoint, "http://127.0.0.1:10");
   EXPECT_EQ(c->aws.max_attempts, 6);
   EXPECT_EQ(c->aws.retry_base_ms, 20);
+  ASSERT_EQ(c->notify.webhooks.size(), 1u);
+  EXPECT_TRUE(c->notify.webhooks[0].slack);
+  EXPECT_EQ(c->notify.sns_topic_arn, "arn:aws:sns:eu-west-1:111122223333:alerts");
 }
 
 TEST(CollectorConfig, BadValuesNameTheirPlace) {
@@ -87,6 +95,9 @@ TEST(CollectorConfig, BadValuesNameTheirPlace) {
   EXPECT_NE(err("response:\n  max_auto_isolations_per_hour: -1\n").find("c.yaml:4:33"),
             std::string::npos);
   EXPECT_NE(err("aws:\n  iam_endpoint: iam.local\n").find("c.yaml:4:17"), std::string::npos);
+  EXPECT_NE(err("notify:\n  webhooks:\n    - url: ftp://x\n").find("c.yaml:5:12"),
+            std::string::npos);
+  EXPECT_NE(err("notify:\n  sns_topic_arn: security\n").find("c.yaml:4:18"), std::string::npos);
   EXPECT_NE(err("aws:\n  endpoint: ftp://x\n").find("c.yaml:4:13"), std::string::npos);
   EXPECT_NE(err("tls:\n  plaintext: maybe\n").find("c.yaml:4:14"), std::string::npos);
   EXPECT_NE(ParseCollectorConfig("listen: 127.0.0.1:0\n", "c.yaml")
