@@ -80,7 +80,8 @@ class WebhookSink : public NotificationSink {
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(
-        h, CURLOPT_WRITEFUNCTION, +[](char*, size_t size, size_t count, void*) { return size * count; });
+        h, CURLOPT_WRITEFUNCTION,
+        +[](char*, size_t size, size_t count, void*) { return size * count; });
     const CURLcode rc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -114,9 +115,8 @@ class SnsSink : public NotificationSink {
     aws::CallInfo info;
     pugi::xml_document doc;
     RETURN_IF_ERROR(connection_->Call(
-        "Publish",
-        {{"TopicArn", topic_arn_}, {"Subject", subject}, {"Message", ValidUtf8(n.text)}}, false,
-        &info, &doc));
+        "Publish", {{"TopicArn", topic_arn_}, {"Subject", subject}, {"Message", ValidUtf8(n.text)}},
+        false, &info, &doc));
     return absl::OkStatus();
   }
 

@@ -24,8 +24,8 @@ struct Notification {
   int64_t incident_id = 0;  // 0: none
   std::string title;        // "Tripline: i-0abc contained (incident 7)"
   std::string instance;
-  std::string outcome;      // contained, isolation failed, waiting for approval, released, ...
-  std::string text;         // what happened, where, what was done: the incident's timeline
+  std::string outcome;  // contained, isolation failed, waiting for approval, released, ...
+  std::string text;     // what happened, where, what was done: the incident's timeline
 };
 
 class NotificationSink {

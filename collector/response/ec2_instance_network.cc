@@ -1,10 +1,10 @@
 #include "collector/response/ec2_instance_network.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "platform/aws/credentials.h"
 #include "platform/aws/ec2_client.h"
 #include "platform/runtime/logging.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::collector {
@@ -76,8 +76,7 @@ class AwsInstanceNetwork : public InstanceNetwork {
   }
   absl::StatusOr<std::vector<std::string>> CreateSnapshots(
       const std::string& id, const std::string& description,
-      const std::map<std::string, std::string>& tags, bool dry_run,
-      aws::CallInfo* info) override {
+      const std::map<std::string, std::string>& tags, bool dry_run, aws::CallInfo* info) override {
     return ec2_->CreateSnapshots(id, description, tags, dry_run, info);
   }
   absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
@@ -123,9 +122,9 @@ absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws) {
   if (out.region.empty()) {
     absl::StatusOr<std::string> region = chain->Region();
     if (!region.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "aws.region is not set and no AWS_REGION, profile region or IMDS says it: ",
-          region.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("aws.region is not set and no AWS_REGION, profile region or IMDS says it: ",
+                       region.status().message()));
     }
     out.region = *region;
   }
@@ -157,8 +156,8 @@ absl::StatusOr<AwsResponse> MakeAwsResponse(const AwsConfig& aws) {
   autoscaling.endpoint = aws.autoscaling_endpoint;
   ASSIGN_OR_RETURN(std::unique_ptr<aws::AutoScalingClient> autoscaling_client,
                    aws::AutoScalingClient::Create(std::move(autoscaling)));
-  out.network = std::make_unique<AwsInstanceNetwork>(
-      std::move(ec2_client), std::move(iam_client), std::move(autoscaling_client));
+  out.network = std::make_unique<AwsInstanceNetwork>(std::move(ec2_client), std::move(iam_client),
+                                                     std::move(autoscaling_client));
   return out;
 }
 

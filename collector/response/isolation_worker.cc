@@ -147,8 +147,8 @@ absl::StatusOr<std::string> IsolationWorker::Run::Step(const std::string& key,
     step.error_code = !info.error_code.empty()
                           ? info.error_code
                           : std::string(absl::StatusCodeToString(result.status().code()));
-    step.error_message = !info.error_message.empty() ? info.error_message
-                                                     : std::string(result.status().message());
+    step.error_message =
+        !info.error_message.empty() ? info.error_message : std::string(result.status().message());
     if (first_error_code_.empty()) {
       first_error_code_ = step.error_code;
       first_error_message_ = step.error_message;
@@ -176,8 +176,7 @@ void IsolationWorker::Run::Finish(bool ok, const std::string& code, const std::s
   Write([&](CollectorStore::Writer& w) -> absl::Status {
     RETURN_IF_ERROR(w.UpdateAction(action_));
     if (!agent_state.empty() && !dry_run()) {
-      RETURN_IF_ERROR(
-          w.SetIsolationState(action_.agent_id, agent_state == "-" ? "" : agent_state));
+      RETURN_IF_ERROR(w.SetIsolationState(action_.agent_id, agent_state == "-" ? "" : agent_state));
     }
     if (action_.incident_id > 0 && !timeline.empty()) {
       RETURN_IF_ERROR(w.AppendIncidentSummary(action_.incident_id, timeline, now));
@@ -296,23 +295,23 @@ bool IsolationWorker::Run::Execute() {
   return action_.kind == kIsolateActionKind ? Isolate() : Release();
 }
 
-#define STEP_OR_FAIL(lhs, expr)                                                          \
-  auto TRIPLINE_CONCAT_(step_, __LINE__) = (expr);                                       \
-  if (aborted_) return true;                                                             \
-  if (Stopping()) return false;                                                          \
-  if (!TRIPLINE_CONCAT_(step_, __LINE__).ok()) {                                         \
-    Finish(false, first_error_code_, first_error_message_,                               \
-           absl::StrCat(action_.kind, " failed: ", first_error_line_), fail_state);      \
-    return true;                                                                         \
-  }                                                                                      \
+#define STEP_OR_FAIL(lhs, expr)                                                     \
+  auto TRIPLINE_CONCAT_(step_, __LINE__) = (expr);                                  \
+  if (aborted_) return true;                                                        \
+  if (Stopping()) return false;                                                     \
+  if (!TRIPLINE_CONCAT_(step_, __LINE__).ok()) {                                    \
+    Finish(false, first_error_code_, first_error_message_,                          \
+           absl::StrCat(action_.kind, " failed: ", first_error_line_), fail_state); \
+    return true;                                                                    \
+  }                                                                                 \
   lhs = *std::move(TRIPLINE_CONCAT_(step_, __LINE__))
 
 // A step whose failure is recorded but does not stop the action (evidence, after containment).
-#define STEP_OR_CONTINUE(expr)         \
-  do {                                 \
-    (void)(expr);                      \
-    if (aborted_) return true;         \
-    if (Stopping()) return false;      \
+#define STEP_OR_CONTINUE(expr)    \
+  do {                            \
+    (void)(expr);                 \
+    if (aborted_) return true;    \
+    if (Stopping()) return false; \
   } while (0)
 
 bool IsolationWorker::Run::Isolate() {
@@ -323,39 +322,37 @@ bool IsolationWorker::Run::Isolate() {
 
   // 1. Record what will change: the way back and evidence.
   std::string recorded;
-  STEP_OR_FAIL(recorded,
-               Step("describe", "ec2:DescribeInstances", id, "",
-                    [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
-                      ASSIGN_OR_RETURN(aws::Instance inst, net().DescribeInstance(id, info));
-                      std::vector<std::string> parts;
-                      for (const aws::NetworkInterface& e : inst.interfaces) {
-                        parts.push_back(absl::StrFormat("%s: %s", e.interface_id,
-                                                        Groups(e.group_ids)));
-                      }
-                      for (const aws::Volume& v : inst.volumes) {
-                        parts.push_back(absl::StrFormat("%s %s DeleteOnTermination=%s",
-                                                        v.device_name, v.volume_id,
-                                                        v.delete_on_termination ? "true" : "false"));
-                      }
-                      if (!inst.iam_instance_profile_arn.empty()) {
-                        parts.push_back("profile " + inst.iam_instance_profile_arn);
-                      }
-                      for (const aws::NetworkInterface& e : inst.interfaces) {
-                        if (!e.public_ip.empty()) {
-                          parts.push_back(absl::StrFormat("%s public ip %s%s", e.interface_id,
-                                                          e.public_ip,
-                                                          e.eip_allocation_id.empty()
-                                                              ? ""
-                                                              : " (Elastic IP " +
-                                                                    e.eip_allocation_id + ")"));
-                        }
-                      }
-                      for (const auto& [k, v] : inst.tags) {
-                        parts.push_back(absl::StrFormat("tag %s=%s", k, v));
-                      }
-                      *detail = absl::StrJoin(parts, "; ");
-                      return EncodeInstance(inst);
-                    }));
+  STEP_OR_FAIL(
+      recorded,
+      Step("describe", "ec2:DescribeInstances", id, "",
+           [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+             ASSIGN_OR_RETURN(aws::Instance inst, net().DescribeInstance(id, info));
+             std::vector<std::string> parts;
+             for (const aws::NetworkInterface& e : inst.interfaces) {
+               parts.push_back(absl::StrFormat("%s: %s", e.interface_id, Groups(e.group_ids)));
+             }
+             for (const aws::Volume& v : inst.volumes) {
+               parts.push_back(absl::StrFormat("%s %s DeleteOnTermination=%s", v.device_name,
+                                               v.volume_id,
+                                               v.delete_on_termination ? "true" : "false"));
+             }
+             if (!inst.iam_instance_profile_arn.empty()) {
+               parts.push_back("profile " + inst.iam_instance_profile_arn);
+             }
+             for (const aws::NetworkInterface& e : inst.interfaces) {
+               if (!e.public_ip.empty()) {
+                 parts.push_back(absl::StrFormat(
+                     "%s public ip %s%s", e.interface_id, e.public_ip,
+                     e.eip_allocation_id.empty() ? ""
+                                                 : " (Elastic IP " + e.eip_allocation_id + ")"));
+               }
+             }
+             for (const auto& [k, v] : inst.tags) {
+               parts.push_back(absl::StrFormat("tag %s=%s", k, v));
+             }
+             *detail = absl::StrJoin(parts, "; ");
+             return EncodeInstance(inst);
+           }));
   absl::StatusOr<aws::Instance> decoded = DecodeInstance(recorded);
   if (!decoded.ok()) {
     Finish(false, "BadRecord", std::string(decoded.status().message()),
@@ -390,34 +387,34 @@ bool IsolationWorker::Run::Isolate() {
   auto ensure_group = [&](const std::string& role, const std::string& vpc, const std::string& name,
                           const std::string& description) -> std::optional<std::string> {
     std::string gid;
-    auto found = Step(absl::StrCat("sg-find:", role, ":", vpc), "ec2:DescribeSecurityGroups", vpc,
-                      name, [&](aws::CallInfo* info, std::string* detail)
-                                -> absl::StatusOr<std::string> {
-                        ASSIGN_OR_RETURN(std::string g, net().FindSecurityGroup(vpc, name, info));
-                        *detail = absl::StrCat(name, " in ", vpc, ": ",
-                                               g.empty() ? std::string("none") : g);
-                        return g;
-                      });
+    auto found =
+        Step(absl::StrCat("sg-find:", role, ":", vpc), "ec2:DescribeSecurityGroups", vpc, name,
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               ASSIGN_OR_RETURN(std::string g, net().FindSecurityGroup(vpc, name, info));
+               *detail = absl::StrCat(name, " in ", vpc, ": ", g.empty() ? std::string("none") : g);
+               return g;
+             });
     if (!found.ok() || Stopping()) return std::nullopt;  // the caller tells which
     gid = *found;
     if (gid.empty()) {
       std::map<std::string, std::string> tags = group_tags;
       tags["tripline:role"] = role;
-      auto created = Step(
-          absl::StrCat("sg-create:", role, ":", vpc), "ec2:CreateSecurityGroup", vpc, name,
-          [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
-            absl::StatusOr<std::string> g =
-                net().CreateSecurityGroup(vpc, name, description, tags, dry, info);
-            if (!g.ok() && info->error_code == "InvalidGroup.Duplicate") {
-              // Created by a call whose answer was lost: find it.
-              g = net().FindSecurityGroup(vpc, name, info);
-              if (g.ok() && g->empty()) g = absl::NotFoundError("group vanished after Duplicate");
-            }
-            if (!g.ok()) return g.status();
-            if (info->dry_run) *g = absl::StrCat("sg-dryrun-", role);
-            *detail = absl::StrCat(name, " in ", vpc, ": ", *g);
-            return *g;
-          });
+      auto created =
+          Step(absl::StrCat("sg-create:", role, ":", vpc), "ec2:CreateSecurityGroup", vpc, name,
+               [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+                 absl::StatusOr<std::string> g =
+                     net().CreateSecurityGroup(vpc, name, description, tags, dry, info);
+                 if (!g.ok() && info->error_code == "InvalidGroup.Duplicate") {
+                   // Created by a call whose answer was lost: find it.
+                   g = net().FindSecurityGroup(vpc, name, info);
+                   if (g.ok() && g->empty())
+                     g = absl::NotFoundError("group vanished after Duplicate");
+                 }
+                 if (!g.ok()) return g.status();
+                 if (info->dry_run) *g = absl::StrCat("sg-dryrun-", role);
+                 *detail = absl::StrCat(name, " in ", vpc, ": ", *g);
+                 return *g;
+               });
       if (!created.ok()) return std::nullopt;
       gid = *created;
     }
@@ -444,14 +441,13 @@ bool IsolationWorker::Run::Isolate() {
     }
     untrack[vpc] = *u;
     std::string ignored;
-    STEP_OR_FAIL(ignored, Step(absl::StrCat("sg-ingress:untrack:", vpc),
-                               "ec2:AuthorizeSecurityGroupIngress", *u,
-                               "all traffic from 0.0.0.0/0 and ::/0",
-                               [&](aws::CallInfo* info, std::string*)
-                                   -> absl::StatusOr<std::string> {
-                                 RETURN_IF_ERROR(net().AuthorizeIngressFromAnywhere(*u, dry, info));
-                                 return std::string();
-                               }));
+    STEP_OR_FAIL(ignored,
+                 Step(absl::StrCat("sg-ingress:untrack:", vpc), "ec2:AuthorizeSecurityGroupIngress",
+                      *u, "all traffic from 0.0.0.0/0 and ::/0",
+                      [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+                        RETURN_IF_ERROR(net().AuthorizeIngressFromAnywhere(*u, dry, info));
+                        return std::string();
+                      }));
     if (!o.isolation_security_group.empty() && vpc == inst.vpc_id) {
       isolation[vpc] = o.isolation_security_group;
       if (!dry) w_->ready_groups_[vpc] = {untrack[vpc], isolation[vpc]};
@@ -467,14 +463,13 @@ bool IsolationWorker::Run::Isolate() {
       return true;
     }
     isolation[vpc] = *iso;
-    STEP_OR_FAIL(ignored, Step(absl::StrCat("sg-egress:isolation:", vpc),
-                               "ec2:RevokeSecurityGroupEgress", *iso,
-                               "default egress (all traffic to 0.0.0.0/0)",
-                               [&](aws::CallInfo* info, std::string*)
-                                   -> absl::StatusOr<std::string> {
-                                 RETURN_IF_ERROR(net().RevokeDefaultEgress(*iso, dry, info));
-                                 return std::string();
-                               }));
+    STEP_OR_FAIL(ignored,
+                 Step(absl::StrCat("sg-egress:isolation:", vpc), "ec2:RevokeSecurityGroupEgress",
+                      *iso, "default egress (all traffic to 0.0.0.0/0)",
+                      [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+                        RETURN_IF_ERROR(net().RevokeDefaultEgress(*iso, dry, info));
+                        return std::string();
+                      }));
     if (!dry) w_->ready_groups_[vpc] = {untrack[vpc], isolation[vpc]};
   }
 
@@ -487,16 +482,15 @@ bool IsolationWorker::Run::Isolate() {
     bool ok = true;
     for (const auto& [phase, group] : {std::pair<std::string, std::string>{"untrack", untrack[vpc]},
                                        {"isolate", isolation[vpc]}}) {
-      auto r = Step(absl::StrCat("eni-", phase, ":", e.interface_id),
-                    "ec2:ModifyNetworkInterfaceAttribute", e.interface_id,
-                    absl::StrFormat("%s: %s -> %s", e.interface_id,
-                                    phase == "untrack" ? Groups(e.group_ids) : untrack[vpc],
-                                    group),
-                    [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
-                      RETURN_IF_ERROR(
-                          net().SetInterfaceSecurityGroups(e.interface_id, {group}, dry, info));
-                      return group;
-                    });
+      auto r = Step(
+          absl::StrCat("eni-", phase, ":", e.interface_id), "ec2:ModifyNetworkInterfaceAttribute",
+          e.interface_id,
+          absl::StrFormat("%s: %s -> %s", e.interface_id,
+                          phase == "untrack" ? Groups(e.group_ids) : untrack[vpc], group),
+          [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+            RETURN_IF_ERROR(net().SetInterfaceSecurityGroups(e.interface_id, {group}, dry, info));
+            return group;
+          });
       if (aborted_) return true;
       if (Stopping()) return false;
       if (!r.ok()) {
@@ -543,45 +537,44 @@ bool IsolationWorker::Run::Isolate() {
   // it), now that the instance is contained.
   for (const char* attribute : {"disableApiTermination", "instanceInitiatedShutdownBehavior"}) {
     std::string value;
-    STEP_OR_FAIL(value, Step(absl::StrCat("attr:", attribute), "ec2:DescribeInstanceAttribute", id,
-                             attribute,
-                             [&](aws::CallInfo* info, std::string* detail)
-                                 -> absl::StatusOr<std::string> {
-                               ASSIGN_OR_RETURN(std::string v, net().DescribeInstanceAttribute(
-                                                                   id, attribute, info));
-                               *detail = absl::StrCat(attribute, "=", v);
-                               return v;
-                             }));
+    STEP_OR_FAIL(
+        value,
+        Step(absl::StrCat("attr:", attribute), "ec2:DescribeInstanceAttribute", id, attribute,
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               ASSIGN_OR_RETURN(std::string v,
+                                net().DescribeInstanceAttribute(id, attribute, info));
+               *detail = absl::StrCat(attribute, "=", v);
+               return v;
+             }));
   }
   aws::IamProfileAssociation association;
   if (!inst.iam_instance_profile_arn.empty()) {
     std::string assoc;
-    STEP_OR_FAIL(assoc, Step("iam-association", "ec2:DescribeIamInstanceProfileAssociations", id,
-                             "",
-                             [&](aws::CallInfo* info, std::string* detail)
-                                 -> absl::StatusOr<std::string> {
-                               ASSIGN_OR_RETURN(aws::IamProfileAssociation a,
-                                                net().DescribeIamProfileAssociation(id, info));
-                               *detail = a.association_id.empty()
-                                             ? std::string("no profile associated")
-                                             : absl::StrCat(a.association_id, " ", a.profile_arn);
-                               return absl::StrCat(a.association_id, "\t", a.profile_arn);
-                             }));
+    STEP_OR_FAIL(assoc,
+                 Step("iam-association", "ec2:DescribeIamInstanceProfileAssociations", id, "",
+                      [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+                        ASSIGN_OR_RETURN(aws::IamProfileAssociation a,
+                                         net().DescribeIamProfileAssociation(id, info));
+                        *detail = a.association_id.empty()
+                                      ? std::string("no profile associated")
+                                      : absl::StrCat(a.association_id, " ", a.profile_arn);
+                        return absl::StrCat(a.association_id, "\t", a.profile_arn);
+                      }));
     std::vector<std::string> f = absl::StrSplit(assoc, absl::MaxSplits('\t', 1));
     association.association_id = f[0];
     if (f.size() > 1) association.profile_arn = f[1];
   }
   std::string asg;
-  STEP_OR_FAIL(asg, Step("asg", "autoscaling:DescribeAutoScalingInstances", id, "",
-                         [&](aws::CallInfo* info, std::string* detail)
-                             -> absl::StatusOr<std::string> {
-                           ASSIGN_OR_RETURN(aws::AutoScalingClient::Membership m,
-                                            net().DescribeAutoScaling(id, info));
-                           *detail = m.group_name.empty()
-                                         ? std::string("not in an Auto Scaling group")
-                                         : absl::StrCat(m.group_name, " ", m.lifecycle_state);
-                           return absl::StrCat(m.group_name, "\t", m.lifecycle_state);
-                         }));
+  STEP_OR_FAIL(asg,
+               Step("asg", "autoscaling:DescribeAutoScalingInstances", id, "",
+                    [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+                      ASSIGN_OR_RETURN(aws::AutoScalingClient::Membership m,
+                                       net().DescribeAutoScaling(id, info));
+                      *detail = m.group_name.empty()
+                                    ? std::string("not in an Auto Scaling group")
+                                    : absl::StrCat(m.group_name, " ", m.lifecycle_state);
+                      return absl::StrCat(m.group_name, "\t", m.lifecycle_state);
+                    }));
   const std::vector<std::string> asg_fields = absl::StrSplit(asg, absl::MaxSplits('\t', 1));
 
   // 5. Protect the evidence, one attribute per call.
@@ -600,53 +593,52 @@ bool IsolationWorker::Run::Isolate() {
                           "InstanceInitiatedShutdownBehavior=stop"));
   for (const aws::Volume& v : inst.volumes) {
     if (!v.delete_on_termination) continue;
-    STEP_OR_CONTINUE(modify(absl::StrCat("protect:volume:", v.device_name),
-                            {Kind::kVolumeDeleteOnTermination, "false", v.device_name},
-                            absl::StrFormat("%s (%s) DeleteOnTermination=false", v.device_name,
-                                            v.volume_id)));
+    STEP_OR_CONTINUE(
+        modify(absl::StrCat("protect:volume:", v.device_name),
+               {Kind::kVolumeDeleteOnTermination, "false", v.device_name},
+               absl::StrFormat("%s (%s) DeleteOnTermination=false", v.device_name, v.volume_id)));
   }
   if (!asg_fields[0].empty() && asg_fields.size() > 1 && asg_fields[1] == "InService") {
-    STEP_OR_CONTINUE(Step("asg-standby", "autoscaling:EnterStandby", id,
-                          absl::StrCat(asg_fields[0], ": Standby, desired capacity decremented"),
-                          [&](aws::CallInfo* info, std::string* detail)
-                              -> absl::StatusOr<std::string> {
-                            if (dry) {
-                              *detail = "not sent: Auto Scaling has no DryRun";
-                              return std::string();
-                            }
-                            absl::Status st = net().EnterStandby(asg_fields[0], id, info);
-                            if (!st.ok() && info->error_code == "ValidationError") {
-                              // Put in Standby by a call whose answer was lost?
-                              absl::StatusOr<aws::AutoScalingClient::Membership> m =
-                                  net().DescribeAutoScaling(id, info);
-                              if (m.ok() && m->lifecycle_state == "Standby") return asg_fields[0];
-                            }
-                            RETURN_IF_ERROR(st);
-                            return asg_fields[0];
-                          }));
+    STEP_OR_CONTINUE(
+        Step("asg-standby", "autoscaling:EnterStandby", id,
+             absl::StrCat(asg_fields[0], ": Standby, desired capacity decremented"),
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               if (dry) {
+                 *detail = "not sent: Auto Scaling has no DryRun";
+                 return std::string();
+               }
+               absl::Status st = net().EnterStandby(asg_fields[0], id, info);
+               if (!st.ok() && info->error_code == "ValidationError") {
+                 // Put in Standby by a call whose answer was lost?
+                 absl::StatusOr<aws::AutoScalingClient::Membership> m =
+                     net().DescribeAutoScaling(id, info);
+                 if (m.ok() && m->lifecycle_state == "Standby") return asg_fields[0];
+               }
+               RETURN_IF_ERROR(st);
+               return asg_fields[0];
+             }));
   }
   const std::string incident_tag =
       action_.incident_id > 0 ? absl::StrCat(action_.incident_id) : std::string("none");
-  STEP_OR_CONTINUE(Step("tags", "ec2:CreateTags", id, "",
-                        [&](aws::CallInfo* info, std::string* detail)
-                            -> absl::StatusOr<std::string> {
-                          std::map<std::string, std::string> tags = {
-                              {"tripline:incident", incident_tag},
-                              {"tripline:isolated-at", Rfc3339(action_.created_ns)},
-                              {"tripline:action", absl::StrCat(action_.id)}};
-                          std::vector<std::string> shown;
-                          for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);
-                          *detail = absl::StrJoin(shown, " ");
-                          RETURN_IF_ERROR(net().CreateTags(id, tags, dry, info));
-                          return std::string();
-                        }));
+  STEP_OR_CONTINUE(
+      Step("tags", "ec2:CreateTags", id, "",
+           [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+             std::map<std::string, std::string> tags = {
+                 {"tripline:incident", incident_tag},
+                 {"tripline:isolated-at", Rfc3339(action_.created_ns)},
+                 {"tripline:action", absl::StrCat(action_.id)}};
+             std::vector<std::string> shown;
+             for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);
+             *detail = absl::StrJoin(shown, " ");
+             RETURN_IF_ERROR(net().CreateTags(id, tags, dry, info));
+             return std::string();
+           }));
 
   // 6. Credentials: the profile goes, and sessions already issued to its role stop working.
   if (!association.association_id.empty()) {
     const std::string profile = InstanceProfileName(association.profile_arn);
     auto roles = Step("iam-roles", "iam:GetInstanceProfile", profile, profile,
-                      [&](aws::CallInfo* info, std::string* detail)
-                          -> absl::StatusOr<std::string> {
+                      [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
                         ASSIGN_OR_RETURN(std::vector<std::string> r,
                                          net().InstanceProfileRoles(profile, info));
                         *detail = absl::StrCat(profile, ": roles ", Groups(r));
@@ -654,52 +646,50 @@ bool IsolationWorker::Run::Isolate() {
                       });
     if (aborted_) return true;
     if (Stopping()) return false;
-    STEP_OR_CONTINUE(Step("iam-disassociate", "ec2:DisassociateIamInstanceProfile",
-                          association.association_id,
-                          absl::StrCat(association.association_id, " ", association.profile_arn),
-                          [&](aws::CallInfo* info, std::string* detail)
-                              -> absl::StatusOr<std::string> {
-                            absl::Status st = net().DisassociateIamInstanceProfile(
-                                association.association_id, dry, info);
-                            if (!st.ok() && info->error_code == "InvalidAssociationID.NotFound") {
-                              // Disassociated by a call whose answer was lost?
-                              absl::StatusOr<aws::IamProfileAssociation> now =
-                                  net().DescribeIamProfileAssociation(id, info);
-                              if (now.ok() && now->association_id.empty()) {
-                                *detail += " (already disassociated)";
-                                return association.profile_arn;
-                              }
-                            }
-                            RETURN_IF_ERROR(st);
-                            return association.profile_arn;
-                          }));
+    STEP_OR_CONTINUE(
+        Step("iam-disassociate", "ec2:DisassociateIamInstanceProfile", association.association_id,
+             absl::StrCat(association.association_id, " ", association.profile_arn),
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               absl::Status st =
+                   net().DisassociateIamInstanceProfile(association.association_id, dry, info);
+               if (!st.ok() && info->error_code == "InvalidAssociationID.NotFound") {
+                 // Disassociated by a call whose answer was lost?
+                 absl::StatusOr<aws::IamProfileAssociation> now =
+                     net().DescribeIamProfileAssociation(id, info);
+                 if (now.ok() && now->association_id.empty()) {
+                   *detail += " (already disassociated)";
+                   return association.profile_arn;
+                 }
+               }
+               RETURN_IF_ERROR(st);
+               return association.profile_arn;
+             }));
     if (roles.ok() && !roles->empty()) {
       for (absl::string_view role_view : absl::StrSplit(*roles, ',')) {
         const std::string role(role_view);
         const std::string key = absl::StrCat("iam-revoke:", role);
         // The cut-off is when this step first started, so a resumed run writes the same policy.
         auto prior = steps_.find(key);
-        const int64_t cutoff = prior != steps_.end() ? prior->second.created_ns
-                                                     : w_->clock_.NowUnixNanos();
+        const int64_t cutoff =
+            prior != steps_.end() ? prior->second.created_ns : w_->clock_.NowUnixNanos();
         const std::string policy_name =
             absl::StrCat("tripline-revoke-sessions-incident-", incident_tag);
         const std::string policy = absl::StrFormat(
             R"({"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*",)"
             R"("Resource":"*","Condition":{"DateLessThan":{"aws:TokenIssueTime":"%s"}}}]})",
             Rfc3339(cutoff));
-        STEP_OR_CONTINUE(Step(key, "iam:PutRolePolicy", role,
-                              absl::StrFormat("%s: %s denies sessions issued before %s", role,
-                                              policy_name, Rfc3339(cutoff)),
-                              [&](aws::CallInfo* info, std::string* detail)
-                                  -> absl::StatusOr<std::string> {
-                                if (dry) {
-                                  *detail = absl::StrCat("not sent: IAM has no DryRun; ", *detail);
-                                  return std::string();
-                                }
-                                RETURN_IF_ERROR(
-                                    net().PutRolePolicy(role, policy_name, policy, info));
-                                return policy_name;
-                              }));
+        STEP_OR_CONTINUE(
+            Step(key, "iam:PutRolePolicy", role,
+                 absl::StrFormat("%s: %s denies sessions issued before %s", role, policy_name,
+                                 Rfc3339(cutoff)),
+                 [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+                   if (dry) {
+                     *detail = absl::StrCat("not sent: IAM has no DryRun; ", *detail);
+                     return std::string();
+                   }
+                   RETURN_IF_ERROR(net().PutRolePolicy(role, policy_name, policy, info));
+                   return policy_name;
+                 }));
       }
     }
   }
@@ -710,30 +700,26 @@ bool IsolationWorker::Run::Isolate() {
     // for the snapshots it may have started (tagged with this action).
     const bool rerun = steps_.count("snapshots") > 0;
     const std::string action_tag = absl::StrCat(action_.id);
-    STEP_OR_CONTINUE(Step("snapshots", "ec2:CreateSnapshots", id, "",
-                          [&](aws::CallInfo* info, std::string* detail)
-                              -> absl::StatusOr<std::string> {
-                            if (rerun && !dry) {
-                              ASSIGN_OR_RETURN(std::vector<std::string> found,
-                                               net().FindSnapshots("tripline:action", action_tag,
-                                                                   info));
-                              if (!found.empty()) {
-                                *detail = absl::StrCat("started before the restart: ",
-                                                       Groups(found));
-                                return absl::StrJoin(found, ",");
-                              }
-                            }
-                            ASSIGN_OR_RETURN(
-                                std::vector<std::string> ids,
-                                net().CreateSnapshots(
-                                    id, absl::StrCat("Tripline evidence, incident ", incident_tag),
-                                    {{"tripline:incident", incident_tag},
-                                     {"tripline:action", action_tag}},
-                                    dry, info));
-                            *detail = absl::StrCat(inst.volumes.size(), " volume(s): ",
-                                                   Groups(ids));
-                            return absl::StrJoin(ids, ",");
-                          }));
+    STEP_OR_CONTINUE(
+        Step("snapshots", "ec2:CreateSnapshots", id, "",
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               if (rerun && !dry) {
+                 ASSIGN_OR_RETURN(std::vector<std::string> found,
+                                  net().FindSnapshots("tripline:action", action_tag, info));
+                 if (!found.empty()) {
+                   *detail = absl::StrCat("started before the restart: ", Groups(found));
+                   return absl::StrJoin(found, ",");
+                 }
+               }
+               ASSIGN_OR_RETURN(
+                   std::vector<std::string> ids,
+                   net().CreateSnapshots(
+                       id, absl::StrCat("Tripline evidence, incident ", incident_tag),
+                       {{"tripline:incident", incident_tag}, {"tripline:action", action_tag}}, dry,
+                       info));
+               *detail = absl::StrCat(inst.volumes.size(), " volume(s): ", Groups(ids));
+               return absl::StrJoin(ids, ",");
+             }));
   }
 
   if (first_error_code_.empty()) {
@@ -833,47 +819,46 @@ bool IsolationWorker::Run::Release() {
   }
   if (done("protect:shutdown") && done("attr:instanceInitiatedShutdownBehavior")) {
     const std::string before = recorded["attr:instanceInitiatedShutdownBehavior"].result;
-    STEP_OR_CONTINUE(Step("restore-shutdown", "ec2:ModifyInstanceAttribute", id,
-                          "InstanceInitiatedShutdownBehavior=" + before,
-                          [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
-                            RETURN_IF_ERROR(net().ModifyInstanceAttribute(
-                                id, {aws::InstanceAttributeChange::Kind::kShutdownBehavior, before,
-                                     ""},
-                                dry, info));
-                            return std::string();
-                          }));
+    STEP_OR_CONTINUE(Step(
+        "restore-shutdown", "ec2:ModifyInstanceAttribute", id,
+        "InstanceInitiatedShutdownBehavior=" + before,
+        [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+          RETURN_IF_ERROR(net().ModifyInstanceAttribute(
+              id, {aws::InstanceAttributeChange::Kind::kShutdownBehavior, before, ""}, dry, info));
+          return std::string();
+        }));
   }
   if (done("asg-standby") && !recorded["asg-standby"].result.empty()) {
     const std::string group = recorded["asg-standby"].result;
-    STEP_OR_CONTINUE(Step("asg-exit-standby", "autoscaling:ExitStandby", id, group,
-                          [&](aws::CallInfo* info, std::string* detail)
-                              -> absl::StatusOr<std::string> {
-                            if (dry) {
-                              *detail = "not sent: Auto Scaling has no DryRun";
-                              return std::string();
-                            }
-                            absl::Status st = net().ExitStandby(group, id, info);
-                            if (!st.ok() && info->error_code == "ValidationError") {
-                              absl::StatusOr<aws::AutoScalingClient::Membership> m =
-                                  net().DescribeAutoScaling(id, info);
-                              if (m.ok() && m->lifecycle_state == "InService") return std::string();
-                            }
-                            RETURN_IF_ERROR(st);
-                            return std::string();
-                          }));
+    STEP_OR_CONTINUE(
+        Step("asg-exit-standby", "autoscaling:ExitStandby", id, group,
+             [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+               if (dry) {
+                 *detail = "not sent: Auto Scaling has no DryRun";
+                 return std::string();
+               }
+               absl::Status st = net().ExitStandby(group, id, info);
+               if (!st.ok() && info->error_code == "ValidationError") {
+                 absl::StatusOr<aws::AutoScalingClient::Membership> m =
+                     net().DescribeAutoScaling(id, info);
+                 if (m.ok() && m->lifecycle_state == "InService") return std::string();
+               }
+               RETURN_IF_ERROR(st);
+               return std::string();
+             }));
   }
-  STEP_OR_CONTINUE(Step("tags", "ec2:CreateTags", id, "",
-                        [&](aws::CallInfo* info, std::string* detail)
-                            -> absl::StatusOr<std::string> {
-                          std::map<std::string, std::string> tags = {
-                              {"tripline:released-at", Rfc3339(action_.created_ns)},
-                              {"tripline:release-action", absl::StrCat(action_.id)}};
-                          std::vector<std::string> shown;
-                          for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);
-                          *detail = absl::StrJoin(shown, " ");
-                          RETURN_IF_ERROR(net().CreateTags(id, tags, dry, info));
-                          return std::string();
-                        }));
+  STEP_OR_CONTINUE(
+      Step("tags", "ec2:CreateTags", id, "",
+           [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
+             std::map<std::string, std::string> tags = {
+                 {"tripline:released-at", Rfc3339(action_.created_ns)},
+                 {"tripline:release-action", absl::StrCat(action_.id)}};
+             std::vector<std::string> shown;
+             for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);
+             *detail = absl::StrJoin(shown, " ");
+             RETURN_IF_ERROR(net().CreateTags(id, tags, dry, info));
+             return std::string();
+           }));
   if (first_error_code_.empty()) {
     Finish(true, "", "",
            dry ? absl::StrFormat("dry-run: release of %s would succeed; nothing was changed", id)

@@ -113,9 +113,9 @@ class IsolationWorker {
     std::string untrack_group_name = "tripline-untrack";
     std::string isolation_group_name = "tripline-isolation";
     std::string default_mode = "auto";  // for actions that name none: auto | approve | dry-run
-    std::set<std::string> never_isolate_ids;   // the collector's own instance belongs here
+    std::set<std::string> never_isolate_ids;  // the collector's own instance belongs here
     std::map<std::string, std::string> never_isolate_tags;  // key -> value ("" = any value)
-    int max_auto_per_hour = 0;  // 0: no cap
+    int max_auto_per_hour = 0;                              // 0: no cap
     // Called on the worker thread when an action ends or starts waiting for approval, with a
     // short outcome ("contained", "isolation failed", "waiting for approval", "released", ...).
     std::function<void(const ActionRecord& action, const std::string& outcome)> on_outcome;

@@ -22,7 +22,8 @@ std::string Line(const std::vector<std::string>& fields) {
 
 std::string EncodeInstance(const aws::Instance& inst) {
   std::string out;
-  out += Line({"instance", inst.instance_id, inst.state, inst.vpc_id, inst.iam_instance_profile_arn});
+  out +=
+      Line({"instance", inst.instance_id, inst.state, inst.vpc_id, inst.iam_instance_profile_arn});
   for (const aws::NetworkInterface& e : inst.interfaces) {
     out += Line({"eni", e.interface_id, e.vpc_id, e.subnet_id, e.private_ip,
                  std::to_string(e.device_index), absl::StrJoin(e.group_ids, ","), e.public_ip,
@@ -45,7 +46,8 @@ absl::StatusOr<aws::Instance> DecodeInstance(const std::string& text) {
     for (absl::string_view part : absl::StrSplit(raw, '\t')) {
       std::string un;
       if (!absl::CUnescape(part, &un)) {
-        return absl::InvalidArgumentError(absl::StrCat("recorded instance line ", n, ": bad escape"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("recorded instance line ", n, ": bad escape"));
       }
       f.push_back(std::move(un));
     }

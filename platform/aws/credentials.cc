@@ -163,8 +163,7 @@ absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> ParseA
     }
     const size_t eq = line.find('=');
     if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ":", line_no, ": expected key = value"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ":", line_no, ": expected key = value"));
     }
     if (section.empty()) continue;
     out[section][absl::AsciiStrToLower(absl::StripAsciiWhitespace(line.substr(0, eq)))] =
@@ -178,8 +177,8 @@ absl::StatusOr<std::map<std::string, std::string>> ParseFlatJsonObject(const std
   std::map<std::string, std::string> out;
   size_t i = 0;
   auto ws = [&] {
-    while (i < text.size() && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' ||
-                               text[i] == '\t')) {
+    while (i < text.size() &&
+           (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) {
       ++i;
     }
   };
@@ -196,12 +195,26 @@ absl::StatusOr<std::map<std::string, std::string>> ParseFlatJsonObject(const std
         if (i >= text.size()) return bad("escape at the end");
         char e = text[i++];
         switch (e) {
-          case '"': case '\\': case '/': s->push_back(e); break;
-          case 'n': s->push_back('\n'); break;
-          case 't': s->push_back('\t'); break;
-          case 'r': s->push_back('\r'); break;
-          case 'b': s->push_back('\b'); break;
-          case 'f': s->push_back('\f'); break;
+          case '"':
+          case '\\':
+          case '/':
+            s->push_back(e);
+            break;
+          case 'n':
+            s->push_back('\n');
+            break;
+          case 't':
+            s->push_back('\t');
+            break;
+          case 'r':
+            s->push_back('\r');
+            break;
+          case 'b':
+            s->push_back('\b');
+            break;
+          case 'f':
+            s->push_back('\f');
+            break;
           case 'u': {
             unsigned v = 0;
             if (i + 4 > text.size() || !absl::SimpleHexAtoi(text.substr(i, 4), &v)) {
@@ -220,7 +233,8 @@ absl::StatusOr<std::map<std::string, std::string>> ParseFlatJsonObject(const std
             }
             break;
           }
-          default: return bad("unknown escape");
+          default:
+            return bad("unknown escape");
         }
       } else {
         s->push_back(c);
@@ -319,10 +333,9 @@ absl::StatusOr<std::optional<TemporaryCredentials>> CredentialChain::FromEnviron
 
 absl::StatusOr<std::optional<TemporaryCredentials>> CredentialChain::FromSharedFiles() {
   const std::string profile = Profile();
-  for (const auto& [var, file, config] :
-       {std::tuple<const char*, const char*, bool>{"AWS_SHARED_CREDENTIALS_FILE", "credentials",
-                                                   false},
-        {"AWS_CONFIG_FILE", "config", true}}) {
+  for (const auto& [var, file, config] : {std::tuple<const char*, const char*, bool>{
+                                              "AWS_SHARED_CREDENTIALS_FILE", "credentials", false},
+                                          {"AWS_CONFIG_FILE", "config", true}}) {
     const std::string path = ConfigPath(var, file);
     if (path.empty()) continue;
     absl::StatusOr<std::string> text = ReadFileToString(path, kMaxFile);
@@ -339,9 +352,9 @@ absl::StatusOr<std::optional<TemporaryCredentials>> CredentialChain::FromSharedF
     };
     if (get("aws_access_key_id").empty() && get("aws_secret_access_key").empty()) continue;
     if (get("aws_access_key_id").empty() || get("aws_secret_access_key").empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": profile ", profile,
-          ": aws_access_key_id and aws_secret_access_key must be set together"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": profile ", profile,
+                       ": aws_access_key_id and aws_secret_access_key must be set together"));
     }
     TemporaryCredentials t;
     t.source = absl::StrCat(path, " profile ", profile);
@@ -389,9 +402,9 @@ absl::StatusOr<std::optional<TemporaryCredentials>> CredentialChain::FromContain
 
 absl::StatusOr<std::string> CredentialChain::ImdsToken() {
   ASSIGN_OR_RETURN(HttpAnswer a,
-                   Http("PUT", Env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-                                       .value_or(options_.imds_endpoint) +
-                                   "/latest/api/token",
+                   Http("PUT",
+                        Env("AWS_EC2_METADATA_SERVICE_ENDPOINT").value_or(options_.imds_endpoint) +
+                            "/latest/api/token",
                         {"X-aws-ec2-metadata-token-ttl-seconds: 21600"}, options_.timeout_ms));
   if (a.status != 200 || a.body.empty() || !ControlFree(a.body)) {
     return absl::UnavailableError(absl::StrCat("IMDSv2 token: HTTP ", a.status));
@@ -406,8 +419,8 @@ absl::StatusOr<std::string> CredentialChain::ImdsGet(const std::string& path) {
   ASSIGN_OR_RETURN(std::string token, ImdsToken());
   const std::string base =
       Env("AWS_EC2_METADATA_SERVICE_ENDPOINT").value_or(options_.imds_endpoint);
-  ASSIGN_OR_RETURN(HttpAnswer a, Http("GET", base + path,
-                                      {"X-aws-ec2-metadata-token: " + token}, options_.timeout_ms));
+  ASSIGN_OR_RETURN(HttpAnswer a, Http("GET", base + path, {"X-aws-ec2-metadata-token: " + token},
+                                      options_.timeout_ms));
   if (a.status == 404) return absl::NotFoundError(absl::StrCat("IMDS ", path, ": not found"));
   if (a.status != 200) {
     return absl::UnavailableError(absl::StrCat("IMDS ", path, ": HTTP ", a.status));
@@ -459,8 +472,8 @@ absl::StatusOr<TemporaryCredentials> CredentialChain::Get() {
     }
     tried.push_back(name);
   }
-  return absl::NotFoundError(absl::StrCat("AWS credentials: none found (tried ",
-                                          absl::StrJoin(tried, ", "), ")"));
+  return absl::NotFoundError(
+      absl::StrCat("AWS credentials: none found (tried ", absl::StrJoin(tried, ", "), ")"));
 }
 
 CredentialSource CredentialChain::AsSource() {

@@ -51,10 +51,10 @@ class CredentialChain {
  public:
   struct Options {
     Environment env = ProcessEnvironment();
-    std::string home;  // for ~/.aws; empty: $HOME
-    std::string imds_endpoint = "http://169.254.169.254";  // AWS_EC2_METADATA_SERVICE_ENDPOINT
-    std::string container_host = "http://169.254.170.2";   // for the RELATIVE_URI
-    long timeout_ms = 1000;                                 // per HTTP request to IMDS/container
+    std::string home;                                          // for ~/.aws; empty: $HOME
+    std::string imds_endpoint = "http://169.254.169.254";      // AWS_EC2_METADATA_SERVICE_ENDPOINT
+    std::string container_host = "http://169.254.170.2";       // for the RELATIVE_URI
+    long timeout_ms = 1000;                                    // per HTTP request to IMDS/container
     int64_t refresh_before_ns = int64_t{5} * 60 * 1000000000;  // refresh 5 min before expiry
     const Clock* clock = &SystemClock();
   };

@@ -236,8 +236,8 @@ absl::StatusOr<IamProfileAssociation> Ec2Client::DescribeIamProfileAssociation(
 absl::StatusOr<std::string> Ec2Client::FindSecurityGroup(const std::string& vpc_id,
                                                          const std::string& group_name,
                                                          CallInfo* info) {
-  RETURN_IF_ERROR(Validate(info, "DescribeSecurityGroups",
-                           {{"vpc id", &vpc_id}, {"group name", &group_name}}));
+  RETURN_IF_ERROR(
+      Validate(info, "DescribeSecurityGroups", {{"vpc id", &vpc_id}, {"group name", &group_name}}));
   pugi::xml_document doc;
   RETURN_IF_ERROR(connection_->Call("DescribeSecurityGroups",
                                     {{"Filter.1.Name", "vpc-id"},
@@ -256,10 +256,9 @@ absl::StatusOr<std::string> Ec2Client::FindSecurityGroup(const std::string& vpc_
 absl::StatusOr<std::string> Ec2Client::CreateSecurityGroup(
     const std::string& vpc_id, const std::string& group_name, const std::string& description,
     const std::map<std::string, std::string>& tags, bool dry_run, CallInfo* info) {
-  RETURN_IF_ERROR(Validate(info, "CreateSecurityGroup",
-                           {{"vpc id", &vpc_id},
-                            {"group name", &group_name},
-                            {"description", &description}}));
+  RETURN_IF_ERROR(
+      Validate(info, "CreateSecurityGroup",
+               {{"vpc id", &vpc_id}, {"group name", &group_name}, {"description", &description}}));
   Params params = {{"VpcId", vpc_id},
                    {"GroupName", group_name},
                    {"GroupDescription", description},
@@ -327,8 +326,8 @@ absl::Status Ec2Client::SetInterfaceSecurityGroups(const std::string& interface_
 }
 
 absl::Status Ec2Client::ModifyInstanceAttribute(const std::string& instance_id,
-                                                const InstanceAttributeChange& change,
-                                                bool dry_run, CallInfo* info) {
+                                                const InstanceAttributeChange& change, bool dry_run,
+                                                CallInfo* info) {
   RETURN_IF_ERROR(Validate(info, "ModifyInstanceAttribute",
                            {{"instance id", &instance_id}, {"value", &change.value}}));
   Params params = {{"InstanceId", instance_id}};
@@ -401,8 +400,8 @@ absl::StatusOr<std::vector<std::string>> Ec2Client::CreateSnapshots(
 }
 
 absl::StatusOr<std::vector<std::string>> Ec2Client::FindSnapshots(const std::string& key,
-                                                                 const std::string& value,
-                                                                 CallInfo* info) {
+                                                                  const std::string& value,
+                                                                  CallInfo* info) {
   RETURN_IF_ERROR(Validate(info, "DescribeSnapshots", {{"tag key", &key}, {"tag value", &value}}));
   pugi::xml_document doc;
   RETURN_IF_ERROR(connection_->Call("DescribeSnapshots",
@@ -420,9 +419,9 @@ absl::StatusOr<std::vector<std::string>> Ec2Client::FindSnapshots(const std::str
 // --- IAM ----------------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<IamClient>> IamClient::Create(Options options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<QueryConnection> c,
-                   Connect(std::move(options), "iam", "2010-05-08", "us-east-1",
-                           "https://iam.amazonaws.com"));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<QueryConnection> c,
+      Connect(std::move(options), "iam", "2010-05-08", "us-east-1", "https://iam.amazonaws.com"));
   return std::unique_ptr<IamClient>(new IamClient(std::move(c)));
 }
 IamClient::IamClient(std::unique_ptr<QueryConnection> connection)
@@ -446,17 +445,15 @@ absl::StatusOr<std::vector<std::string>> IamClient::InstanceProfileRoles(
   return roles;
 }
 
-absl::Status IamClient::PutRolePolicy(const std::string& role_name,
-                                      const std::string& policy_name,
+absl::Status IamClient::PutRolePolicy(const std::string& role_name, const std::string& policy_name,
                                       const std::string& policy_document, CallInfo* info) {
-  RETURN_IF_ERROR(Validate(info, "PutRolePolicy",
-                           {{"role name", &role_name}, {"policy name", &policy_name}}));
+  RETURN_IF_ERROR(
+      Validate(info, "PutRolePolicy", {{"role name", &role_name}, {"policy name", &policy_name}}));
   pugi::xml_document doc;
-  return connection_->Call("PutRolePolicy",
-                           {{"RoleName", role_name},
-                            {"PolicyName", policy_name},
-                            {"PolicyDocument", policy_document}},
-                           false, info, &doc);
+  return connection_->Call(
+      "PutRolePolicy",
+      {{"RoleName", role_name}, {"PolicyName", policy_name}, {"PolicyDocument", policy_document}},
+      false, info, &doc);
 }
 
 // --- Auto Scaling -------------------------------------------------------------------------------
@@ -474,8 +471,7 @@ AutoScalingClient::~AutoScalingClient() = default;
 
 absl::StatusOr<AutoScalingClient::Membership> AutoScalingClient::DescribeMembership(
     const std::string& instance_id, CallInfo* info) {
-  RETURN_IF_ERROR(
-      Validate(info, "DescribeAutoScalingInstances", {{"instance id", &instance_id}}));
+  RETURN_IF_ERROR(Validate(info, "DescribeAutoScalingInstances", {{"instance id", &instance_id}}));
   pugi::xml_document doc;
   RETURN_IF_ERROR(connection_->Call("DescribeAutoScalingInstances",
                                     {{"InstanceIds.member.1", instance_id}}, false, info, &doc));

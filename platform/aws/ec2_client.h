@@ -63,9 +63,9 @@ struct InstanceAttributeChange {
 };
 
 struct ClientOptions {
-  std::string region;    // required, e.g. "eu-west-1"
-  std::string endpoint;  // default the service's regional endpoint; tests point it at loopback
-  Credentials credentials;             // used when credential_source is not set
+  std::string region;       // required, e.g. "eu-west-1"
+  std::string endpoint;     // default the service's regional endpoint; tests point it at loopback
+  Credentials credentials;  // used when credential_source is not set
   CredentialSource credential_source;  // asked before every request when set
   long timeout_ms = 10000;             // per HTTP request
   std::string ca_file;                 // optional CA bundle for the endpoint's TLS
@@ -124,8 +124,8 @@ class Ec2Client {
   // ModifyNetworkInterfaceAttribute NetworkInterfaceId=eni, SecurityGroupId.N=groups: replaces the
   // interface's groups with exactly `group_ids`.
   absl::Status SetInterfaceSecurityGroups(const std::string& interface_id,
-                                          const std::vector<std::string>& group_ids,
-                                          CallInfo* info, bool dry_run = false);
+                                          const std::vector<std::string>& group_ids, CallInfo* info,
+                                          bool dry_run = false);
 
   // ModifyInstanceAttribute with one attribute.
   absl::Status ModifyInstanceAttribute(const std::string& instance_id,
@@ -150,8 +150,7 @@ class Ec2Client {
 
   // DescribeSnapshots of this account with tag `key`=`value`: their ids.
   absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
-                                                         const std::string& value,
-                                                         CallInfo* info);
+                                                         const std::string& value, CallInfo* info);
 
   // Errors: see QueryConnection::Call; arguments refused before sending are InvalidArgument
   // ("ClientValidation"). Secrets never appear in a Status, a CallInfo or a log line.
@@ -204,6 +203,5 @@ class AutoScalingClient {
   explicit AutoScalingClient(std::unique_ptr<QueryConnection> connection);
   std::unique_ptr<QueryConnection> connection_;
 };
-
 
 }  // namespace tripline::aws

@@ -131,9 +131,9 @@ absl::Status ValidateEndpoint(const std::string& service, const std::string& end
   }
   if (rest.empty() || rest.front() == '/' || HasControlBytes(rest) ||
       rest.find_first_of(" ?#@") != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(absl::AsciiStrToUpper(service), " endpoint '",
-                                                   Printable(endpoint),
-                                                   "': expected scheme://host[:port] with no path"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(absl::AsciiStrToUpper(service), " endpoint '", Printable(endpoint),
+                     "': expected scheme://host[:port] with no path"));
   }
   const size_t slash = rest.find('/');
   if (slash != std::string_view::npos && slash != rest.size() - 1) {
@@ -174,8 +174,8 @@ absl::StatusOr<std::unique_ptr<QueryConnection>> QueryConnection::Create(Options
       !std::all_of(options.region.begin(), options.region.end(), [](char c) {
         return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-';
       })) {
-    return absl::InvalidArgumentError(absl::StrCat("AWS region '", Printable(options.region),
-                                                   "': expected e.g. eu-west-1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AWS region '", Printable(options.region), "': expected e.g. eu-west-1"));
   }
   if (options.service.empty() || options.api_version.empty()) {
     return absl::InvalidArgumentError("AWS query connection: service and api_version required");
@@ -236,10 +236,9 @@ absl::Status QueryConnection::Call(const std::string& action, Params params, boo
         !IsRetryableAwsError(info->http_status, info->error_code)) {
       break;
     }
-    const long cap = std::min(options_.retry_max_ms,
-                              options_.retry_base_ms << std::min(attempt - 1, 20));
-    const long wait_ms =
-        cap <= 0 ? 0 : std::uniform_int_distribution<long>(0, cap)(curl_->jitter);
+    const long cap =
+        std::min(options_.retry_max_ms, options_.retry_base_ms << std::min(attempt - 1, 20));
+    const long wait_ms = cap <= 0 ? 0 : std::uniform_int_distribution<long>(0, cap)(curl_->jitter);
     spdlog::warn("aws call action={} service={} attempt={} error_code={} retry_in_ms={}", action,
                  options_.service, attempt, Printable(info->error_code), wait_ms);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));

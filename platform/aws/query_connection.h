@@ -56,9 +56,9 @@ class QueryConnection {
     long timeout_ms = 10000;  // per HTTP request
     std::string ca_file;      // optional CA bundle for the endpoint's TLS
     size_t max_response_bytes = 8 << 20;
-    int max_attempts = 4;            // 1: no retries
-    long retry_base_ms = 100;        // backoff before attempt n: random in [0, base * 2^(n-1)]
-    long retry_max_ms = 5000;        // cap of one backoff
+    int max_attempts = 4;      // 1: no retries
+    long retry_base_ms = 100;  // backoff before attempt n: random in [0, base * 2^(n-1)]
+    long retry_max_ms = 5000;  // cap of one backoff
   };
 
   // InvalidArgument for a bad region, endpoint or option.

@@ -22,8 +22,8 @@ class LocalEndpoint {
  public:
   LocalEndpoint(const std::string& script, std::vector<std::string> extra) {
     const std::string ready = dir_.Sub("ready");
-    std::vector<std::string> args = {"/usr/bin/python3", script, "--listen", "127.0.0.1:0",
-                                     "--ready-file", ready};
+    std::vector<std::string> args = {"/usr/bin/python3", script,         "--listen",
+                                     "127.0.0.1:0",      "--ready-file", ready};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());

@@ -61,18 +61,23 @@ bool StartEndpoint(const tripline::testing::TempDir& dir, int instances, Endpoin
   seed << "]}";
   seed.close();
   const std::string ready = dir.Sub("ready");
-  std::vector<std::string> args = {"/usr/bin/python3", TRIPLINE_EC2_ENDPOINT_SCRIPT, "--listen",
-                                   "127.0.0.1:0", "--ready-file", ready, "--region", "us-east-1",
-                                   "--access-key", kAccessKey, "--secret-key", kSecretKey,
-                                   "--seed", dir.Sub("seed.json")};
+  std::vector<std::string> args = {"/usr/bin/python3", TRIPLINE_EC2_ENDPOINT_SCRIPT,
+                                   "--listen",         "127.0.0.1:0",
+                                   "--ready-file",     ready,
+                                   "--region",         "us-east-1",
+                                   "--access-key",     kAccessKey,
+                                   "--secret-key",     kSecretKey,
+                                   "--seed",           dir.Sub("seed.json")};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   if (posix_spawn(&ep->pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return false;
-  return testing::WaitFor([&] {
-    std::ifstream in(ready);
-    return static_cast<bool>(std::getline(in, ep->address)) && !ep->address.empty();
-  }, std::chrono::seconds(30));
+  return testing::WaitFor(
+      [&] {
+        std::ifstream in(ready);
+        return static_cast<bool>(std::getline(in, ep->address)) && !ep->address.empty();
+      },
+      std::chrono::seconds(30));
 }
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
@@ -142,16 +147,20 @@ int Run(int incidents) {
     auto out = agent.Publish({agent.NextBatch({testing::TestAgent::FileEvent("/etc/passwd")})}, 1);
     if (!out.status.ok()) return 1;
     ActionRecord parent;
-    if (!testing::WaitFor([&] {
-          const std::vector<ActionRecord> all = *c.store()->ListActions(0, 100000);
-          for (const ActionRecord& a : all) {
-            if (a.parent_id == 0 && a.target == id && (a.status == "done" || a.status == "failed")) {
-              parent = a;
-              return true;
-            }
-          }
-          return false;
-        }, std::chrono::seconds(60)) || parent.status != "done") {
+    if (!testing::WaitFor(
+            [&] {
+              const std::vector<ActionRecord> all = *c.store()->ListActions(0, 100000);
+              for (const ActionRecord& a : all) {
+                if (a.parent_id == 0 && a.target == id &&
+                    (a.status == "done" || a.status == "failed")) {
+                  parent = a;
+                  return true;
+                }
+              }
+              return false;
+            },
+            std::chrono::seconds(60)) ||
+        parent.status != "done") {
       std::cerr << "response_bench: isolation of " << id << " did not finish done\n";
       return 1;
     }
@@ -160,7 +169,8 @@ int Run(int incidents) {
     for (const ActionRecord& s : steps) {
       if (s.kind != "ec2:ModifyNetworkInterfaceAttribute") continue;
       if (first_call == 0) first_call = s.created_ns;
-      if (s.step_key.rfind("eni-isolate:", 0) == 0) last_isolate = std::max(last_isolate, s.updated_ns);
+      if (s.step_key.rfind("eni-isolate:", 0) == 0)
+        last_isolate = std::max(last_isolate, s.updated_ns);
     }
     first.v.push_back(first_call - t0);
     contained.v.push_back(last_isolate - t0);
@@ -177,8 +187,8 @@ int Run(int incidents) {
               contained.P(0.5), contained.P(0.99));
   std::printf("%-52s %9.1f %9.1f\n", "event -> recipe complete (evidence, IAM, snapshots)",
               complete.P(0.5), complete.P(0.99));
-  std::printf("%-52s %9.1f %9.1f\n", "peer: Describe + 1 Modify via the client alone",
-              peer.P(0.5), peer.P(0.99));
+  std::printf("%-52s %9.1f %9.1f\n", "peer: Describe + 1 Modify via the client alone", peer.P(0.5),
+              peer.P(0.99));
   std::printf("%-52s %9s %9.1f\n", "target: first isolating call", "", 250.0);
   return 0;
 }

@@ -50,7 +50,8 @@ Notification Sample(int64_t incident) {
   n.instance = "i-0abc";
   n.outcome = "isolated";
   n.title = "Tripline: i-0abc isolated (incident 1, high: A file under /etc changed)";
-  n.text = "rule etc-changed matched MODIFIED /etc/passwd\ncontained: 2 interface(s)\n\"quoted\" \xff";
+  n.text =
+      "rule etc-changed matched MODIFIED /etc/passwd\ncontained: 2 interface(s)\n\"quoted\" \xff";
   return n;
 }
 
@@ -78,8 +79,8 @@ TEST(Notifier, WebhookSlackAndSnsAreDeliveredAndRecordedOnTheIncident) {
   std::vector<std::unique_ptr<NotificationSink>> sinks;
   sinks.push_back(MakeWebhookSink(hook.url() + "/hooks/secret-path", false, 5000));
   sinks.push_back(MakeWebhookSink(hook.url() + "/slack", true, 5000));
-  sinks.push_back(MakeSnsSink(*aws::QueryConnection::Create(o),
-                              "arn:aws:sns:us-east-1:111122223333:security"));
+  sinks.push_back(
+      MakeSnsSink(*aws::QueryConnection::Create(o), "arn:aws:sns:us-east-1:111122223333:security"));
   sinks.push_back(MakeWebhookSink("http://127.0.0.1:1/closed", false, 2000));
   Notifier notifier(store.get(), std::move(sinks), {/*attempts=*/3, /*retry_base_ms=*/10, 10});
   notifier.Start();

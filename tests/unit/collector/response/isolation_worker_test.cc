@@ -418,9 +418,8 @@ TEST_F(Recipe, NeverIsolateByIdMakesNoCallAndByTagStopsAfterDescribe) {
   const int64_t by_tag = QueueIsolate(store_.get(), "", "i-0bastion");
   auto worker = Worker(options);
   worker->Start();
-  ASSERT_TRUE(WaitFor([&] {
-    return ActionFinished(store_.get(), by_id) && ActionFinished(store_.get(), by_tag);
-  }));
+  ASSERT_TRUE(WaitFor(
+      [&] { return ActionFinished(store_.get(), by_id) && ActionFinished(store_.get(), by_tag); }));
   worker->Stop();
   for (int64_t id : {by_id, by_tag}) {
     const ActionRecord a = **store_->GetAction(id);
@@ -507,10 +506,12 @@ TEST(Guardrails, HourlyCapAndNeverIsolateHoldUnderABurstOf50Incidents) {
     }
     return std::make_tuple(done, refused, waiting);
   };
-  ASSERT_TRUE(WaitFor([&] {
-    auto [done, refused, waiting] = settled();
-    return done + refused + waiting == 50;
-  }, std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto [done, refused, waiting] = settled();
+        return done + refused + waiting == 50;
+      },
+      std::chrono::seconds(60)));
   auto [done, refused, waiting] = settled();
   EXPECT_EQ(done, 5);
   EXPECT_EQ(refused, 2);

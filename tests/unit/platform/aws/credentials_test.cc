@@ -55,8 +55,9 @@ CredentialChain::Options Isolated(const tripline::testing::TempDir& dir,
 TEST(CredentialChain, EnvironmentComesBeforeFiles) {
   tripline::testing::TempDir dir;
   std::filesystem::create_directories(dir.Sub(".aws"));
-  Write(dir.Sub(".aws/credentials"), "[default]\naws_access_key_id = AKIDFILE\n"
-                                     "aws_secret_access_key = file-secret\n");
+  Write(dir.Sub(".aws/credentials"),
+        "[default]\naws_access_key_id = AKIDFILE\n"
+        "aws_secret_access_key = file-secret\n");
   CredentialChain chain(Isolated(dir, {{"AWS_ACCESS_KEY_ID", "AKIDENV"},
                                        {"AWS_SECRET_ACCESS_KEY", "env-secret"},
                                        {"AWS_SESSION_TOKEN", "env-token"}}));
@@ -103,8 +104,7 @@ TEST(CredentialChain, SharedFilesFollowTheProfile) {
     CredentialChain chain(Isolated(dir, {{"AWS_SHARED_CREDENTIALS_FILE", dir.Sub("other")}}));
     auto c = chain.Get();
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(c.status().message().find(dir.Sub("other") + ":2:"), std::string::npos)
-        << c.status();
+    EXPECT_NE(c.status().message().find(dir.Sub("other") + ":2:"), std::string::npos) << c.status();
   }
 }
 
@@ -123,30 +123,30 @@ TEST(CredentialChain, ContainerEndpointWithAuthorizationToken) {
   ASSERT_TRUE(imds.running());
   tripline::testing::TempDir dir;
   Write(dir.Sub("token"), "ecs-token-1\n");
-  CredentialChain chain(Isolated(
-      dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", imds.url() + "/v2/credentials/task"},
-            {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", dir.Sub("token")}}));
+  CredentialChain chain(
+      Isolated(dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", imds.url() + "/v2/credentials/task"},
+                     {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", dir.Sub("token")}}));
   auto c = chain.Get();
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->credentials.access_key_id, "AKIDIMDS0001");
   EXPECT_EQ(c->credentials.session_token, "token-1");
   EXPECT_GT(c->expires_unix_ns, 0);
 
-  CredentialChain wrong(Isolated(
-      dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", imds.url() + "/v2/credentials/task"},
-            {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "guess"}}));
+  CredentialChain wrong(
+      Isolated(dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", imds.url() + "/v2/credentials/task"},
+                     {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "guess"}}));
   EXPECT_NE(wrong.Get().status().message().find("HTTP 403"), std::string::npos);
 
   // Plain http to anywhere but this host or the container agent is refused before any request.
-  CredentialChain far(Isolated(
-      dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://10.1.2.3/creds"}}));
+  CredentialChain far(
+      Isolated(dir, {{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://10.1.2.3/creds"}}));
   EXPECT_EQ(far.Get().status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CredentialChain, ImdsRoleCredentialsAreFetchedAgainBeforeTheyExpire) {
-  LocalEndpoint imds(TRIPLINE_IMDS_ENDPOINT_SCRIPT, {"--lifetime", "3600", "--region",
-                                                     "ap-southeast-2", "--instance-id",
-                                                     "i-0collector0000001"});
+  LocalEndpoint imds(
+      TRIPLINE_IMDS_ENDPOINT_SCRIPT,
+      {"--lifetime", "3600", "--region", "ap-southeast-2", "--instance-id", "i-0collector0000001"});
   ASSERT_TRUE(imds.running());
   tripline::testing::TempDir dir;
   FakeClock clock;
@@ -176,10 +176,10 @@ TEST(CredentialChain, ImdsCredentialsSignARealCallWithTheirSessionToken) {
   tripline::testing::TempDir dir;
   Write(dir.Sub("seed.json"), R"({"instances": [{"instance_id": "i-0123456789abcdef0",
     "vpc_id": "vpc-1", "interfaces": []}], "security_groups": []})");
-  LocalEndpoint ec2(TRIPLINE_EC2_ENDPOINT_SCRIPT,
-                    {"--region", "us-east-1", "--access-key", "AKIDROLE00000001", "--secret-key",
-                     "role-secret", "--session-token", "role-session-token", "--seed",
-                     dir.Sub("seed.json")});
+  LocalEndpoint ec2(
+      TRIPLINE_EC2_ENDPOINT_SCRIPT,
+      {"--region", "us-east-1", "--access-key", "AKIDROLE00000001", "--secret-key", "role-secret",
+       "--session-token", "role-session-token", "--seed", dir.Sub("seed.json")});
   ASSERT_TRUE(ec2.running());
   CredentialChain::Options o = Isolated(dir);
   o.imds_endpoint = imds.url();
