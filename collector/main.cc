@@ -90,6 +90,24 @@ int main(int argc, char** argv) {
   for (const tripline::collector::NotifyConfig::Webhook& hook : config->notify.webhooks) {
     parts.notify_sinks.push_back(tripline::collector::MakeWebhookSink(hook.url, hook.slack, 10000));
   }
+  if (const auto& smtp = config->notify.smtp; !smtp.url.empty()) {
+    tripline::collector::SmtpOptions o;
+    o.url = smtp.url;
+    o.from = smtp.from;
+    o.to = smtp.to;
+    o.starttls = smtp.starttls && smtp.url.rfind("smtp://", 0) == 0;
+    o.username = smtp.username;
+    if (!smtp.password_file.empty()) {
+      absl::StatusOr<std::string> password = tripline::collector::ReadSecretFile(
+          smtp.password_file, "notify.smtp.password_file");
+      if (!password.ok()) return Fail(2, std::string(password.status().message()));
+      o.password = *std::move(password);
+    }
+    absl::StatusOr<std::unique_ptr<tripline::collector::NotificationSink>> sink =
+        tripline::collector::MakeSmtpSink(std::move(o));
+    if (!sink.ok()) return Fail(2, absl::StrFormat("notify.smtp: %s", sink.status().message()));
+    parts.notify_sinks.push_back(*std::move(sink));
+  }
   if (!config->notify.sns_topic_arn.empty()) {
     absl::StatusOr<std::unique_ptr<tripline::aws::QueryConnection>> sns =
         tripline::collector::MakeSnsConnection(config->aws, config->notify.sns_topic_arn);

@@ -151,7 +151,21 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
     }
   }
   if (std::optional<ConfigNode> notify = root.Child("notify")) {
-    RETURN_IF_ERROR(notify->ExpectKeys({"webhooks", "sns_topic_arn", "attempts"}));
+    RETURN_IF_ERROR(notify->ExpectKeys({"webhooks", "sns_topic_arn", "attempts", "smtp"}));
+    if (std::optional<ConfigNode> smtp = notify->Child("smtp")) {
+      RETURN_IF_ERROR(
+          smtp->ExpectKeys({"url", "from", "to", "starttls", "username", "password_file"}));
+      ASSIGN_OR_RETURN(c.notify.smtp.url, smtp->RequiredString("url"));
+      if (c.notify.smtp.url.rfind("smtp://", 0) != 0 && c.notify.smtp.url.rfind("smtps://", 0) != 0) {
+        return smtp->Child("url")->Error("expected smtp://host:port or smtps://host:port");
+      }
+      ASSIGN_OR_RETURN(c.notify.smtp.from, smtp->RequiredString("from"));
+      ASSIGN_OR_RETURN(c.notify.smtp.to, smtp->StringList("to"));
+      if (c.notify.smtp.to.empty()) return smtp->Error("to: at least one recipient");
+      ASSIGN_OR_RETURN(c.notify.smtp.starttls, smtp->Bool("starttls", true));
+      ASSIGN_OR_RETURN(c.notify.smtp.username, smtp->String("username", ""));
+      ASSIGN_OR_RETURN(c.notify.smtp.password_file, smtp->String("password_file", ""));
+    }
     if (std::optional<ConfigNode> hooks = notify->Child("webhooks")) {
       ASSIGN_OR_RETURN(std::vector<ConfigNode> list, hooks->Elements());
       for (const ConfigNode& h : list) {

@@ -47,6 +47,14 @@ struct NotifyConfig {
   };
   std::vector<Webhook> webhooks;
   std::string sns_topic_arn;  // SNS Publish, signed with the collector's AWS credentials
+  struct Smtp {
+    std::string url;  // smtp://host:587 or smtps://host:465; empty: no e-mail
+    std::string from;
+    std::vector<std::string> to;
+    bool starttls = true;
+    std::string username;
+    std::string password_file;  // read like the tokens; never logged
+  } smtp;
   int attempts = 3;
 };
 

@@ -2,7 +2,9 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -102,6 +104,88 @@ class WebhookSink : public NotificationSink {
   const long timeout_ms_;
 };
 
+// Control characters (CR, LF above all: header injection) become spaces.
+std::string HeaderSafe(const std::string& s) {
+  std::string out = ValidUtf8(s);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return out;
+}
+
+class SmtpSink : public NotificationSink {
+ public:
+  explicit SmtpSink(SmtpOptions o) : o_(std::move(o)) {}
+  std::string name() const override { return absl::StrCat("smtp ", o_.url); }
+  absl::Status Send(const Notification& n) override {
+    // RFC 5322 message, CRLF line ends; libcurl escapes lines that start with a dot.
+    std::string body = ValidUtf8(n.text);
+    std::string crlf_body;
+    for (char c : body) {
+      if (c == '\n')
+        crlf_body += "\r\n";
+      else if (c != '\r')
+        crlf_body += c;
+    }
+    std::string to_header;
+    for (const std::string& t : o_.to)
+      absl::StrAppend(&to_header, to_header.empty() ? "" : ", ", t);
+    const std::string message = absl::StrCat(
+        "From: ", o_.from, "\r\nTo: ", to_header, "\r\nSubject: ", HeaderSafe(n.title),
+        "\r\nDate: ",
+        absl::FormatTime("%a, %d %b %Y %H:%M:%S +0000", absl::Now(), absl::UTCTimeZone()),
+        "\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\nX-Tripline-Incident: ",
+        n.incident_id, "\r\n\r\n", crlf_body, "\r\n");
+    struct Reader {
+      const std::string* data;
+      size_t pos = 0;
+    } reader{&message};
+    CURL* h = curl_easy_init();
+    if (h == nullptr) return absl::InternalError("curl_easy_init failed");
+    curl_slist* rcpt = nullptr;
+    for (const std::string& t : o_.to) rcpt = curl_slist_append(rcpt, ("<" + t + ">").c_str());
+    const std::string from = "<" + o_.from + ">";
+    char errbuf[CURL_ERROR_SIZE] = {0};
+    curl_easy_setopt(h, CURLOPT_URL, o_.url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, o_.timeout_ms);
+    if (o_.starttls) curl_easy_setopt(h, CURLOPT_USE_SSL, static_cast<long>(CURLUSESSL_ALL));
+    if (!o_.username.empty()) {
+      curl_easy_setopt(h, CURLOPT_USERNAME, o_.username.c_str());
+      curl_easy_setopt(h, CURLOPT_PASSWORD, o_.password.c_str());
+    }
+    curl_easy_setopt(h, CURLOPT_MAIL_FROM, from.c_str());
+    curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(message.size()));
+    curl_easy_setopt(
+        h, CURLOPT_READFUNCTION, +[](char* buf, size_t size, size_t count, void* user) -> size_t {
+          auto* r = static_cast<Reader*>(user);
+          const size_t chunk = std::min(size * count, r->data->size() - r->pos);
+          std::memcpy(buf, r->data->data() + r->pos, chunk);
+          r->pos += chunk;
+          return chunk;
+        });
+    curl_easy_setopt(h, CURLOPT_READDATA, &reader);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    const CURLcode rc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(rcpt);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK) {
+      return absl::UnavailableError(absl::StrCat(errbuf[0] ? errbuf : curl_easy_strerror(rc),
+                                                 code ? absl::StrCat(" (SMTP ", code, ")") : ""));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const SmtpOptions o_;
+};
+
 class SnsSink : public NotificationSink {
  public:
   SnsSink(std::unique_ptr<aws::QueryConnection> connection, std::string topic_arn)
@@ -147,6 +231,23 @@ std::string JsonString(const std::string& raw) {
 
 std::unique_ptr<NotificationSink> MakeWebhookSink(std::string url, bool slack, long timeout_ms) {
   return std::make_unique<WebhookSink>(std::move(url), slack, timeout_ms);
+}
+
+absl::StatusOr<std::unique_ptr<NotificationSink>> MakeSmtpSink(SmtpOptions options) {
+  if (options.url.rfind("smtp://", 0) != 0 && options.url.rfind("smtps://", 0) != 0) {
+    return absl::InvalidArgumentError("SMTP url must be smtp:// or smtps://");
+  }
+  if (options.to.empty()) return absl::InvalidArgumentError("SMTP: no recipient");
+  std::vector<std::string> addresses = options.to;
+  addresses.push_back(options.from);
+  for (const std::string& a : addresses) {
+    if (a.find('@') == std::string::npos || a.find_first_of("<>\r\n\t ") != std::string::npos ||
+        HeaderSafe(a) != a) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SMTP address '", Printable(a, 80), "' is not name@domain"));
+    }
+  }
+  return std::unique_ptr<NotificationSink>(new SmtpSink(std::move(options)));
 }
 
 std::unique_ptr<NotificationSink> MakeSnsSink(std::unique_ptr<aws::QueryConnection> connection,

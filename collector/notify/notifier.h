@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "collector/store/collector_store.h"
 #include "platform/aws/query_connection.h"
 
@@ -39,6 +40,20 @@ class NotificationSink {
 // POSTs JSON to `url` (http/https): Slack's {"text": ...} when `slack`, else the Notification's
 // fields. A 2xx answer is delivery.
 std::unique_ptr<NotificationSink> MakeWebhookSink(std::string url, bool slack, long timeout_ms);
+
+// E-mail over SMTP with libcurl: `url` smtp://host[:port] or smtps://...; `starttls` requires
+// STARTTLS on smtp://; `username`/`password` optional (AUTH). A text/plain UTF-8 message with the
+// title as Subject. InvalidArgument (at creation) for addresses with CR, LF, '<' or '>'.
+struct SmtpOptions {
+  std::string url;
+  std::string from;
+  std::vector<std::string> to;
+  bool starttls = false;
+  std::string username;
+  std::string password;  // never logged
+  long timeout_ms = 10000;
+};
+absl::StatusOr<std::unique_ptr<NotificationSink>> MakeSmtpSink(SmtpOptions options);
 
 // SNS Publish to `topic_arn` over `connection` (service "sns", version 2010-03-31).
 std::unique_ptr<NotificationSink> MakeSnsSink(std::unique_ptr<aws::QueryConnection> connection,

@@ -494,8 +494,8 @@ def scenario_response_imds_credentials(fleet, demo=False):
 
 
 def scenario_response_notify(fleet, demo=False):
-    """The isolation's outcome goes to a webhook (JSON), Slack and SNS; each delivery (and the
-    first webhook's retry after a 500) is on the incident."""
+    """The isolation's outcome goes to a webhook (JSON), Slack, SNS and e-mail (SMTP); each
+    delivery (and the first webhook's retry after a 500) is on the incident."""
     import json
     import urllib.request
     here = os.path.dirname(os.path.abspath(__file__))
@@ -504,6 +504,12 @@ def scenario_response_notify(fleet, demo=False):
     p = fleet.start("receiver", ["/usr/bin/python3", receiver, "--listen", "127.0.0.1:0",
                                  "--ready-file", ready, "--fail-first", "1"])
     hook = fleet.read_ready(ready, p)
+    smtp_script = os.path.join(os.path.dirname(here), "fakes", "smtp_receiver.py")
+    mailbox = os.path.join(fleet.dir, "mail.jsonl")
+    ready = os.path.join(fleet.dir, "smtp.ready")
+    p = fleet.start("smtp", ["/usr/bin/python3", smtp_script, "--listen", "127.0.0.1:0",
+                             "--ready-file", ready, "--out", mailbox])
+    smtp = fleet.read_ready(ready, p)
     topic = "arn:aws:sns:us-east-1:111122223333:security-alerts"
     seed = dict(FULL_SEED, sns_topics=[topic])
     fleet.start_ec2(seed)
@@ -516,16 +522,22 @@ def scenario_response_notify(fleet, demo=False):
     - url: http://{hook}/hooks/T000/B000/secret
     - url: http://{hook}/slack
       format: slack
+  smtp:
+    url: smtp://{smtp}
+    starttls: false
+    from: tripline@example.org
+    to: [soc@example.org]
 """)
     fleet.start_collector(cfg)
     inc = trigger_by_agent(fleet)
     wait_action(fleet)
-    summary = wait_for("three deliveries on the incident", lambda: (
-        lambda s: s if s.count("notify ") >= 3 else None)(
+    summary = wait_for("four deliveries on the incident", lambda: (
+        lambda s: s if s.count("notify ") >= 4 else None)(
             fleet.incident(inc["id"])["incident"]["summary"]))
     for needle in (f"notify webhook http://{hook}: delivered (2 attempt(s))",
                    f"notify slack http://{hook}: delivered (1 attempt(s))",
-                   f"notify sns {topic}: delivered"):
+                   f"notify sns {topic}: delivered",
+                   f"notify smtp smtp://{smtp}: delivered"):
         if needle not in summary:
             raise Failure(f"incident lacks {needle!r}: {summary}")
     with urllib.request.urlopen(f"http://{hook}/_tripline/received", timeout=10) as r:
@@ -538,6 +550,11 @@ def scenario_response_notify(fleet, demo=False):
     slack = next(b for b in bodies if "text" in b and "outcome" not in b)
     if "isolated" not in slack["text"]:
         raise Failure(f"slack body: {slack}")
+    with open(mailbox) as f:
+        mails = [json.loads(line) for line in f]
+    if len(mails) != 1 or mails[0]["rcpt_tos"] != ["soc@example.org"] or \
+            f"Subject: Tripline: {INSTANCE} isolated" not in mails[0]["data"]:
+        raise Failure(f"e-mail: {mails}")
     messages = fleet.ec2_get("state")["sns_messages"]
     if len(messages) != 1 or INSTANCE not in messages[0]["subject"]:
         raise Failure(f"SNS messages: {messages}")

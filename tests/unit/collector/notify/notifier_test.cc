@@ -117,6 +117,49 @@ TEST(Notifier, WebhookSlackAndSnsAreDeliveredAndRecordedOnTheIncident) {
   EXPECT_NE(state.find("\"subject\": \"Tripline: i-0abc isolated"), std::string::npos) << state;
 }
 
+TEST(Notifier, EmailGoesOverSmtpAndIsRetriedAfterA451) {
+  tripline::testing::TempDir dir;
+  LocalEndpoint smtp(TRIPLINE_SMTP_RECEIVER_SCRIPT,
+                     {"--out", dir.Sub("mail.jsonl"), "--fail-first", "1"});
+  ASSERT_TRUE(smtp.running());
+  auto store = *CollectorStore::Open(dir.Sub("c.db"));
+  const int64_t incident = AddIncident(store.get());
+  SmtpOptions o;
+  o.url = "smtp://" + smtp.url().substr(7);
+  o.from = "tripline@example.org";
+  o.to = {"soc@example.org", "oncall@example.org"};
+  auto sink = MakeSmtpSink(o);
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  std::vector<std::unique_ptr<NotificationSink>> sinks;
+  sinks.push_back(*std::move(sink));
+  Notifier notifier(store.get(), std::move(sinks), {3, 10, 10});
+  notifier.Start();
+  Notification n = Sample(incident);
+  n.title += "\r\nBcc: attacker@example.com";  // header injection attempt
+  ASSERT_TRUE(notifier.Enqueue(n));
+  ASSERT_TRUE(testing::WaitFor([&] {
+    auto inc = store->GetIncident(incident);
+    return inc.ok() && *inc && absl::StrContains((*inc)->summary, "notify smtp");
+  }));
+  notifier.Stop();
+  EXPECT_NE((*store->GetIncident(incident))->summary.find("delivered (2 attempt(s))"),
+            std::string::npos);
+  std::ifstream in(dir.Sub("mail.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_NE(line.find(R"("rcpt_tos": ["soc@example.org", "oncall@example.org"])"),
+            std::string::npos)
+      << line;
+  EXPECT_NE(line.find("Subject: Tripline: i-0abc isolated"), std::string::npos) << line;
+  EXPECT_EQ(line.find("\\r\\nBcc:"), std::string::npos)
+      << "CRLF in the subject was not neutralised";
+  EXPECT_NE(line.find("rule etc-changed matched MODIFIED /etc/passwd"), std::string::npos);
+  EXPECT_FALSE(std::getline(in, line)) << "one message only";
+
+  o.to = {"soc@example.org>\r\nRCPT TO:<x@y"};
+  EXPECT_EQ(MakeSmtpSink(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Notifier, JsonStringEscapesAndReplacesBadUtf8) {
   EXPECT_EQ(JsonString("a\"b\\c\n\x01"), R"("a\"b\\c\u000a\u0001")");
   EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
