@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -260,6 +261,37 @@ grpc::Status OperatorService::Isolate(grpc::ServerContext* context, const Isolat
   }
   absl::StatusOr<int64_t> id = QueueAction("isolate", req->instance_id(), req->incident_id(),
                                            req->mode(), "operator asked for isolation");
+  if (!id.ok()) return Internal(id.status());
+  resp->set_action_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::Respond(grpc::ServerContext* context,
+                                      const tripline::v1::RespondRequest* req,
+                                      tripline::v1::RespondResponse* resp) {
+  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (req->action() != "stop" && req->action() != "disassociate-eips") {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("action '%s' is not one of stop, disassociate-eips",
+                                        Printable(req->action(), 40)));
+  }
+  if (!ValidInstanceId(req->instance_id())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("'%s' is not an instance id (i-...)",
+                                        Printable(req->instance_id(), 80)));
+  }
+  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
+  if (req->incident_id() != 0) {
+    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
+    if (!inc.ok()) return Internal(inc.status());
+    if (!*inc) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrFormat("no incident %d", req->incident_id()));
+    }
+  }
+  absl::StatusOr<int64_t> id =
+      QueueAction(req->action(), req->instance_id(), req->incident_id(), req->mode(),
+                  absl::StrCat("operator asked for ", req->action()));
   if (!id.ok()) return Internal(id.status());
   resp->set_action_id(*id);
   return grpc::Status::OK;

@@ -43,6 +43,8 @@ class OperatorService final : public tripline::v1::Operator::Service {
                        tripline::v1::IsolateResponse* resp) override;
   grpc::Status Release(grpc::ServerContext* context, const tripline::v1::ReleaseRequest* req,
                        tripline::v1::ReleaseResponse* resp) override;
+  grpc::Status Respond(grpc::ServerContext* context, const tripline::v1::RespondRequest* req,
+                       tripline::v1::RespondResponse* resp) override;
   grpc::Status ApproveIncident(grpc::ServerContext* context,
                                const tripline::v1::ApproveIncidentRequest* req,
                                tripline::v1::ApproveIncidentResponse* resp) override;

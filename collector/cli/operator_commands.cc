@@ -116,6 +116,16 @@ grpc::Status Release(OperatorStub& stub, const v1::ReleaseRequest& request,
       });
 }
 
+grpc::Status Respond(OperatorStub& stub, const v1::RespondRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::RespondRequest, v1::RespondResponse>(
+      stub, &OperatorStub::Respond, request, call, output, out,
+      [&](const v1::RespondResponse& r) {
+        return absl::StrCat(request.action(), " of ", Printable(request.instance_id()),
+                            " queued: action ", r.action_id(), "\n");
+      });
+}
+
 grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
                              const OutputOptions& output, std::ostream& out) {
   v1::ApproveIncidentRequest request;

@@ -48,6 +48,8 @@ grpc::Status Isolate(OperatorStub& stub, const tripline::v1::IsolateRequest& req
                      const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status Release(OperatorStub& stub, const tripline::v1::ReleaseRequest& request,
                      const CallOptions& call, const OutputOptions& output, std::ostream& out);
+grpc::Status Respond(OperatorStub& stub, const tripline::v1::RespondRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
                              const OutputOptions& output, std::ostream& out);
 

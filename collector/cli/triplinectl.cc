@@ -216,6 +216,24 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   release->add_option("TARGET", release_target, "instance id (i-...) or incident id")->required();
   release->add_flag("--dry-run", release_dry_run, "only ask AWS whether it would work (DryRun)");
 
+  // Separate actions: stop, disassociate-eips.
+  tripline::v1::RespondRequest respond_request;
+  bool respond_dry_run = false;
+  int64_t respond_incident = 0;
+  std::vector<CLI::App*> responds;
+  for (const char* name : {"stop", "disassociate-eips"}) {
+    auto* cmd = app.add_subcommand(name, std::string(name) == "stop"
+                                             ? "stop an EC2 instance (memory evidence is lost)"
+                                             : "disassociate the instance's Elastic IPs "
+                                               "(release associates them again)");
+    cmd->add_option("INSTANCE", *respond_request.mutable_instance_id(), "instance id (i-...)")
+        ->required();
+    cmd->add_option("--incident", respond_incident, "the incident it belongs to")
+        ->check(CLI::PositiveNumber);
+    cmd->add_flag("--dry-run", respond_dry_run, "only ask AWS whether it would work (DryRun)");
+    responds.push_back(cmd);
+  }
+
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
   uint32_t actions_limit = 0;
@@ -264,6 +282,11 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     status = ListIncidents(*stub, incidents_request, call, output, out);
   } else if (show->parsed()) {
     status = ShowIncident(*stub, incident_id, call, output, out);
+  } else if (responds[0]->parsed() || responds[1]->parsed()) {
+    respond_request.set_action(responds[0]->parsed() ? "stop" : "disassociate-eips");
+    respond_request.set_incident_id(respond_incident);
+    if (respond_dry_run) respond_request.set_mode("dry-run");
+    status = Respond(*stub, respond_request, call, output, out);
   } else if (approve->parsed()) {
     status = ApproveIncident(*stub, approve_id, call, output, out);
   } else if (isolate->parsed()) {

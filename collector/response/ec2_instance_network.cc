@@ -79,6 +79,18 @@ class AwsInstanceNetwork : public InstanceNetwork {
       const std::map<std::string, std::string>& tags, bool dry_run, aws::CallInfo* info) override {
     return ec2_->CreateSnapshots(id, description, tags, dry_run, info);
   }
+  absl::Status StopInstance(const std::string& id, bool dry_run, aws::CallInfo* info) override {
+    return ec2_->StopInstance(id, dry_run, info);
+  }
+  absl::Status DisassociateAddress(const std::string& association, bool dry_run,
+                                   aws::CallInfo* info) override {
+    return ec2_->DisassociateAddress(association, dry_run, info);
+  }
+  absl::StatusOr<std::string> AssociateAddress(const std::string& allocation,
+                                               const std::string& eni, const std::string& ip,
+                                               bool dry_run, aws::CallInfo* info) override {
+    return ec2_->AssociateAddress(allocation, eni, ip, dry_run, info);
+  }
   absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
                                                          const std::string& value,
                                                          aws::CallInfo* info) override {

@@ -1,5 +1,6 @@
 #include "collector/response/isolation_worker.h"
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 
@@ -60,6 +61,7 @@ class IsolationWorker::Run {
 
   bool Isolate();
   bool Release();
+  bool StopOrDisassociate();
   // True when the action may go on; false when it waits for approval or was refused.
   bool Guard();
 
@@ -184,9 +186,16 @@ void IsolationWorker::Run::Finish(bool ok, const std::string& code, const std::s
     return absl::OkStatus();
   });
   if (w_->options_.on_outcome && !aborted_) {
-    const bool isolate = action_.kind == kIsolateActionKind;
-    std::string outcome = ok ? (isolate ? "isolated" : "released")
-                             : (isolate ? "isolation failed" : "release failed");
+    std::string outcome;
+    if (action_.kind == kIsolateActionKind) {
+      outcome = ok ? "isolated" : "isolation failed";
+    } else if (action_.kind == kReleaseActionKind) {
+      outcome = ok ? "released" : "release failed";
+    } else if (action_.kind == kStopActionKind) {
+      outcome = ok ? "stopped" : "stop failed";
+    } else {
+      outcome = ok ? "Elastic IPs disassociated" : "Elastic IP disassociation failed";
+    }
     if (code == "NeverIsolate") outcome = "isolation refused (never-isolate)";
     if (dry_run()) outcome = absl::StrCat("dry-run: ", outcome);
     w_->options_.on_outcome(action_, outcome);
@@ -292,7 +301,9 @@ bool IsolationWorker::Run::Execute() {
   }
   spdlog::info("response: {} action={} incident={} target={} mode={}", action_.kind, action_.id,
                action_.incident_id, Printable(action_.target), action_.mode);
-  return action_.kind == kIsolateActionKind ? Isolate() : Release();
+  if (action_.kind == kIsolateActionKind) return Isolate();
+  if (action_.kind == kReleaseActionKind) return Release();
+  return StopOrDisassociate();
 }
 
 #define STEP_OR_FAIL(lhs, expr)                                                     \
@@ -802,6 +813,31 @@ bool IsolationWorker::Run::Release() {
                             return std::string();
                           }));
   }
+  // Elastic IPs a separate action took away since this isolation.
+  absl::StatusOr<std::vector<ActionRecord>> eip_actions =
+      w_->store_->TopLevelActions(kDisassociateEipsActionKind, id);
+  if (!eip_actions.ok()) {
+    aborted_ = true;
+    return true;
+  }
+  for (const ActionRecord& a : *eip_actions) {
+    if (a.id < isolation_id || a.id < last_release || a.mode == "dry-run") continue;
+    absl::StatusOr<std::vector<ActionRecord>> eip_steps = w_->store_->Steps(a.id);
+    if (!eip_steps.ok()) {
+      aborted_ = true;
+      return true;
+    }
+    for (const ActionRecord& st : *eip_steps) {
+      if (st.status != "done" || st.step_key.rfind("eip-disassociate:", 0) != 0) continue;
+      const std::vector<std::string> f = absl::StrSplit(st.result, '\t');
+      if (f.size() != 3) continue;
+      STEP_OR_CONTINUE(Step(absl::StrCat("restore-eip:", f[0]), "ec2:AssociateAddress", f[1],
+                            absl::StrFormat("%s -> %s %s", f[0], f[1], f[2]),
+                            [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+                              return net().AssociateAddress(f[0], f[1], f[2], dry, info);
+                            }));
+    }
+  }
   if (done("iam-disassociate")) {
     const std::string arn = recorded["iam-disassociate"].result;
     STEP_OR_CONTINUE(Step("restore-profile", "ec2:AssociateIamInstanceProfile", id, arn,
@@ -874,6 +910,80 @@ bool IsolationWorker::Run::Release() {
   return true;
 }
 
+bool IsolationWorker::Run::StopOrDisassociate() {
+  const std::string fail_state;
+  const std::string& id = action_.target;
+  const bool dry = dry_run();
+  if (w_->options_.never_isolate_ids.count(id) > 0) {
+    Finish(false, "NeverIsolate", absl::StrCat(id, " is on the never-isolate list"),
+           absl::StrFormat("%s refused: %s is on the never-isolate list", action_.kind, id), "");
+    return true;
+  }
+  if (action_.kind == kStopActionKind) {
+    std::string ignored;
+    STEP_OR_FAIL(
+        ignored,
+        Step("stop", "ec2:StopInstances", id, "StopInstances (memory is lost; volumes stay)",
+             [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+               RETURN_IF_ERROR(net().StopInstance(id, dry, info));
+               return std::string();
+             }));
+    Finish(true, "", "",
+           dry ? absl::StrFormat("dry-run: stopping %s would succeed", id)
+               : absl::StrFormat("stopped %s (operator action %d)", id, action_.id),
+           "");
+    return true;
+  }
+  // Elastic IP disassociation: what is associated now, then one call per address.
+  std::string recorded;
+  STEP_OR_FAIL(recorded,
+               Step("describe", "ec2:DescribeInstances", id, "",
+                    [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+                      ASSIGN_OR_RETURN(aws::Instance inst, net().DescribeInstance(id, info));
+                      return EncodeInstance(inst);
+                    }));
+  absl::StatusOr<aws::Instance> inst = DecodeInstance(recorded);
+  if (!inst.ok()) {
+    Finish(false, "BadRecord", std::string(inst.status().message()),
+           absl::StrCat("Elastic IP disassociation failed: ", inst.status().message()), "");
+    return true;
+  }
+  std::vector<std::string> gone;
+  for (const aws::NetworkInterface& e : inst->interfaces) {
+    if (e.eip_allocation_id.empty() || e.eip_association_id.empty()) continue;
+    const std::string key = absl::StrCat("eip-disassociate:", e.eip_allocation_id);
+    const bool rerun = steps_.count(key) > 0;
+    STEP_OR_CONTINUE(
+        Step(key, "ec2:DisassociateAddress", e.eip_association_id,
+             absl::StrFormat("%s (%s) from %s %s", e.public_ip, e.eip_allocation_id, e.interface_id,
+                             e.private_ip),
+             [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+               absl::Status st = net().DisassociateAddress(e.eip_association_id, dry, info);
+               // Gone by a call whose answer was lost.
+               if (!st.ok() && rerun && info->error_code == "InvalidAssociationID.NotFound") {
+                 st = absl::OkStatus();
+               }
+               RETURN_IF_ERROR(st);
+               return absl::StrCat(e.eip_allocation_id, "\t", e.interface_id, "\t", e.private_ip);
+             }));
+    gone.push_back(e.public_ip);
+  }
+  if (first_error_code_.empty()) {
+    Finish(true, "", "",
+           gone.empty() ? absl::StrFormat("no Elastic IP associated with %s", id)
+           : dry        ? absl::StrFormat("dry-run: disassociating %s would succeed",
+                                          absl::StrJoin(gone, ", "))
+                        : absl::StrFormat("Elastic IPs %s disassociated from %s (release "
+                                                 "associates them again)",
+                                          absl::StrJoin(gone, ", "), id),
+           "");
+  } else {
+    Finish(false, first_error_code_, first_error_message_,
+           absl::StrCat("Elastic IP disassociation failed: ", first_error_line_), "");
+  }
+  return true;
+}
+
 #undef STEP_OR_FAIL
 #undef STEP_OR_CONTINUE
 
@@ -932,7 +1042,8 @@ void IsolationWorker::Loop() {
 
 bool IsolationWorker::ProcessUnfinished() {
   std::vector<ActionRecord> all;
-  for (const char* kind : {kIsolateActionKind, kReleaseActionKind}) {
+  for (const char* kind :
+       {kIsolateActionKind, kReleaseActionKind, kStopActionKind, kDisassociateEipsActionKind}) {
     absl::StatusOr<std::vector<ActionRecord>> actions = store_->UnfinishedActions(kind);
     if (!actions.ok()) {
       spdlog::error("response: cannot list unfinished actions: {}", actions.status().ToString());

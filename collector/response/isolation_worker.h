@@ -49,6 +49,10 @@
 namespace tripline::collector {
 
 inline constexpr char kReleaseActionKind[] = "release";
+// Separate actions an operator asks for: StopInstances, and Elastic IP disassociation (which a
+// release undoes).
+inline constexpr char kStopActionKind[] = "stop";
+inline constexpr char kDisassociateEipsActionKind[] = "disassociate-eips";
 
 // The AWS operations the response needs (EC2, IAM, Auto Scaling). Implementations fill `info`
 // whether the call worked or not; `dry_run` calls send DryRun=true and succeed with
@@ -92,6 +96,14 @@ class InstanceNetwork {
   virtual absl::StatusOr<std::vector<std::string>> CreateSnapshots(
       const std::string& instance_id, const std::string& description,
       const std::map<std::string, std::string>& tags, bool dry_run, aws::CallInfo* info) = 0;
+  virtual absl::Status StopInstance(const std::string& instance_id, bool dry_run,
+                                    aws::CallInfo* info) = 0;
+  virtual absl::Status DisassociateAddress(const std::string& association_id, bool dry_run,
+                                           aws::CallInfo* info) = 0;
+  virtual absl::StatusOr<std::string> AssociateAddress(const std::string& allocation_id,
+                                                       const std::string& interface_id,
+                                                       const std::string& private_ip,
+                                                       bool dry_run, aws::CallInfo* info) = 0;
   virtual absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& tag_key,
                                                                  const std::string& tag_value,
                                                                  aws::CallInfo* info) = 0;

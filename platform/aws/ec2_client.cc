@@ -399,6 +399,34 @@ absl::StatusOr<std::vector<std::string>> Ec2Client::CreateSnapshots(
   return ids;
 }
 
+absl::Status Ec2Client::StopInstance(const std::string& instance_id, bool dry_run, CallInfo* info) {
+  RETURN_IF_ERROR(Validate(info, "StopInstances", {{"instance id", &instance_id}}));
+  pugi::xml_document doc;
+  return connection_->Call("StopInstances", {{"InstanceId.1", instance_id}}, dry_run, info, &doc);
+}
+
+absl::Status Ec2Client::DisassociateAddress(const std::string& association_id, bool dry_run,
+                                            CallInfo* info) {
+  RETURN_IF_ERROR(Validate(info, "DisassociateAddress", {{"association id", &association_id}}));
+  pugi::xml_document doc;
+  RETURN_IF_ERROR(connection_->Call("DisassociateAddress", {{"AssociationId", association_id}},
+                                    dry_run, info, &doc));
+  return ExpectReturnTrue(info, doc);
+}
+
+absl::StatusOr<std::string> Ec2Client::AssociateAddress(const std::string& allocation_id,
+                                                        const std::string& interface_id,
+                                                        const std::string& private_ip, bool dry_run,
+                                                        CallInfo* info) {
+  RETURN_IF_ERROR(Validate(info, "AssociateAddress",
+                           {{"allocation id", &allocation_id}, {"interface id", &interface_id}}));
+  Params params = {{"AllocationId", allocation_id}, {"NetworkInterfaceId", interface_id}};
+  if (!private_ip.empty()) params.emplace_back("PrivateIpAddress", private_ip);
+  pugi::xml_document doc;
+  RETURN_IF_ERROR(connection_->Call("AssociateAddress", params, dry_run, info, &doc));
+  return ChildText(doc.document_element(), "associationId");
+}
+
 absl::StatusOr<std::vector<std::string>> Ec2Client::FindSnapshots(const std::string& key,
                                                                   const std::string& value,
                                                                   CallInfo* info) {

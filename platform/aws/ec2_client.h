@@ -148,6 +148,17 @@ class Ec2Client {
       const std::string& instance_id, const std::string& description,
       const std::map<std::string, std::string>& tags, bool dry_run, CallInfo* info);
 
+  // StopInstances of one instance.
+  absl::Status StopInstance(const std::string& instance_id, bool dry_run, CallInfo* info);
+  // DisassociateAddress of an Elastic IP association (eipassoc-...).
+  absl::Status DisassociateAddress(const std::string& association_id, bool dry_run, CallInfo* info);
+  // AssociateAddress of an Elastic IP allocation to an interface's private address; returns the
+  // new association id.
+  absl::StatusOr<std::string> AssociateAddress(const std::string& allocation_id,
+                                               const std::string& interface_id,
+                                               const std::string& private_ip, bool dry_run,
+                                               CallInfo* info);
+
   // DescribeSnapshots of this account with tag `key`=`value`: their ids.
   absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
                                                          const std::string& value, CallInfo* info);

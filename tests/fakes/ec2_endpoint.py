@@ -226,6 +226,9 @@ class World:
         self.flows = state["flows"]
         self.snapshots = []
         self.sns_topics = state["sns_topics"]
+        # Elastic IP allocation -> its public address, so a re-association gets it back.
+        self.eips = {e["allocation_id"]: e["public_ip"] for i in self.instances
+                     for e in i["interfaces"] if e["allocation_id"]}
         self.sns_messages = []
         self.calls = []
         self.injections = []  # dicts: action, code, http_status, count, message
@@ -1026,6 +1029,71 @@ def create_snapshots(world, params, request_id):
     return _ok("CreateSnapshots", request_id, f"<snapshotSet>{items}</snapshotSet>")
 
 
+def stop_instances(world, params, request_id):
+    _check_params(params, {"Action", "Version", "DryRun", "Force", "Hibernate"}, ["InstanceId"])
+    ids = _indexed(params, "InstanceId")
+    if not ids:
+        raise ApiError(400, "MissingParameter", "The request must contain InstanceId")
+    _dry_run(params)
+    items = ""
+    with world.lock:
+        for iid in ids:
+            inst = _find_instance(world, iid)
+            before = inst["state"]
+            inst["state"] = "stopped"
+            items += (f"<item><instanceId>{iid}</instanceId>"
+                      f"<currentState><code>64</code><name>stopping</name></currentState>"
+                      f"<previousState><code>{STATE_CODES[before]}</code><name>{before}</name>"
+                      "</previousState></item>")
+    return _ok("StopInstances", request_id, f"<instancesSet>{items}</instancesSet>")
+
+
+def _find_eni(world, eni_id):
+    for inst in world.instances:
+        for eni in inst["interfaces"]:
+            if eni["interface_id"] == eni_id:
+                return eni
+    raise ApiError(400, "InvalidNetworkInterfaceID.NotFound",
+                   f"The networkInterface ID '{eni_id}' does not exist")
+
+
+def disassociate_address(world, params, request_id):
+    _check_params(params, {"Action", "Version", "DryRun", "AssociationId", "PublicIp"}, [])
+    assoc = _required(params, "AssociationId")
+    _dry_run(params)
+    with world.lock:
+        for inst in world.instances:
+            for eni in inst["interfaces"]:
+                if eni["eip_association_id"] and eni["eip_association_id"] == assoc:
+                    eni["eip_association_id"] = ""
+                    eni["public_ip"] = ""
+                    return _ok("DisassociateAddress", request_id)
+    raise ApiError(400, "InvalidAssociationID.NotFound",
+                   f"The association ID '{assoc}' does not exist")
+
+
+def associate_address(world, params, request_id):
+    _check_params(params, {"Action", "Version", "DryRun", "AllocationId", "NetworkInterfaceId",
+                           "PrivateIpAddress", "AllowReassociation"}, [])
+    alloc = _required(params, "AllocationId")
+    eni_id = _required(params, "NetworkInterfaceId")
+    _dry_run(params)
+    with world.lock:
+        eni = _find_eni(world, eni_id)
+        for inst in world.instances:
+            for other in inst["interfaces"]:
+                if other["allocation_id"] == alloc and other["eip_association_id"] and \
+                        other is not eni:
+                    raise ApiError(400, "Resource.AlreadyAssociated",
+                                   f"resource {alloc} is already associated")
+        eni["allocation_id"] = alloc
+        eni["eip_association_id"] = world.new_id("eipassoc")
+        eni["public_ip"] = world.eips.get(alloc, "203.0.113.99")
+        assoc = eni["eip_association_id"]
+    return _ok("AssociateAddress", request_id,
+               f"<return>true</return><associationId>{assoc}</associationId>")
+
+
 def describe_snapshots(world, params, request_id):
     _check_params(params, {"Action", "Version", "DryRun", "MaxResults", "NextToken"},
                   ["Filter", "Owner", "SnapshotId"])
@@ -1196,6 +1264,9 @@ ACTIONS = {
         "AssociateIamInstanceProfile": associate_iam_instance_profile,
         "CreateSnapshots": create_snapshots,
         "DescribeSnapshots": describe_snapshots,
+        "StopInstances": stop_instances,
+        "DisassociateAddress": disassociate_address,
+        "AssociateAddress": associate_address,
     },
     "iam": {
         "GetInstanceProfile": get_instance_profile,

@@ -263,6 +263,40 @@ def scenario_response_release(fleet, demo=False):
         raise Failure(f"agent still marked {agents[0]['isolation_state']}")
 
 
+def scenario_response_separate_actions(fleet, demo=False):
+    """Elastic IP disassociation and StopInstances as separate operator actions: dry-run changes
+    nothing, the real ones do, and a release associates the Elastic IP again."""
+    start_world(fleet)
+    fleet.ctl("isolate", INSTANCE)
+    wait_action(fleet)
+    before = fleet.ec2_get("state")
+    fleet.ctl("stop", INSTANCE, "--dry-run")
+    wait_action(fleet, kind="stop")
+    fleet.ctl("disassociate-eips", INSTANCE, "--dry-run")
+    wait_action(fleet, kind="disassociate-eips")
+    if fleet.ec2_get("state")["instances"] != before["instances"]:
+        raise Failure("a dry-run changed the instance")
+    out = fleet.ctl("disassociate-eips", INSTANCE).stdout.decode()
+    action_id = out.split("action ")[1].split()[0]
+    a = wait_action(fleet, kind="disassociate-eips", action_id=action_id)
+    if a["status"] != "done":
+        raise Failure(f"disassociation: {a}")
+    front = instance_state(fleet.ec2_get("state"))["interfaces"][0]
+    if front["public_ip"] or front["eip_association_id"]:
+        raise Failure(f"Elastic IP still associated: {front}")
+    out = fleet.ctl("stop", INSTANCE).stdout.decode()
+    a = wait_action(fleet, kind="stop", action_id=out.split("action ")[1].split()[0])
+    if a["status"] != "done" or instance_state(fleet.ec2_get("state"))["state"] != "stopped":
+        raise Failure(f"stop: {a}")
+    fleet.ctl("release", INSTANCE)
+    rel = wait_action(fleet, kind="release")
+    if rel["status"] != "done":
+        raise Failure(f"release: {rel}")
+    front = instance_state(fleet.ec2_get("state"))["interfaces"][0]
+    if front["public_ip"] != "203.0.113.10" or front["allocation_id"] != "eipalloc-0front0000001":
+        raise Failure(f"Elastic IP not associated again: {front}")
+
+
 def normalized(state):
     """The state with created group ids replaced by their names, for comparing two worlds."""
     names = {g["group_id"]: g["group_name"] for g in state["security_groups"]}
@@ -561,6 +595,7 @@ def scenario_response_notify(fleet, demo=False):
 
 
 SCENARIOS = {
+    "response_separate_actions": scenario_response_separate_actions,
     "response_notify": scenario_response_notify,
     "response_imds_credentials": scenario_response_imds_credentials,
     "response_recipe": scenario_response_recipe,

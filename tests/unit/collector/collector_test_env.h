@@ -268,6 +268,48 @@ class FakeInstanceNetwork : public InstanceNetwork {
     }
     return ids;
   }
+  absl::Status StopInstance(const std::string& id, bool dry_run, aws::CallInfo* info) override {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    RETURN_IF_ERROR(Begin("StopInstances", id, info, dry_run));
+    if (dry_run) return absl::OkStatus();
+    RETURN_IF_ERROR(Known(id, info));
+    state_->instances[id].state = "stopped";
+    return absl::OkStatus();
+  }
+  absl::Status DisassociateAddress(const std::string& association, bool dry_run,
+                                   aws::CallInfo* info) override {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    RETURN_IF_ERROR(Begin("DisassociateAddress", association, info, dry_run));
+    if (dry_run) return absl::OkStatus();
+    for (auto& [id, inst] : state_->instances) {
+      for (aws::NetworkInterface& e : inst.interfaces) {
+        if (!association.empty() && e.eip_association_id == association) {
+          e.eip_association_id.clear();
+          e.public_ip.clear();
+          return absl::OkStatus();
+        }
+      }
+    }
+    return Fail({"InvalidAssociationID.NotFound", "no association " + association}, info);
+  }
+  absl::StatusOr<std::string> AssociateAddress(const std::string& allocation,
+                                               const std::string& eni, const std::string& ip,
+                                               bool dry_run, aws::CallInfo* info) override {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    RETURN_IF_ERROR(Begin("AssociateAddress", allocation + " " + eni + " " + ip, info, dry_run));
+    if (dry_run) return std::string();
+    for (auto& [id, inst] : state_->instances) {
+      for (aws::NetworkInterface& e : inst.interfaces) {
+        if (e.interface_id == eni) {
+          e.eip_allocation_id = allocation;
+          e.eip_association_id = absl::StrFormat("eipassoc-%d", state_->next_id++);
+          e.public_ip = "198.51.100.10";
+          return e.eip_association_id;
+        }
+      }
+    }
+    return Fail({"InvalidNetworkInterfaceID.NotFound", "no interface " + eni}, info);
+  }
   absl::StatusOr<std::vector<std::string>> FindSnapshots(const std::string& key,
                                                          const std::string& value,
                                                          aws::CallInfo* info) override {
@@ -370,6 +412,8 @@ inline aws::Instance TwoInterfaceInstance(const std::string& id) {
   a.vpc_id = "vpc-1";
   a.group_ids = {"sg-web", "sg-ssh"};
   a.public_ip = "198.51.100.10";
+  a.eip_allocation_id = "eipalloc-" + id;
+  a.eip_association_id = "eipassoc-" + id;
   aws::NetworkInterface b;
   b.interface_id = "eni-mgmt-" + id;
   b.vpc_id = "vpc-1";

@@ -640,3 +640,56 @@ TEST(OperatorResponse, IsolateAndReleaseQueueActionsTheWorkerRuns) {
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+// The separate actions: Elastic IP disassociation (undone by release) and StopInstances.
+TEST_F(Recipe, ElasticIpDisassociationIsUndoneByReleaseAndStopStops) {
+  const int64_t isolate = QueueIsolate(store_.get());
+  auto worker = Worker();
+  worker->Start();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), isolate); }));
+  const int64_t eips = QueueIsolate(store_.get(), "", kInstance, kDisassociateEipsActionKind);
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), eips); }));
+  EXPECT_EQ((*store_->GetAction(eips))->status, "done");
+  {
+    std::lock_guard<std::mutex> lock(ec2_->mu);
+    EXPECT_EQ(ec2_->instances[kInstance].interfaces[0].eip_association_id, "");
+    EXPECT_EQ(ec2_->calls.back(), "DisassociateAddress eipassoc-i-0abc");
+  }
+  const int64_t stop = QueueIsolate(store_.get(), "", kInstance, kStopActionKind);
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), stop); }));
+  EXPECT_EQ((*store_->GetAction(stop))->status, "done");
+  const int64_t release = QueueIsolate(store_.get(), "", kInstance, kReleaseActionKind);
+  worker->Wake();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), release); }));
+  worker->Stop();
+  EXPECT_EQ((*store_->GetAction(release))->status, "done");
+  std::lock_guard<std::mutex> lock(ec2_->mu);
+  const aws::NetworkInterface& front = ec2_->instances[kInstance].interfaces[0];
+  EXPECT_EQ(front.eip_allocation_id, "eipalloc-i-0abc");
+  EXPECT_FALSE(front.eip_association_id.empty());
+  EXPECT_EQ(ec2_->instances[kInstance].state, "stopped");  // release does not start it
+  EXPECT_NE(std::find(ec2_->calls.begin(), ec2_->calls.end(),
+                      "AssociateAddress eipalloc-i-0abc eni-web-i-0abc "),
+            ec2_->calls.end());
+}
+
+TEST_F(Recipe, StopOfANeverIsolateInstanceIsRefused) {
+  IsolationWorker::Options options;
+  options.never_isolate_ids = {kInstance};
+  const int64_t stop = QueueIsolate(store_.get(), "", kInstance, kStopActionKind);
+  auto worker = Worker(options);
+  worker->Start();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), stop); }));
+  worker->Stop();
+  EXPECT_EQ((*store_->GetAction(stop))->error_code, "NeverIsolate");
+  std::lock_guard<std::mutex> lock(ec2_->mu);
+  EXPECT_TRUE(ec2_->calls.empty());
+}
+
+}  // namespace
+}  // namespace tripline::collector
