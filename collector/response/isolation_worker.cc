@@ -277,7 +277,12 @@ bool IsolationWorker::Run::Execute() {
   for (ActionRecord& s : *steps) {
     if (!s.step_key.empty()) steps_[s.step_key] = std::move(s);
   }
-  if (action_.mode.empty()) action_.mode = w_->options_.default_mode;
+  if (action_.mode.empty()) {
+    // An operator's own request is its approval; response.mode dry-run still holds for it.
+    action_.mode = action_.actor == "operator" && w_->options_.default_mode == "approve"
+                       ? "auto"
+                       : w_->options_.default_mode;
+  }
   if (action_.kind == kIsolateActionKind && !Guard()) return true;
   if (aborted_) return true;
 

@@ -693,3 +693,31 @@ TEST_F(Recipe, StopOfANeverIsolateInstanceIsRefused) {
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+TEST_F(Recipe, OperatorRequestIsItsOwnApprovalButDryRunModeHolds) {
+  const int64_t op = QueueIsolate(store_.get());  // actor operator, mode ""
+  IsolationWorker::Options options;
+  options.default_mode = "approve";
+  auto worker = Worker(options);
+  worker->Start();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), op); }));
+  worker->Stop();
+  EXPECT_EQ((*store_->GetAction(op))->status, "done");
+  EXPECT_EQ((*store_->GetAction(op))->mode, "auto");
+
+  const int64_t dry = QueueIsolate(store_.get(), "", kInstance, kReleaseActionKind);
+  options.default_mode = "dry-run";
+  auto second = Worker(options);
+  second->Start();
+  ASSERT_TRUE(WaitFor([&] { return ActionFinished(store_.get(), dry); }));
+  second->Stop();
+  EXPECT_EQ((*store_->GetAction(dry))->mode, "dry-run");
+  std::lock_guard<std::mutex> lock(ec2_->mu);
+  EXPECT_TRUE(absl::EndsWith(ec2_->calls.back(), "(DryRun)")) << ec2_->calls.back();
+}
+
+}  // namespace
+}  // namespace tripline::collector
