@@ -12,6 +12,8 @@ packages=(
   libpugixml-dev libsqlite3-dev libcli11-dev libsystemd-dev
   # tests: GoogleTest, and Debian's python with botocore (SigV4 checked independently) and grpcio
   libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio python3-protobuf
+  # tests: a local SMTP server for the e-mail notifications
+  python3-aiosmtpd
   # tools the test scripts and the demo call
   procps sqlite3 openssl ca-certificates
   # packaging: dpkg-shlibdeps and dpkg-buildflags, lintian, systemd-analyze for the units' exposure;

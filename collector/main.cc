@@ -166,14 +166,49 @@ int main(int argc, char** argv) {
     parts.operator_token = *std::move(operator_token);
   }
 
-  absl::StatusOr<std::unique_ptr<tripline::collector::InstanceNetwork>> network =
-      tripline::collector::MakeEc2InstanceNetwork(config->aws);
-  if (network.ok()) {
-    parts.network = *std::move(network);
+  absl::StatusOr<tripline::collector::AwsResponse> aws =
+      tripline::collector::MakeAwsResponse(config->aws);
+  if (aws.ok()) {
+    parts.network = std::move(aws->network);
+    // The collector never isolates the instance it runs on.
+    if (config->response.self_instance_id.empty()) {
+      config->response.self_instance_id = aws->self_instance_id;
+    }
+    spdlog::info("collector: AWS region={} own_instance={}", aws->region,
+                 config->response.self_instance_id.empty() ? "(not on EC2)"
+                                                           : config->response.self_instance_id);
   } else {
-    parts.network_error = network.status();
-    spdlog::warn("collector: EC2 is not usable, isolate actions will fail: {}",
-                 std::string(network.status().message()));
+    parts.network_error = aws.status();
+    spdlog::warn("collector: AWS is not usable, response actions will fail: {}",
+                 std::string(aws.status().message()));
+  }
+  for (const tripline::collector::NotifyConfig::Webhook& hook : config->notify.webhooks) {
+    parts.notify_sinks.push_back(tripline::collector::MakeWebhookSink(hook.url, hook.slack, 10000));
+  }
+  if (const auto& smtp = config->notify.smtp; !smtp.url.empty()) {
+    tripline::collector::SmtpOptions o;
+    o.url = smtp.url;
+    o.from = smtp.from;
+    o.to = smtp.to;
+    o.starttls = smtp.starttls && smtp.url.rfind("smtp://", 0) == 0;
+    o.username = smtp.username;
+    if (!smtp.password_file.empty()) {
+      absl::StatusOr<std::string> password = tripline::collector::ReadSecretFile(
+          smtp.password_file, "notify.smtp.password_file");
+      if (!password.ok()) return Fail(2, std::string(password.status().message()));
+      o.password = *std::move(password);
+    }
+    absl::StatusOr<std::unique_ptr<tripline::collector::NotificationSink>> sink =
+        tripline::collector::MakeSmtpSink(std::move(o));
+    if (!sink.ok()) return Fail(2, absl::StrFormat("notify.smtp: %s", sink.status().message()));
+    parts.notify_sinks.push_back(*std::move(sink));
+  }
+  if (!config->notify.sns_topic_arn.empty()) {
+    absl::StatusOr<std::unique_ptr<tripline::aws::QueryConnection>> sns =
+        tripline::collector::MakeSnsConnection(config->aws, config->notify.sns_topic_arn);
+    if (!sns.ok()) return Fail(2, absl::StrFormat("notify.sns_topic_arn: %s", sns.status().message()));
+    parts.notify_sinks.push_back(
+        tripline::collector::MakeSnsSink(*std::move(sns), config->notify.sns_topic_arn));
   }
   parts.config = *config;
   parts.rules = *std::move(rules);

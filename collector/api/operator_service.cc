@@ -6,8 +6,11 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "platform/runtime/clock.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::collector {
@@ -76,6 +79,15 @@ void ToProto(const ActionRecord& a, Action* out) {
   out->set_actor(a.actor);
   out->set_created_unix_ns(a.created_ns);
   out->set_updated_unix_ns(a.updated_ns);
+  out->set_step_key(a.step_key);
+  out->set_mode(a.mode);
+}
+
+bool ValidInstanceId(const std::string& id) {
+  if (id.size() < 3 || id.size() > 64 || id.rfind("i-", 0) != 0) return false;
+  return std::all_of(id.begin() + 2, id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z');
+  });
 }
 
 constexpr size_t kMaxNoteBytes = 4096;
@@ -140,8 +152,9 @@ grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
 
 }  // namespace
 
-OperatorService::OperatorService(CollectorStore* store, const OperatorAuthorizer* auth)
-    : store_(store), auth_(auth) {}
+OperatorService::OperatorService(CollectorStore* store, const OperatorAuthorizer* auth,
+                                 std::function<void()> on_action)
+    : store_(store), auth_(auth), on_action_(std::move(on_action)) {}
 
 grpc::Status OperatorService::Authorize(const grpc::ServerContext* context, Role required,
                                         Caller* caller) const {
@@ -442,6 +455,186 @@ grpc::Status OperatorService::ReloadRules(grpc::ServerContext* context, const Re
         absl::StrFormat("rules not reloaded, the old ones stay: %s", count.status().message()));
   }
   resp->set_rules(static_cast<uint32_t>(*count));
+  return grpc::Status::OK;
+}
+
+}  // namespace tripline::collector
+
+namespace tripline::collector {
+
+using tripline::v1::ApproveIncidentRequest;
+using tripline::v1::ApproveIncidentResponse;
+using tripline::v1::IsolateRequest;
+using tripline::v1::IsolateResponse;
+using tripline::v1::ReleaseRequest;
+using tripline::v1::ReleaseResponse;
+
+absl::StatusOr<int64_t> OperatorService::QueueAction(const std::string& kind,
+                                                     const std::string& instance_id,
+                                                     int64_t incident_id, const std::string& mode,
+                                                     const std::string& detail,
+                                                     const std::string& actor) {
+  ActionRecord action;
+  action.incident_id = incident_id;
+  action.agent_id = instance_id;
+  action.kind = kind;
+  action.target = instance_id;
+  action.status = "pending";
+  action.actor = actor;
+  action.mode = mode;
+  action.detail = detail;
+  action.created_ns = action.updated_ns = absl::ToUnixNanos(absl::Now());
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return w.status();
+  absl::StatusOr<int64_t> id = w->InsertAction(action);
+  if (!id.ok()) return id.status();
+  if (incident_id > 0) {
+    absl::Status st = w->AppendIncidentSummary(
+        incident_id, absl::StrFormat("operator asked for %s of %s (action %d)", kind, instance_id, *id),
+        action.created_ns);
+    if (!st.ok()) return st;
+  }
+  if (absl::Status st = w->Commit(); !st.ok()) return st;
+  spdlog::info("api: operator queued {} action={} instance={} incident={} mode={}", kind, *id,
+               instance_id, incident_id, mode.empty() ? "default" : mode);
+  if (on_action_) on_action_();
+  return *id;
+}
+
+namespace {
+grpc::Status CheckMode(const std::string& mode) {
+  if (mode.empty() || mode == "auto" || mode == "dry-run") return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrFormat("mode '%s' is not one of auto, dry-run", Printable(mode, 32)));
+}
+}  // namespace
+
+grpc::Status OperatorService::Isolate(grpc::ServerContext* context, const IsolateRequest* req,
+                                      IsolateResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  if (!ValidInstanceId(req->instance_id())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("'%s' is not an instance id (i-...)",
+                                        Printable(req->instance_id(), 80)));
+  }
+  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
+  if (req->incident_id() != 0) {
+    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
+    if (!inc.ok()) return Internal(inc.status());
+    if (!*inc) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrFormat("no incident %d", req->incident_id()));
+    }
+  }
+  absl::StatusOr<int64_t> id = QueueAction("isolate", req->instance_id(), req->incident_id(),
+                                           req->mode(), "operator asked for isolation", caller.name);
+  if (!id.ok()) return Internal(id.status());
+  resp->set_action_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::Respond(grpc::ServerContext* context,
+                                      const tripline::v1::RespondRequest* req,
+                                      tripline::v1::RespondResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  if (req->action() != "stop" && req->action() != "disassociate-eips") {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("action '%s' is not one of stop, disassociate-eips",
+                                        Printable(req->action(), 40)));
+  }
+  if (!ValidInstanceId(req->instance_id())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("'%s' is not an instance id (i-...)",
+                                        Printable(req->instance_id(), 80)));
+  }
+  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
+  if (req->incident_id() != 0) {
+    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
+    if (!inc.ok()) return Internal(inc.status());
+    if (!*inc) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrFormat("no incident %d", req->incident_id()));
+    }
+  }
+  absl::StatusOr<int64_t> id =
+      QueueAction(req->action(), req->instance_id(), req->incident_id(), req->mode(),
+                  absl::StrCat("operator asked for ", req->action()), caller.name);
+  if (!id.ok()) return Internal(id.status());
+  resp->set_action_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::Release(grpc::ServerContext* context, const ReleaseRequest* req,
+                                      ReleaseResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
+  std::string instance = req->instance_id();
+  if (req->incident_id() != 0) {
+    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
+    if (!inc.ok()) return Internal(inc.status());
+    if (!*inc) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrFormat("no incident %d", req->incident_id()));
+    }
+    if (!instance.empty() && instance != (*inc)->agent_id) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrFormat("incident %d is about %s, not %s", req->incident_id(),
+                                          (*inc)->agent_id, Printable(instance, 80)));
+    }
+    instance = (*inc)->agent_id;
+  }
+  if (!ValidInstanceId(instance)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("'%s' is not an instance id (i-...); give an instance id "
+                                        "or an incident id",
+                                        Printable(instance, 80)));
+  }
+  absl::StatusOr<int64_t> id = QueueAction("release", instance, req->incident_id(), req->mode(),
+                                           "operator asked for release", caller.name);
+  if (!id.ok()) return Internal(id.status());
+  resp->set_action_id(*id);
+  resp->set_instance_id(instance);
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ApproveIncident(grpc::ServerContext* context,
+                                              const ApproveIncidentRequest* req,
+                                              ApproveIncidentResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  absl::StatusOr<std::vector<ActionRecord>> actions = store_->ListActions(req->incident_id(), 10000);
+  if (!actions.ok()) return Internal(actions.status());
+  if (req->incident_id() <= 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "an incident id is required");
+  }
+  const int64_t now = absl::ToUnixNanos(absl::Now());
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return Internal(w.status());
+  for (ActionRecord a : *actions) {
+    if (a.parent_id != 0 || a.status != "approval") continue;
+    a.status = "pending";
+    a.mode = "auto";
+    a.actor = caller.name;  // not counted against the hourly cap of automatic isolations
+    a.updated_ns = now;
+    if (absl::Status st = w->UpdateAction(a); !st.ok()) return Internal(st);
+    resp->add_action_ids(a.id);
+  }
+  if (resp->action_ids_size() == 0) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrFormat("incident %d has no action waiting for approval",
+                                        req->incident_id()));
+  }
+  if (absl::Status st = w->AppendIncidentSummary(
+          req->incident_id(), absl::StrFormat("%s approved %d action(s)", caller.name, resp->action_ids_size()),
+          now);
+      !st.ok()) {
+    return Internal(st);
+  }
+  if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  if (on_action_) on_action_();
   return grpc::Status::OK;
 }
 

@@ -20,8 +20,10 @@ namespace tripline::collector {
 
 class OperatorService final : public tripline::v1::Operator::Service {
  public:
-  // `store` and `auth` outlive the service.
-  OperatorService(CollectorStore* store, const OperatorAuthorizer* auth);
+  // `store` and `auth` outlive the service. `on_action` is called after an action was committed
+  // (the response worker's Wake).
+  OperatorService(CollectorStore* store, const OperatorAuthorizer* auth,
+                  std::function<void()> on_action = nullptr);
 
   grpc::Status ListAgents(grpc::ServerContext* context, const tripline::v1::ListAgentsRequest* req,
                           tripline::v1::ListAgentsResponse* resp) override;
@@ -40,6 +42,17 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status ListActions(grpc::ServerContext* context,
                            const tripline::v1::ListActionsRequest* req,
                            tripline::v1::ListActionsResponse* resp) override;
+  // Isolate / Release queue a pending action (actor: the caller) for the response worker;
+  // ApproveIncident turns the incident's isolations waiting in "approval" back to pending.
+  grpc::Status Isolate(grpc::ServerContext* context, const tripline::v1::IsolateRequest* req,
+                       tripline::v1::IsolateResponse* resp) override;
+  grpc::Status Release(grpc::ServerContext* context, const tripline::v1::ReleaseRequest* req,
+                       tripline::v1::ReleaseResponse* resp) override;
+  grpc::Status Respond(grpc::ServerContext* context, const tripline::v1::RespondRequest* req,
+                       tripline::v1::RespondResponse* resp) override;
+  grpc::Status ApproveIncident(grpc::ServerContext* context,
+                               const tripline::v1::ApproveIncidentRequest* req,
+                               tripline::v1::ApproveIncidentResponse* resp) override;
   grpc::Status UpdateIncident(grpc::ServerContext* context,
                               const tripline::v1::UpdateIncidentRequest* req,
                               tripline::v1::UpdateIncidentResponse* resp) override;
@@ -61,9 +74,15 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status Authorize(const grpc::ServerContext* context, Role required,
                          Caller* caller = nullptr) const;
 
+  // Inserts a pending top-level action; its id.
+  absl::StatusOr<int64_t> QueueAction(const std::string& kind, const std::string& instance_id,
+                                      int64_t incident_id, const std::string& mode,
+                                      const std::string& detail, const std::string& actor);
+
   CollectorStore* const store_;
   const OperatorAuthorizer* const auth_;
   RulesReloader reload_rules_;
+  const std::function<void()> on_action_;
 };
 
 }  // namespace tripline::collector

@@ -222,6 +222,49 @@ grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const Outp
       });
 }
 
+grpc::Status Isolate(OperatorStub& stub, const v1::IsolateRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::IsolateRequest, v1::IsolateResponse>(
+      stub, &OperatorStub::Isolate, request, call, output, out,
+      [&](const v1::IsolateResponse& r) {
+        return absl::StrCat("isolation of ", Printable(request.instance_id()), " queued: action ",
+                            r.action_id(), " (triplinectl actions to follow it)\n");
+      });
+}
+
+grpc::Status Release(OperatorStub& stub, const v1::ReleaseRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::ReleaseRequest, v1::ReleaseResponse>(
+      stub, &OperatorStub::Release, request, call, output, out,
+      [&](const v1::ReleaseResponse& r) {
+        return absl::StrCat("release of ", Printable(r.instance_id()), " queued: action ",
+                            r.action_id(), "\n");
+      });
+}
+
+grpc::Status Respond(OperatorStub& stub, const v1::RespondRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::RespondRequest, v1::RespondResponse>(
+      stub, &OperatorStub::Respond, request, call, output, out,
+      [&](const v1::RespondResponse& r) {
+        return absl::StrCat(request.action(), " of ", Printable(request.instance_id()),
+                            " queued: action ", r.action_id(), "\n");
+      });
+}
+
+grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
+                             const OutputOptions& output, std::ostream& out) {
+  v1::ApproveIncidentRequest request;
+  request.set_incident_id(incident_id);
+  return Call<v1::ApproveIncidentRequest, v1::ApproveIncidentResponse>(
+      stub, &OperatorStub::ApproveIncident, request, call, output, out,
+      [&](const v1::ApproveIncidentResponse& r) {
+        std::string ids;
+        for (int64_t id : r.action_ids()) absl::StrAppend(&ids, ids.empty() ? "" : ", ", id);
+        return absl::StrCat("incident ", incident_id, ": approved action(s) ", ids, "\n");
+      });
+}
+
 int ExitCodeFor(const grpc::Status& status) {
   switch (status.error_code()) {
     case grpc::StatusCode::OK:

@@ -66,6 +66,16 @@ grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::
 grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
                          std::ostream& out);
 
+// Response actions: print the queued action's id (and, for a release, the instance).
+grpc::Status Isolate(OperatorStub& stub, const tripline::v1::IsolateRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out);
+grpc::Status Release(OperatorStub& stub, const tripline::v1::ReleaseRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out);
+grpc::Status Respond(OperatorStub& stub, const tripline::v1::RespondRequest& request,
+                     const CallOptions& call, const OutputOptions& output, std::ostream& out);
+grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
+                             const OutputOptions& output, std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

@@ -374,6 +374,44 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   std::string shell;
   auto* completion = app.add_subcommand("completion", "print a shell completion script");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
+  int64_t approve_id = 0;
+  auto* approve = incident->add_subcommand("approve", "let the incident's isolation waiting for "
+                                                      "approval go ahead");
+  approve->add_option("ID", approve_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  std::string isolate_target;
+  bool isolate_dry_run = false;
+  int64_t isolate_incident = 0;
+  auto* isolate = app.add_subcommand("isolate", "isolate an EC2 instance (the full recipe)");
+  isolate->add_option("INSTANCE", isolate_target, "instance id (i-...)")->required();
+  isolate->add_option("--incident", isolate_incident, "the incident it belongs to")
+      ->check(CLI::PositiveNumber);
+  isolate->add_flag("--dry-run", isolate_dry_run, "only ask AWS whether it would work (DryRun)");
+
+  std::string release_target;
+  bool release_dry_run = false;
+  auto* release = app.add_subcommand(
+      "release", "undo an isolation: restore the recorded groups, profile, shutdown behaviour");
+  release->add_option("TARGET", release_target, "instance id (i-...) or incident id")->required();
+  release->add_flag("--dry-run", release_dry_run, "only ask AWS whether it would work (DryRun)");
+
+  // Separate actions: stop, disassociate-eips.
+  tripline::v1::RespondRequest respond_request;
+  bool respond_dry_run = false;
+  int64_t respond_incident = 0;
+  std::vector<CLI::App*> responds;
+  for (const char* name : {"stop", "disassociate-eips"}) {
+    auto* cmd = app.add_subcommand(name, std::string(name) == "stop"
+                                             ? "stop an EC2 instance (memory evidence is lost)"
+                                             : "disassociate the instance's Elastic IPs "
+                                               "(release associates them again)");
+    cmd->add_option("INSTANCE", *respond_request.mutable_instance_id(), "instance id (i-...)")
+        ->required();
+    cmd->add_option("--incident", respond_incident, "the incident it belongs to")
+        ->check(CLI::PositiveNumber);
+    cmd->add_flag("--dry-run", respond_dry_run, "only ask AWS whether it would work (DryRun)");
+    responds.push_back(cmd);
+  }
 
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
@@ -499,6 +537,29 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     status = IncidentReport(*stub, incident_id, report_file, call, output, out);
   } else if (export_cmd->parsed()) {
     status = ExportEvidence(*stub, evidence_incident, collector, evidence_dir, call, output, out);
+  } else if (responds[0]->parsed() || responds[1]->parsed()) {
+    respond_request.set_action(responds[0]->parsed() ? "stop" : "disassociate-eips");
+    respond_request.set_incident_id(respond_incident);
+    if (respond_dry_run) respond_request.set_mode("dry-run");
+    status = Respond(*stub, respond_request, call, output, out);
+  } else if (approve->parsed()) {
+    status = ApproveIncident(*stub, approve_id, call, output, out);
+  } else if (isolate->parsed()) {
+    tripline::v1::IsolateRequest request;
+    request.set_instance_id(isolate_target);
+    request.set_incident_id(isolate_incident);
+    if (isolate_dry_run) request.set_mode("dry-run");
+    status = Isolate(*stub, request, call, output, out);
+  } else if (release->parsed()) {
+    tripline::v1::ReleaseRequest request;
+    int64_t release_incident = 0;
+    if (absl::SimpleAtoi(release_target, &release_incident) && release_incident > 0) {
+      request.set_incident_id(release_incident);
+    } else {
+      request.set_instance_id(release_target);
+    }
+    if (release_dry_run) request.set_mode("dry-run");
+    status = Release(*stub, request, call, output, out);
   } else if (actions->parsed()) {
     actions_request.set_incident_id(action_incident);
     actions_request.set_limit(actions_limit);

@@ -33,12 +33,26 @@ absl::Status CheckListen(const ConfigNode& root, const std::string& listen) {
 
 }  // namespace
 
+const char* ResponseModeName(ResponseMode mode) {
+  switch (mode) {
+    case ResponseMode::kAuto:
+      return "auto";
+    case ResponseMode::kApprove:
+      return "approve";
+    case ResponseMode::kDryRun:
+      return "dry-run";
+    case ResponseMode::kOff:
+      return "off";
+  }
+  return "auto";
+}
+
 absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
                                                      const std::string& name) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
   RETURN_IF_ERROR(root.ExpectKeys({"listen", "tls", "database", "rules", "enrollment_token_file",
                                    "operator_token_file", "operators", "log_level", "aws",
-                                   "response"}));
+                                   "response", "notify"}));
   CollectorConfig c;
   c.path = name;
   ASSIGN_OR_RETURN(c.listen, root.String("listen", c.listen));
@@ -82,12 +96,34 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
   ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
                                           {"trace", "debug", "info", "warn", "error"}));
   if (std::optional<ConfigNode> aws = root.Child("aws")) {
-    RETURN_IF_ERROR(aws->ExpectKeys({"region", "endpoint", "ca_file", "isolation_security_group"}));
-    ASSIGN_OR_RETURN(c.aws.region, aws->String("region", c.aws.region));
+    RETURN_IF_ERROR(aws->ExpectKeys({"region", "endpoint", "ca_file", "isolation_security_group",
+                                     "iam_endpoint", "autoscaling_endpoint", "max_attempts",
+                                     "retry_base"}));
+    ASSIGN_OR_RETURN(c.aws.iam_endpoint, aws->String("iam_endpoint", ""));
+    ASSIGN_OR_RETURN(c.aws.autoscaling_endpoint, aws->String("autoscaling_endpoint", ""));
+    ASSIGN_OR_RETURN(int64_t attempts, aws->Int("max_attempts", c.aws.max_attempts, 1, 20));
+    c.aws.max_attempts = static_cast<int>(attempts);
+    ASSIGN_OR_RETURN(c.aws.retry_base_ms, aws->DurationMs("retry_base", c.aws.retry_base_ms, 0,
+                                                          60000));
+    for (const char* key : {"iam_endpoint", "autoscaling_endpoint"}) {
+      ASSIGN_OR_RETURN(std::string url, aws->String(key, ""));
+      if (!url.empty() && url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+        return aws->Child(key)->Error(
+            absl::StrFormat("expected an http:// or https:// URL, got '%s'", url));
+      }
+    }
+    if (aws->Child("region")) {
+      ASSIGN_OR_RETURN(c.aws.region, aws->String("region", ""));
+      if (c.aws.region.empty()) return aws->Child("region")->Error("region must not be empty");
+    }
     ASSIGN_OR_RETURN(c.aws.endpoint, aws->String("endpoint", ""));
     ASSIGN_OR_RETURN(c.aws.ca_file, aws->String("ca_file", ""));
     ASSIGN_OR_RETURN(c.aws.isolation_security_group, aws->String("isolation_security_group", ""));
-    if (c.aws.region.empty()) return aws->Error("region must not be empty");
+    // An overridden EC2 endpoint stands for the others unless they are given too, so a local
+    // endpoint never leaves traffic for the public IAM or Auto Scaling endpoints.
+    if (c.aws.iam_endpoint.empty()) c.aws.iam_endpoint = c.aws.endpoint;
+    if (c.aws.autoscaling_endpoint.empty()) c.aws.autoscaling_endpoint = c.aws.endpoint;
+
     if (!c.aws.endpoint.empty() && c.aws.endpoint.rfind("http://", 0) != 0 &&
         c.aws.endpoint.rfind("https://", 0) != 0) {
       return aws->Child("endpoint")->Error(
@@ -101,9 +137,77 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
     }
   }
   if (std::optional<ConfigNode> response = root.Child("response")) {
-    RETURN_IF_ERROR(response->ExpectKeys({"mode"}));
-    ASSIGN_OR_RETURN(std::string mode, response->Enum("mode", "auto", {"auto", "off"}));
-    c.response_mode = mode == "off" ? ResponseMode::kOff : ResponseMode::kAuto;
+    RETURN_IF_ERROR(response->ExpectKeys(
+        {"mode", "never_isolate", "max_auto_isolations_per_hour", "self_instance_id"}));
+    ASSIGN_OR_RETURN(std::string mode,
+                     response->Enum("mode", "auto", {"auto", "approve", "dry-run", "off"}));
+    c.response_mode = mode == "off"       ? ResponseMode::kOff
+                      : mode == "approve" ? ResponseMode::kApprove
+                      : mode == "dry-run" ? ResponseMode::kDryRun
+                                          : ResponseMode::kAuto;
+    ASSIGN_OR_RETURN(int64_t cap, response->Int("max_auto_isolations_per_hour",
+                                                c.response.max_auto_isolations_per_hour, 0,
+                                                1000000));
+    c.response.max_auto_isolations_per_hour = static_cast<int>(cap);
+    ASSIGN_OR_RETURN(c.response.self_instance_id, response->String("self_instance_id", ""));
+    if (std::optional<ConfigNode> never = response->Child("never_isolate")) {
+      RETURN_IF_ERROR(never->ExpectKeys({"instance_ids", "tags"}));
+      ASSIGN_OR_RETURN(c.response.never_isolate_ids, never->StringList("instance_ids"));
+      for (const std::string& id : c.response.never_isolate_ids) {
+        if (id.rfind("i-", 0) != 0) {
+          return never->Child("instance_ids")
+              ->Error(absl::StrFormat("expected instance ids (i-...), got '%s'", id));
+        }
+      }
+      // "key=value", or "key" for any value.
+      ASSIGN_OR_RETURN(std::vector<std::string> tags, never->StringList("tags"));
+      for (const std::string& t : tags) {
+        const size_t eq = t.find('=');
+        const std::string key = t.substr(0, eq);
+        if (key.empty()) {
+          return never->Child("tags")->Error(
+              absl::StrFormat("expected key=value or key, got '%s'", t));
+        }
+        c.response.never_isolate_tags[key] = eq == std::string::npos ? "" : t.substr(eq + 1);
+      }
+    }
+  }
+  if (std::optional<ConfigNode> notify = root.Child("notify")) {
+    RETURN_IF_ERROR(notify->ExpectKeys({"webhooks", "sns_topic_arn", "attempts", "smtp"}));
+    if (std::optional<ConfigNode> smtp = notify->Child("smtp")) {
+      RETURN_IF_ERROR(
+          smtp->ExpectKeys({"url", "from", "to", "starttls", "username", "password_file"}));
+      ASSIGN_OR_RETURN(c.notify.smtp.url, smtp->RequiredString("url"));
+      if (c.notify.smtp.url.rfind("smtp://", 0) != 0 && c.notify.smtp.url.rfind("smtps://", 0) != 0) {
+        return smtp->Child("url")->Error("expected smtp://host:port or smtps://host:port");
+      }
+      ASSIGN_OR_RETURN(c.notify.smtp.from, smtp->RequiredString("from"));
+      ASSIGN_OR_RETURN(c.notify.smtp.to, smtp->StringList("to"));
+      if (c.notify.smtp.to.empty()) return smtp->Error("to: at least one recipient");
+      ASSIGN_OR_RETURN(c.notify.smtp.starttls, smtp->Bool("starttls", true));
+      ASSIGN_OR_RETURN(c.notify.smtp.username, smtp->String("username", ""));
+      ASSIGN_OR_RETURN(c.notify.smtp.password_file, smtp->String("password_file", ""));
+    }
+    if (std::optional<ConfigNode> hooks = notify->Child("webhooks")) {
+      ASSIGN_OR_RETURN(std::vector<ConfigNode> list, hooks->Elements());
+      for (const ConfigNode& h : list) {
+        RETURN_IF_ERROR(h.ExpectKeys({"url", "format"}));
+        NotifyConfig::Webhook hook;
+        ASSIGN_OR_RETURN(hook.url, h.RequiredString("url"));
+        if (hook.url.rfind("http://", 0) != 0 && hook.url.rfind("https://", 0) != 0) {
+          return h.Child("url")->Error("expected an http:// or https:// URL");
+        }
+        ASSIGN_OR_RETURN(std::string format, h.Enum("format", "json", {"json", "slack"}));
+        hook.slack = format == "slack";
+        c.notify.webhooks.push_back(std::move(hook));
+      }
+    }
+    ASSIGN_OR_RETURN(c.notify.sns_topic_arn, notify->String("sns_topic_arn", ""));
+    if (!c.notify.sns_topic_arn.empty() && c.notify.sns_topic_arn.rfind("arn:", 0) != 0) {
+      return notify->Child("sns_topic_arn")->Error("expected an SNS topic ARN (arn:aws:sns:...)");
+    }
+    ASSIGN_OR_RETURN(int64_t attempts, notify->Int("attempts", c.notify.attempts, 1, 20));
+    c.notify.attempts = static_cast<int>(attempts);
   }
   if (!c.tls.plaintext && (c.tls.cert_file.empty() || c.tls.key_file.empty())) {
     return root.Required("tls").status().ok()

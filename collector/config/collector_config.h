@@ -4,6 +4,7 @@
 // logged. Loading is pure: no threads, no state.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,14 +15,52 @@
 namespace tripline::collector {
 
 struct AwsConfig {
-  std::string region = "us-east-1";
+  std::string region;  // empty: AWS_REGION, the profile's config file, then IMDS
   std::string endpoint;  // empty: https://ec2.<region>.amazonaws.com
   std::string ca_file;
-  std::string isolation_security_group;  // required when a rule responds with isolate
+  // Optional: this existing group is the isolation group of its VPC (instead of the
+  // "tripline-isolation" group the collector finds or creates per VPC).
+  std::string isolation_security_group;
+  // Empty: `endpoint` when that is set, else https://iam.amazonaws.com and
+  // https://autoscaling.<region>.amazonaws.com.
+  std::string iam_endpoint;
+  std::string autoscaling_endpoint;
+  int max_attempts = 4;              // per call, throttling and 5xx retried with jitter
+  long retry_base_ms = 100;
 };
 
-// What the collector does when a rule asks for a response.
-enum class ResponseMode { kAuto, kOff };
+// What the collector does when a rule asks for a response: act (auto), wait for an operator's
+// approval (approve), only ask AWS whether it would work (dry-run: DryRun=true), or nothing.
+enum class ResponseMode { kAuto, kApprove, kDryRun, kOff };
+
+struct ResponseConfig {
+  std::vector<std::string> never_isolate_ids;  // plus self_instance_id
+  std::map<std::string, std::string> never_isolate_tags;  // "" value: any value
+  int max_auto_isolations_per_hour = 10;  // 0: no cap
+  std::string self_instance_id;           // the collector's own instance: never isolated
+};
+
+// Where response outcomes are announced.
+struct NotifyConfig {
+  struct Webhook {
+    std::string url;
+    bool slack = false;  // Slack incoming webhook ({"text": ...}) instead of the plain JSON
+  };
+  std::vector<Webhook> webhooks;
+  std::string sns_topic_arn;  // SNS Publish, signed with the collector's AWS credentials
+  struct Smtp {
+    std::string url;  // smtp://host:587 or smtps://host:465; empty: no e-mail
+    std::string from;
+    std::vector<std::string> to;
+    bool starttls = true;
+    std::string username;
+    std::string password_file;  // read like the tokens; never logged
+  } smtp;
+  int attempts = 3;
+};
+
+// "auto", "approve", "dry-run" or "off".
+const char* ResponseModeName(ResponseMode mode);
 
 // Who may call the operator service besides holders of database tokens (see collector/auth).
 struct OperatorAccess {
@@ -47,6 +86,8 @@ struct CollectorConfig {
   std::string log_level = "info";
   AwsConfig aws;
   ResponseMode response_mode = ResponseMode::kAuto;
+  ResponseConfig response;
+  NotifyConfig notify;
 };
 
 // Loads and validates `path`. InvalidArgument "file:line:col: key: reason" on any error; the

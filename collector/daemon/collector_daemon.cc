@@ -11,17 +11,9 @@
 
 namespace tripline::collector {
 
-absl::Status CheckRulesAgainstConfig(const RuleSet& rules, const CollectorConfig& config) {
-  if (config.aws.isolation_security_group.empty() && rules.AnyIsolates() &&
-      config.response_mode == ResponseMode::kAuto) {
-    for (const Rule& r : rules.rules()) {
-      if (r.Isolates()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: rule %s responds with isolate, but %s sets no aws.isolation_security_group",
-            r.where, r.id, config.path));
-      }
-    }
-  }
+absl::Status CheckRulesAgainstConfig(const RuleSet& /*rules*/, const CollectorConfig& /*config*/) {
+  // Isolating rules need nothing from the config any more: the response finds or creates its
+  // security groups per VPC. Start and reload keep calling this one place for such checks.
   return absl::OkStatus();
 }
 
@@ -37,11 +29,47 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
 
   IsolationWorker::Options worker_options;
   worker_options.isolation_security_group = d->config_.aws.isolation_security_group;
+  worker_options.default_mode = d->config_.response_mode == ResponseMode::kOff
+                                    ? "auto"
+                                    : ResponseModeName(d->config_.response_mode);
+  const ResponseConfig& response = d->config_.response;
+  worker_options.never_isolate_ids.insert(response.never_isolate_ids.begin(),
+                                          response.never_isolate_ids.end());
+  if (!response.self_instance_id.empty()) {
+    worker_options.never_isolate_ids.insert(response.self_instance_id);
+  }
+  worker_options.never_isolate_tags = response.never_isolate_tags;
+  worker_options.max_auto_per_hour = response.max_auto_isolations_per_hour;
+  d->notifier_ = std::make_unique<Notifier>(d->store_.get(), std::move(parts.notify_sinks),
+                                            Notifier::Options{});
+  if (!d->notifier_->empty()) {
+    Notifier* notifier = d->notifier_.get();
+    CollectorStore* store = d->store_.get();
+    worker_options.on_outcome = [notifier, store](const ActionRecord& action,
+                                                  const std::string& outcome) {
+      Notification n;
+      n.incident_id = action.incident_id;
+      n.instance = action.target;
+      n.outcome = outcome;
+      n.title = absl::StrFormat("Tripline: %s %s", action.target, outcome);
+      n.text = absl::StrFormat("%s %s (action %d by %s, mode %s)", action.target, outcome,
+                               action.id, action.actor, action.mode);
+      if (action.incident_id > 0) {
+        absl::StatusOr<std::optional<IncidentRecord>> inc = store->GetIncident(action.incident_id);
+        if (inc.ok() && *inc) {
+          n.title = absl::StrFormat("Tripline: %s %s (incident %d, %s: %s)", action.target,
+                                    outcome, action.incident_id, (*inc)->severity, (*inc)->title);
+          n.text = absl::StrCat(n.text, "\n", (*inc)->summary);
+        }
+      }
+      notifier->Enqueue(std::move(n));
+    };
+  }
   d->worker_ = std::make_unique<IsolationWorker>(d->store_.get(), std::move(parts.network),
                                                  parts.network_error, worker_options, *d->clock_);
 
   StoreWriter::Options writer_options;
-  writer_options.auto_respond = d->config_.response_mode == ResponseMode::kAuto;
+  writer_options.auto_respond = d->config_.response_mode != ResponseMode::kOff;
   d->rule_count_.store(parts.rules.rules().size());
   IsolationWorker* worker = d->worker_.get();
   d->writer_ = std::make_unique<StoreWriter>(
@@ -66,7 +94,8 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   }
   d->authorizer_ = std::make_unique<OperatorAuthorizer>(d->tokens_.get(), parts.operator_token,
                                                         std::move(cert_roles));
-  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), d->authorizer_.get());
+  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), d->authorizer_.get(),
+                                                   [worker] { worker->Wake(); });
   CollectorDaemon* self = d.get();
   d->operator_->SetRulesReloader([self]() -> absl::StatusOr<size_t> {
     if (absl::Status st = self->ReloadRules(); !st.ok()) return st;
@@ -81,6 +110,7 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   }
 
   d->writer_->Start();
+  d->notifier_->Start();
   d->worker_->Start();
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -149,6 +179,7 @@ void CollectorDaemon::Stop() {
   }
   if (writer_ != nullptr) writer_->Stop();  // commits what was accepted
   if (worker_ != nullptr) worker_->Stop();  // after its current call
+  if (notifier_ != nullptr) notifier_->Stop();
   if (server_ != nullptr) server_->Wait();
   spdlog::info("collector: stopped");
 }

@@ -20,6 +20,7 @@
 #include "collector/ingest/agent_registry.h"
 #include "collector/ingest/ingest_service.h"
 #include "collector/ingest/store_writer.h"
+#include "collector/notify/notifier.h"
 #include "collector/response/isolation_worker.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
@@ -38,6 +39,8 @@ struct CollectorParts {
   absl::Status network_error = absl::FailedPreconditionError("no EC2 client configured");
   const Clock* clock = nullptr;  // null: SystemClock()
   size_t max_in_flight = 128;    // per stream
+  // Where response outcomes are announced (webhooks, SNS); empty: nowhere.
+  std::vector<std::unique_ptr<NotificationSink>> notify_sinks;
 };
 
 class CollectorDaemon {
@@ -72,6 +75,7 @@ class CollectorDaemon {
   const Clock* clock_ = nullptr;
   std::unique_ptr<CollectorStore> store_;
   std::unique_ptr<AgentRegistry> registry_;
+  std::unique_ptr<Notifier> notifier_;  // before worker_: the worker calls it
   std::unique_ptr<IsolationWorker> worker_;
   std::unique_ptr<StoreWriter> writer_;
   std::unique_ptr<IngestService> ingest_;
@@ -85,7 +89,7 @@ class CollectorDaemon {
   bool stopped_ = false;  // guarded by stop_mu_
 };
 
-// The check both start and reload make: rules that isolate need aws.isolation_security_group.
+// The check both start and reload make of the rules against the config.
 absl::Status CheckRulesAgainstConfig(const RuleSet& rules, const CollectorConfig& config);
 
 }  // namespace tripline::collector

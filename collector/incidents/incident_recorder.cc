@@ -57,6 +57,7 @@ absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, co
       action.target = agent_id;
       action.status = "pending";
       action.actor = "collector";
+      action.mode = rule.response_mode;  // empty: the response worker's default
       action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
       action.created_ns = now_ns;
       action.updated_ns = now_ns;

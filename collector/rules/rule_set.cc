@@ -43,7 +43,8 @@ absl::StatusOr<unsigned> ParseChange(const ConfigNode& node) {
 }
 
 absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
-  RETURN_IF_ERROR(node.ExpectKeys({"id", "title", "severity", "match", "response"}));
+  RETURN_IF_ERROR(
+      node.ExpectKeys({"id", "title", "severity", "match", "response", "response_mode"}));
   if (node.IsNull()) return node.Error("expected a rule (id, title, severity, match)");
   Rule rule;
   rule.where = node.Where();
@@ -111,6 +112,8 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
       rule.responses.push_back(RuleResponse::kIsolate);
     }
   }
+  ASSIGN_OR_RETURN(rule.response_mode,
+                   node.Enum("response_mode", "", {"auto", "approve", "dry-run"}));
   return rule;
 }
 

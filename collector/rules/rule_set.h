@@ -27,6 +27,8 @@ struct Rule {
   // Bit (1 << FileEvent::Change) per change matched.
   unsigned changes = 0;
   std::vector<RuleResponse> responses;
+  // How its response runs: auto | approve | dry-run; empty: the collector's response.mode.
+  std::string response_mode;
 
   bool Isolates() const;
   // True when `event` is a FileEvent whose path (or, for RENAMED, old_path) matches a glob and

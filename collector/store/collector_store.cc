@@ -101,6 +101,14 @@ CREATE UNIQUE INDEX operator_tokens_active_name ON operator_tokens(name) WHERE r
       R"sql(
 ALTER TABLE incidents ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
 )sql",
+      // 4: response steps that resume: a stable key per step of its parent, what the step
+      // learned (e.g. the recorded instance), and the mode the action runs in.
+      R"sql(
+ALTER TABLE actions ADD COLUMN step_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE actions ADD COLUMN result TEXT NOT NULL DEFAULT '';
+ALTER TABLE actions ADD COLUMN mode TEXT NOT NULL DEFAULT '';
+CREATE INDEX actions_by_kind_target ON actions(kind, target, id);
+)sql",
   };
   return kSchema;
 }
@@ -157,7 +165,7 @@ IncidentRecord ReadIncident(const Statement& s) {
 
 constexpr char kActionColumns[] =
     "id, COALESCE(incident_id, 0), COALESCE(parent_id, 0), agent_id, kind, target, status, detail, "
-    "aws_request_id, error_code, error_message, actor, created_ns, updated_ns";
+    "aws_request_id, error_code, error_message, actor, created_ns, updated_ns, step_key, result, mode";
 
 ActionRecord ReadAction(const Statement& s) {
   ActionRecord a;
@@ -175,6 +183,9 @@ ActionRecord ReadAction(const Statement& s) {
   a.actor = s.ColumnText(11);
   a.created_ns = s.ColumnInt(12);
   a.updated_ns = s.ColumnInt(13);
+  a.step_key = s.ColumnText(14);
+  a.result = s.ColumnText(15);
+  a.mode = s.ColumnText(16);
   return a;
 }
 
@@ -373,20 +384,15 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord&
   ASSIGN_OR_RETURN(Statement s,
                    db_->Prepare("INSERT INTO actions (incident_id, parent_id, agent_id, kind, "
                                 "target, status, detail, aws_request_id, error_code, "
-                                "error_message, actor, created_ns, updated_ns) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  if (a.incident_id > 0)
-    s.Bind(1, a.incident_id);
-  else
-    s.BindNull(1);
-  if (a.parent_id > 0)
-    s.Bind(2, a.parent_id);
-  else
-    s.BindNull(2);
+                                "error_message, actor, created_ns, updated_ns, step_key, result, mode) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  if (a.incident_id > 0) s.Bind(1, a.incident_id); else s.BindNull(1);
+  if (a.parent_id > 0) s.Bind(2, a.parent_id); else s.BindNull(2);
   s.Bind(3, a.agent_id).Bind(4, a.kind).Bind(5, a.target).Bind(6, a.status).Bind(7, a.detail);
   s.Bind(8, a.aws_request_id).Bind(9, a.error_code).Bind(10, a.error_message);
   s.Bind(11, a.actor.empty() ? std::string("collector") : a.actor);
   s.Bind(12, a.created_ns).Bind(13, a.updated_ns);
+  s.Bind(14, a.step_key).Bind(15, a.result).Bind(16, a.mode);
   RETURN_IF_ERROR(s.Run());
   return db_->LastInsertId();
 }
@@ -427,9 +433,11 @@ absl::Status CollectorStore::Writer::RevokeOperatorToken(int64_t id, int64_t now
 absl::Status CollectorStore::Writer::UpdateAction(const ActionRecord& a) {
   ASSIGN_OR_RETURN(Statement s,
                    db_->Prepare("UPDATE actions SET status = ?, detail = ?, aws_request_id = ?, "
-                                "error_code = ?, error_message = ?, updated_ns = ? WHERE id = ?"));
+                                "error_code = ?, error_message = ?, updated_ns = ?, result = ?, "
+                                "mode = ?, actor = ? WHERE id = ?"));
   s.Bind(1, a.status).Bind(2, a.detail).Bind(3, a.aws_request_id).Bind(4, a.error_code);
-  s.Bind(5, a.error_message).Bind(6, a.updated_ns).Bind(7, a.id);
+  s.Bind(5, a.error_message).Bind(6, a.updated_ns).Bind(7, a.result).Bind(8, a.mode);
+  s.Bind(9, a.actor.empty() ? std::string("collector") : a.actor).Bind(10, a.id);
   RETURN_IF_ERROR(s.Run());
   if (db_->Changes() != 1) {
     return absl::NotFoundError(absl::StrFormat("database %s: no action %d", db_->path(), a.id));
@@ -596,6 +604,49 @@ absl::StatusOr<std::vector<ActionRecord>> CollectorStore::RunningSteps(int64_t p
                                     kActionColumns)));
   s.Bind(1, parent_id);
   return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::vector<ActionRecord>> CollectorStore::Steps(int64_t parent_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE parent_id = ? ORDER BY id",
+                                    kActionColumns)));
+  s.Bind(1, parent_id);
+  return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::optional<ActionRecord>> CollectorStore::GetAction(int64_t id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE id = ?", kActionColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(std::vector<ActionRecord> found, Collect<ActionRecord>(s, ReadAction));
+  if (found.empty()) return std::nullopt;
+  return found[0];
+}
+
+absl::StatusOr<std::vector<ActionRecord>> CollectorStore::TopLevelActions(
+    const std::string& kind, const std::string& target) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE parent_id IS NULL AND kind = ? "
+                                    "AND target = ? ORDER BY id",
+                                    kActionColumns)));
+  s.Bind(1, kind).Bind(2, target);
+  return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<int64_t> CollectorStore::CountAutomaticActionsSince(const std::string& kind,
+                                                                    int64_t since_ns) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT COUNT(*) FROM actions WHERE parent_id IS NULL AND "
+                                     "kind = ? AND actor = 'collector' AND mode = 'auto' AND "
+                                     "status IN ('running', 'done', 'failed') AND "
+                                     "error_code != 'NeverIsolate' AND created_ns >= ?"));
+  s.Bind(1, kind).Bind(2, since_ns);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColumnInt(0) : 0;
 }
 
 absl::StatusOr<int64_t> CollectorStore::CountBatches(const std::string& agent_id) {

@@ -61,7 +61,7 @@ struct ActionRecord {
   std::string agent_id;
   std::string kind;    // "isolate", "ec2:DescribeInstances", "ec2:ModifyNetworkInterfaceAttribute"
   std::string target;  // instance id or eni id
-  std::string status;  // pending, running, done, failed
+  std::string status;  // pending, running, done, failed; approval (waiting for an operator)
   std::string detail;
   std::string aws_request_id;
   std::string error_code;
@@ -69,6 +69,9 @@ struct ActionRecord {
   std::string actor;
   int64_t created_ns = 0;
   int64_t updated_ns = 0;
+  std::string step_key;  // steps: stable name within the parent ("eni-isolate:eni-1")
+  std::string result;    // steps: what the step learned, for the steps after it and for release
+  std::string mode;      // top-level response actions: auto, approve, dry-run
 };
 
 // An operator's bearer token: only its keyed hash is kept (see collector/auth).
@@ -151,7 +154,8 @@ class CollectorStore {
 
     // Actions.
     absl::StatusOr<int64_t> InsertAction(const ActionRecord& action);
-    // Writes status, detail, request id and error fields of `action` (by id) and updated_ns.
+    // Writes status, detail, request id, error fields, result, mode, actor of `action` (by id) and
+  // updated_ns.
     absl::Status UpdateAction(const ActionRecord& action);
 
     // Operator tokens. At most one active token per name (the database enforces it).
@@ -198,6 +202,15 @@ class CollectorStore {
   // An agent's batches with from_seq <= batch_seq <= to_seq, in seq order, at most `limit`.
   absl::StatusOr<std::vector<BatchRecord>> Batches(const std::string& agent_id, uint64_t from_seq,
                                                    uint64_t to_seq, int limit);
+  // Every step of `parent_id`, oldest first.
+  absl::StatusOr<std::vector<ActionRecord>> Steps(int64_t parent_id);
+  absl::StatusOr<std::optional<ActionRecord>> GetAction(int64_t id);
+  // Top-level actions of `kind` on `target`, oldest first.
+  absl::StatusOr<std::vector<ActionRecord>> TopLevelActions(const std::string& kind,
+                                                            const std::string& target);
+  // Top-level `kind` actions the collector started on its own in mode auto since `since_ns`
+  // and ran (refusals by the never-isolate list do not count): the hourly cap.
+  absl::StatusOr<int64_t> CountAutomaticActionsSince(const std::string& kind, int64_t since_ns);
   // Number of stored batches of an agent (tests, diagnostics).
   absl::StatusOr<int64_t> CountBatches(const std::string& agent_id);
 

@@ -53,7 +53,10 @@ SEED = {
         {"group_id": "sg-0mgmt000000000001", "vpc_id": "vpc-0demo0000000001", "group_name": "mgmt"},
         {"group_id": ISOLATION_GROUP, "vpc_id": "vpc-0demo0000000001", "group_name": "tripline-isolation"},
     ],
+    "instance_profiles": {"web": {"roles": ["web-role"]}},
 }
+SEED["instances"][0]["volumes"] = [
+    {"device_name": "/dev/xvda", "volume_id": "vol-0root00000000001", "delete_on_termination": True}]
 
 RULES = """\
 rules:
@@ -187,7 +190,10 @@ class Fleet:
         self.ec2_addr = self.read_ready(ready, p)
         return p
 
-    def write_collector_config(self, isolation_group=ISOLATION_GROUP, port=0):
+    def write_collector_config(self, isolation_group=ISOLATION_GROUP, port=0, response="",
+                               mode="auto"):
+        """`isolation_group` None: the collector finds or creates its groups per VPC; `response`:
+        more lines under response: (indented two spaces)."""
         rules = os.path.join(self.dir, "rules.yaml")
         with open(rules, "w") as f:
             f.write(RULES.format(watched=self.watched))
@@ -205,19 +211,21 @@ operator_token_file: {self.operator_token}
 aws:
   region: us-east-1
   endpoint: http://{self.ec2_addr}
-  isolation_security_group: {isolation_group}
+  retry_base: 5ms
+""" + (f"  isolation_security_group: {isolation_group}\n" if isolation_group else "") + f"""\
 response:
-  mode: auto
-""")
+  mode: {mode}
+""" + response)
         return cfg
 
-    def start_collector(self, config=None):
+    def start_collector(self, config=None, secret_key=SECRET_KEY):
         config = config or self.write_collector_config()
         ready = os.path.join(self.dir, "collector.ready")
         if os.path.exists(ready):
             os.unlink(ready)
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=secret_key)
         env.pop("AWS_SESSION_TOKEN", None)
+        env["AWS_EC2_METADATA_DISABLED"] = "true"  # never reach for 169.254.169.254 in tests
         self.collector = self.start("collector", [self.collector_bin, "--config", config,
                                                   "--ready-file", ready], env)
         self.collector_addr = self.read_ready(ready, self.collector)
@@ -277,6 +285,13 @@ transport:
 
     def ec2_get(self, what):
         with urllib.request.urlopen(f"http://{self.ec2_addr}/_tripline/{what}", timeout=10) as r:
+            return json.load(r)
+
+    def ec2_post(self, what, obj):
+        req = urllib.request.Request(f"http://{self.ec2_addr}/_tripline/{what}",
+                                     data=json.dumps(obj).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
     def ec2_inject(self, action, code, http_status, count):
@@ -360,6 +375,9 @@ def scenario_isolate(fleet, demo=False):
         print(f"\n>>> wrote {target}\n")
 
     inc = wait_rule_incident(fleet, status="contained")
+    wait_for("the isolation to finish", lambda: all(
+        a["status"] in ("done", "failed") for a in fleet.incident(inc["id"])["actions"]
+        if a["kind"] == "isolate"))
     detail = fleet.incident(inc["id"])
     after = fleet.interface_groups()
     if set(after) != set(before) or any(g != [ISOLATION_GROUP] for g in after.values()):
@@ -370,8 +388,9 @@ def scenario_isolate(fleet, demo=False):
         raise Failure(f"incident does not carry the MODIFIED event of {target}: {evs}")
     actions = detail.get("actions", [])
     modify = [a for a in actions if a.get("kind") == "ec2:ModifyNetworkInterfaceAttribute"]
-    if sorted(a.get("target") for a in modify) != sorted(before):
-        raise Failure(f"expected one ModifyNetworkInterfaceAttribute per interface: {actions}")
+    if sorted(a.get("target") for a in modify) != sorted(list(before) * 2):
+        raise Failure(f"expected two ModifyNetworkInterfaceAttribute per interface (untrack, then "
+                      f"isolation group): {actions}")
     for a in actions:
         if a.get("kind", "").startswith("ec2:") and (a.get("status") != "done" or not a.get("aws_request_id")):
             raise Failure(f"AWS action not done with a request id: {a}")

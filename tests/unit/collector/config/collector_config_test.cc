@@ -75,6 +75,45 @@ TEST(CollectorConfig, UnknownKeyIsReportedBeforeMissingOnes) {
   EXPECT_NE(c.status().message().find("treshold"), absl::string_view::npos);
 }
 
+TEST(CollectorConfig, ResponseGuardrailsAndAwsEndpointsParse) {
+  absl::StatusOr<CollectorConfig> c = ParseCollectorConfig(R"(enrollment_token_file: /e
+operator_token_file: /o
+aws:
+  endpoint: http://127.0.0.1:9
+  autoscaling_endpoint: http://127.0.0.1:10
+  max_attempts: 6
+  retry_base: 20ms
+response:
+  mode: dry-run
+  max_auto_isolations_per_hour: 3
+  self_instance_id: i-0collector
+  never_isolate:
+    instance_ids: [i-0bastion]
+    tags: ["role=bastion", "tripline:never-isolate"]
+notify:
+  sns_topic_arn: arn:aws:sns:eu-west-1:111122223333:alerts
+  webhooks:
+    - url: https://hooks.example/x
+      format: slack
+)", "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->response_mode, ResponseMode::kDryRun);
+  EXPECT_STREQ(ResponseModeName(c->response_mode), "dry-run");
+  EXPECT_EQ(c->response.max_auto_isolations_per_hour, 3);
+  EXPECT_EQ(c->response.self_instance_id, "i-0collector");
+  EXPECT_EQ(c->response.never_isolate_ids, std::vector<std::string>{"i-0bastion"});
+  EXPECT_EQ(c->response.never_isolate_tags,
+            (std::map<std::string, std::string>{{"role", "bastion"}, {"tripline:never-isolate", ""}}));
+  // An overridden EC2 endpoint stands for IAM too (a local endpoint never leaks to AWS).
+  EXPECT_EQ(c->aws.iam_endpoint, "http://127.0.0.1:9");
+  EXPECT_EQ(c->aws.autoscaling_endpoint, "http://127.0.0.1:10");
+  EXPECT_EQ(c->aws.max_attempts, 6);
+  EXPECT_EQ(c->aws.retry_base_ms, 20);
+  ASSERT_EQ(c->notify.webhooks.size(), 1u);
+  EXPECT_TRUE(c->notify.webhooks[0].slack);
+  EXPECT_EQ(c->notify.sns_topic_arn, "arn:aws:sns:eu-west-1:111122223333:alerts");
+}
+
 TEST(CollectorConfig, BadValuesNameTheirPlace) {
   const std::string base = "enrollment_token_file: /e\noperator_token_file: /o\n";
   auto err = [&](const std::string& extra) {
@@ -83,7 +122,15 @@ TEST(CollectorConfig, BadValuesNameTheirPlace) {
   };
   EXPECT_NE(err("listen: nowhere\n").find("c.yaml:3:9"), std::string::npos);
   EXPECT_NE(err("listen: 127.0.0.1:99999\n").find("port"), std::string::npos);
-  EXPECT_NE(err("response:\n  mode: approve\n").find("c.yaml:4:9"), std::string::npos);
+  EXPECT_NE(err("response:\n  mode: sometimes\n").find("c.yaml:4:9"), std::string::npos);
+  EXPECT_NE(err("response:\n  never_isolate:\n    instance_ids: [web-1]\n").find("c.yaml:5:19"),
+            std::string::npos);
+  EXPECT_NE(err("response:\n  max_auto_isolations_per_hour: -1\n").find("c.yaml:4:33"),
+            std::string::npos);
+  EXPECT_NE(err("aws:\n  iam_endpoint: iam.local\n").find("c.yaml:4:17"), std::string::npos);
+  EXPECT_NE(err("notify:\n  webhooks:\n    - url: ftp://x\n").find("c.yaml:5:12"),
+            std::string::npos);
+  EXPECT_NE(err("notify:\n  sns_topic_arn: security\n").find("c.yaml:4:18"), std::string::npos);
   EXPECT_NE(err("aws:\n  endpoint: ftp://x\n").find("c.yaml:4:13"), std::string::npos);
   EXPECT_NE(err("tls:\n  plaintext: maybe\n").find("c.yaml:4:14"), std::string::npos);
   EXPECT_NE(ParseCollectorConfig("listen: 127.0.0.1:0\n", "c.yaml")

@@ -328,7 +328,9 @@ TEST(Ec2Client, InjectedThrottlingSurfacesCodeAndRequestId) {
   ASSERT_NE(fake.Inject(R"({"action":"ModifyNetworkInterfaceAttribute",)"
                         R"("code":"RequestLimitExceeded","http_status":503,"count":1})"),
             "");
-  auto client = MakeClient(OptionsFor(fake.endpoint()));
+  Ec2Client::Options options = OptionsFor(fake.endpoint());
+  options.max_attempts = 1;  // no retries: the first answer is the result
+  auto client = MakeClient(options);
   ASSERT_NE(client, nullptr);
   CallInfo info;
   absl::Status st = client->SetInterfaceSecurityGroups("eni-1", {"sg-iso"}, &info);
@@ -463,6 +465,89 @@ TEST(Ec2Client, CredentialsFromEnvironmentNeedsBothKeys) {
   ScopedEnv secret("AWS_SECRET_ACCESS_KEY", nullptr);
   auto creds = CredentialsFromEnvironment();
   EXPECT_EQ(creds.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tripline::aws
+
+namespace tripline::aws {
+namespace {
+
+TEST(Ec2Client, ThrottlingAndServerErrorsAreRetriedUntilTheyPass) {
+  FakeEc2 fake;
+  ASSERT_TRUE(fake.running());
+  ASSERT_NE(fake.Inject(R"({"action":"ModifyNetworkInterfaceAttribute",)"
+                        R"("code":"RequestLimitExceeded","http_status":503,"count":2})"),
+            "");
+  ASSERT_NE(fake.Inject(R"({"action":"DescribeInstances","code":"InternalError",)"
+                        R"("http_status":500,"count":1})"),
+            "");
+  Ec2Client::Options options = OptionsFor(fake.endpoint());
+  options.retry_base_ms = 5;
+  auto client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  CallInfo info;
+  absl::Status st = client->SetInterfaceSecurityGroups("eni-1", {"sg-iso"}, &info);
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(info.attempts, 3);
+  EXPECT_EQ(info.error_code, "");
+  EXPECT_EQ(CountOf(fake.Calls(), "RequestLimitExceeded"), 2u);
+  auto inst = client->DescribeInstance(kInstance, &info);
+  EXPECT_TRUE(inst.ok()) << inst.status();
+  EXPECT_EQ(info.attempts, 2);
+}
+
+TEST(Ec2Client, ClientErrorsAreNeverRetried) {
+  FakeEc2 fake;
+  ASSERT_TRUE(fake.running());
+  ASSERT_NE(fake.Inject(R"({"action":"ModifyNetworkInterfaceAttribute",)"
+                        R"("code":"UnauthorizedOperation","http_status":403,"count":1})"),
+            "");
+  Ec2Client::Options options = OptionsFor(fake.endpoint());
+  options.retry_base_ms = 5;
+  auto client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  CallInfo info;
+  absl::Status st = client->SetInterfaceSecurityGroups("eni-1", {"sg-iso"}, &info);
+  EXPECT_EQ(st.code(), absl::StatusCode::kPermissionDenied) << st;
+  EXPECT_EQ(info.error_code, "UnauthorizedOperation");
+  EXPECT_EQ(info.attempts, 1);
+  EXPECT_EQ(CountOf(fake.Calls(), "\"action\": \"ModifyNetworkInterfaceAttribute\""), 1u);
+}
+
+TEST(Ec2Client, DryRunOperationIsSuccessAndChangesNothing) {
+  FakeEc2 fake;
+  ASSERT_TRUE(fake.running());
+  auto client = MakeClient(OptionsFor(fake.endpoint()));
+  ASSERT_NE(client, nullptr);
+  CallInfo info;
+  absl::Status st = client->SetInterfaceSecurityGroups("eni-1", {"sg-iso"}, &info, true);
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(info.dry_run);
+  EXPECT_EQ(info.http_status, 412);
+  EXPECT_EQ(GroupsOf(*client, "eni-1"), (std::vector<std::string>{"sg-web", "sg-ssh"}));
+}
+
+TEST(Ec2Client, IamAndAutoScalingCallsAreSignedForTheirServices) {
+  FakeEc2 fake;
+  ASSERT_TRUE(fake.running());
+  ClientOptions options = OptionsFor(fake.endpoint());
+  options.region = "eu-west-1";  // IAM is signed for us-east-1 whatever the region
+  auto iam = IamClient::Create(options);
+  ASSERT_TRUE(iam.ok()) << iam.status();
+  CallInfo info;
+  auto roles = (*iam)->InstanceProfileRoles("nope", &info);
+  // The endpoint runs in us-east-1 only: a refused signature would say SignatureDoesNotMatch.
+  EXPECT_EQ(info.error_code, "NoSuchEntity") << roles.status();
+  EXPECT_EQ(roles.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(info.request_id.size(), 36u);
+  options.region = "us-east-1";
+  auto as = AutoScalingClient::Create(options);
+  ASSERT_TRUE(as.ok());
+  auto m = (*as)->DescribeMembership(kInstance, &info);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->group_name, "");
+  EXPECT_EQ(info.request_id.size(), 36u);
 }
 
 }  // namespace

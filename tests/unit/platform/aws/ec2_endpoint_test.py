@@ -33,15 +33,24 @@ SEED = {
         "instance_id": INSTANCE, "vpc_id": "vpc-1", "state": "running",
         "iam_instance_profile_arn": "arn:aws:iam::111122223333:instance-profile/web",
         "tags": {"Name": "web-1"},
+        "volumes": [{"device_name": "/dev/xvda", "volume_id": "vol-1"}],
         "interfaces": [{"interface_id": "eni-1", "subnet_id": "subnet-1",
                         "private_ip": "10.0.0.5", "device_index": 0,
                         "group_ids": ["sg-web", "sg-ssh"]}],
     }],
     "security_groups": [
         {"group_id": "sg-web", "vpc_id": "vpc-1", "group_name": "web"},
-        {"group_id": "sg-ssh", "vpc_id": "vpc-1", "group_name": "ssh"},
-        {"group_id": "sg-iso", "vpc_id": "vpc-1", "group_name": "isolation"},
+        {"group_id": "sg-ssh", "vpc_id": "vpc-1", "group_name": "ssh",
+         "ingress": [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "0.0.0.0/0"}]},
+        {"group_id": "sg-iso", "vpc_id": "vpc-1", "group_name": "isolation", "egress": []},
+        {"group_id": "sg-open", "vpc_id": "vpc-1", "group_name": "open"},
         {"group_id": "sg-other", "vpc_id": "vpc-2", "group_name": "elsewhere"},
+    ],
+    "instance_profiles": {"web": {"roles": ["web-role"]}},
+    "flows": [
+        {"id": "shell", "interface_id": "eni-1", "protocol": "tcp", "port": 22,
+         "remote": "198.51.100.66"},
+        {"id": "ping", "interface_id": "eni-1", "protocol": "icmp", "remote": "198.51.100.66"},
     ],
 }
 
@@ -102,19 +111,25 @@ class Endpoint:
             conn.close()
 
     def signed(self, params, access_key=ACCESS_KEY, secret=SECRET_KEY, region=REGION,
-               token=None, tamper=None, drop_header=None):
+               token=None, tamper=None, drop_header=None, service="ec2"):
         """POSTs params signed by botocore; tamper(body) changes the body after signing."""
         body = urllib.parse.urlencode(params).encode()
         req = AWSRequest(method="POST", url=f"http://{self.host}:{self.port}/", data=body,
                          headers={"Content-Type":
                                   "application/x-www-form-urlencoded; charset=utf-8"})
-        SigV4Auth(Credentials(access_key, secret, token), "ec2", region).add_auth(req)
+        SigV4Auth(Credentials(access_key, secret, token), service, region).add_auth(req)
         headers = dict(req.headers.items())
         if drop_header:
             del headers[drop_header]
         if tamper:
             body = tamper(body)
         return self.raw("POST", "/", body, headers)
+
+    def post_admin(self, what, obj):
+        status, text = self.raw("POST", f"/_tripline/{what}", json.dumps(obj).encode(),
+                                {"Content-Type": "application/json"})
+        assert status == 200, (status, text)
+        return json.loads(text)
 
     def admin(self, what):
         status, text = self.raw("GET", f"/_tripline/{what}")
@@ -268,6 +283,95 @@ class EndpointTest(unittest.TestCase):
             self.assertEqual((status, error_code(text)), (503, "RequestLimitExceeded"))
         status, text = self.ep.signed(params)
         self.assertEqual(status, 200, text)
+
+    def ec2(self, action, **params):
+        return self.ep.signed({"Action": action, "Version": "2016-11-15", **params})
+
+    def flows(self):
+        return {f["id"]: f for f in self.ep.admin("state")["flows"]}
+
+    def test_tracked_flow_survives_a_plain_swap_but_not_untrack_then_isolate(self):
+        # A plain swap into a group with no rules: the tracked shell stays up.
+        status, text = self.ec2("ModifyNetworkInterfaceAttribute", NetworkInterfaceId="eni-1",
+                                **{"SecurityGroupId.1": "sg-iso"})
+        self.assertEqual(status, 200, text)
+        self.assertTrue(self.flows()["shell"]["alive"])
+        self.assertTrue(self.flows()["shell"]["tracked"])
+        # Through a group that allows everything both ways, it becomes untracked...
+        status, text = self.ec2("AuthorizeSecurityGroupIngress", GroupId="sg-open",
+                                **{"IpPermissions.1.IpProtocol": "-1",
+                                   "IpPermissions.1.IpRanges.1.CidrIp": "0.0.0.0/0"})
+        self.assertEqual(status, 200, text)
+        self.ec2("ModifyNetworkInterfaceAttribute", NetworkInterfaceId="eni-1",
+                 **{"SecurityGroupId.1": "sg-open"})
+        self.assertFalse(self.flows()["shell"]["tracked"])
+        self.assertTrue(self.flows()["shell"]["alive"])
+        # ...and dies as soon as no rule allows it; ICMP stays tracked, and alive.
+        self.ec2("ModifyNetworkInterfaceAttribute", NetworkInterfaceId="eni-1",
+                 **{"SecurityGroupId.1": "sg-iso"})
+        self.assertFalse(self.flows()["shell"]["alive"])
+        self.assertTrue(self.flows()["ping"]["alive"])
+
+    def test_untracked_flow_dies_when_its_allowing_rule_is_revoked(self):
+        self.ec2("AuthorizeSecurityGroupIngress", GroupId="sg-open",
+                 **{"IpPermissions.1.IpProtocol": "-1",
+                    "IpPermissions.1.IpRanges.1.CidrIp": "0.0.0.0/0"})
+        self.ec2("ModifyNetworkInterfaceAttribute", NetworkInterfaceId="eni-1",
+                 **{"SecurityGroupId.1": "sg-open"})
+        self.assertFalse(self.flows()["shell"]["tracked"])
+        status, text = self.ec2("RevokeSecurityGroupEgress", GroupId="sg-open",
+                                **{"IpPermissions.1.IpProtocol": "-1",
+                                   "IpPermissions.1.IpRanges.1.CidrIp": "0.0.0.0/0"})
+        self.assertEqual(status, 200, text)
+        self.assertTrue(self.flows()["shell"]["alive"])  # ingress still allows it
+        status, text = self.ec2("RevokeSecurityGroupEgress", GroupId="sg-open",
+                                **{"IpPermissions.1.IpProtocol": "-1",
+                                   "IpPermissions.1.IpRanges.1.CidrIp": "0.0.0.0/0"})
+        self.assertEqual(error_code(text), "InvalidPermission.NotFound")
+
+    def test_modify_instance_attribute_takes_one_attribute_per_call(self):
+        status, text = self.ec2("ModifyInstanceAttribute", InstanceId=INSTANCE,
+                                **{"DisableApiTermination.Value": "true",
+                                   "InstanceInitiatedShutdownBehavior.Value": "stop"})
+        self.assertEqual(error_code(text), "InvalidParameterCombination")
+        status, text = self.ec2("ModifyInstanceAttribute", InstanceId=INSTANCE,
+                                **{"BlockDeviceMapping.1.DeviceName": "/dev/xvda",
+                                   "BlockDeviceMapping.1.Ebs.DeleteOnTermination": "false"})
+        self.assertEqual(status, 200, text)
+        self.assertFalse(self.ep.admin("state")["instances"][0]["volumes"][0]["delete_on_termination"])
+        status, text = self.ec2("ModifyInstanceAttribute", InstanceId=INSTANCE, DryRun="true",
+                                **{"DisableApiTermination.Value": "true"})
+        self.assertEqual((status, error_code(text)), (412, "DryRunOperation"))
+        self.assertFalse(self.ep.admin("state")["instances"][0]["disable_api_termination"])
+
+    def test_iam_must_be_signed_for_iam_in_us_east_1_and_answers_in_iam_shapes(self):
+        params = {"Action": "GetInstanceProfile", "Version": "2010-05-08",
+                  "InstanceProfileName": "web"}
+        status, text = self.ep.signed(params, service="iam", region="us-east-1")
+        self.assertEqual(status, 200, text)
+        self.assertIn("<RoleName>web-role</RoleName>", text)
+        self.assertIn("<ResponseMetadata><RequestId>", text)
+        status, text = self.ep.signed(params, service="iam", region="eu-west-1")
+        self.assertEqual(error_code(text), "SignatureDoesNotMatch")
+        status, text = self.ep.signed({**params, "InstanceProfileName": "nope"}, service="iam",
+                                      region="us-east-1")
+        self.assertEqual((status, error_code(text)), (404, "NoSuchEntity"))
+        self.assertIn("<ErrorResponse", text)
+
+    def test_held_call_is_carried_out_and_answered_after_release(self):
+        import threading
+        self.ep.post_admin("hold", {"call": 1})
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            answer=self.ec2("CreateTags", **{"ResourceId.1": INSTANCE, "Tag.1.Key": "k",
+                                             "Tag.1.Value": "v"})))
+        t.start()
+        wait_for("the held call", lambda: [c for c in self.ep.admin("calls") if c.get("held")])
+        self.assertEqual(self.ep.admin("state")["instances"][0]["tags"]["k"], "v")
+        self.assertNotIn("answer", result)
+        self.ep.post_admin("release", {})
+        t.join(10)
+        self.assertEqual(result["answer"][0], 200)
 
     def test_refuses_non_loopback_listen_address(self):
         with tempfile.TemporaryDirectory() as d:

@@ -1,0 +1,70 @@
+// A local endpoint script (tests/fakes/*.py) run as a child process on 127.0.0.1:0, in its own
+// temp dir; it writes HOST:PORT to --ready-file once listening. SIGTERM when destroyed.
+#pragma once
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/temp_dir.h"
+
+extern char** environ;
+
+namespace tripline::testing {
+
+class LocalEndpoint {
+ public:
+  LocalEndpoint(const std::string& script, std::vector<std::string> extra) {
+    const std::string ready = dir_.Sub("ready");
+    std::vector<std::string> args = {"/usr/bin/python3", script,         "--listen",
+                                     "127.0.0.1:0",      "--ready-file", ready};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(ready);
+      std::string addr;
+      if (in && std::getline(in, addr) && !addr.empty()) {
+        address_ = addr;
+        return;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~LocalEndpoint() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  LocalEndpoint(const LocalEndpoint&) = delete;
+  LocalEndpoint& operator=(const LocalEndpoint&) = delete;
+
+  bool running() const { return !address_.empty(); }
+  std::string url() const { return "http://" + address_; }
+  const TempDir& dir() const { return dir_; }
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  std::string address_;
+};
+
+}  // namespace tripline::testing
