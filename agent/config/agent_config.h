@@ -4,7 +4,7 @@
 // e.g. "agent.yaml:4:14: collector.plaintext: expected true or false, got 'maybe'". Every optional
 // key has a default that works; required: agent_id, collector.address,
 // collector.enrollment_token_file, collector.ca_file (unless plaintext), at least one fim.paths
-// entry. Loading has no side effects (files named here are read later by their users).
+// entry. `logs` is optional. Loading has no side effects (files named here are read later by their users).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,24 @@ struct FimPathConfig {
   // fnmatch globs: without '/' matched against the base name, with '/' against the full path.
   std::vector<std::string> exclude;
   int64_t max_hash_bytes = int64_t{64} << 20;  // larger regular files are reported without sha256
+};
+
+// One log source (`logs.sources[]`). See packaging/config/agent.yaml for the meaning of each key.
+struct LogSourceConfig {
+  std::string name;            // [a-z0-9._-], 1..64 characters, unique
+  std::string type = "file";   // file | journald
+  // file: absolute paths; the last component may be a glob (fnmatch: * ? [..]), the directories
+  // above it may not.
+  std::vector<std::string> paths;
+  std::string parser = "raw";  // raw | syslog | json
+  std::string include;         // RE2, partial match on the line; empty: every line
+  std::string exclude;         // RE2; a line matching it is not sent
+  std::string start_at = "end";  // end | beginning: for files found when the source starts anew
+  int64_t max_line = int64_t{64} << 10;
+  int64_t partial_timeout_ms = 5000;
+  // journald: only these units (empty: all) and priorities 0..max_priority.
+  std::vector<std::string> units;
+  int64_t max_priority = 7;
 };
 
 struct AgentConfig {
@@ -40,6 +58,11 @@ struct AgentConfig {
   struct Fim {
     std::vector<FimPathConfig> paths;
   } fim;
+
+  struct Logs {
+    std::vector<LogSourceConfig> sources;
+    int64_t rotate_wait_ms = 5000;  // how long a rotated file is kept open after it stops growing
+  } logs;
 
   struct Batch {
     int64_t max_events = 512;
