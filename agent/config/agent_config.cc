@@ -43,7 +43,9 @@ bool ValidSourceName(const std::string& name) {
 
 absl::Status CheckRegex(const ConfigNode& node, std::string_view key, const std::string& pattern) {
   if (pattern.empty()) return absl::OkStatus();
-  RE2 re(pattern, RE2::Quiet);
+  RE2::Options options(RE2::Latin1);  // as the tailer compiles it: bytes, not UTF-8
+  options.set_log_errors(false);
+  RE2 re(pattern, options);
   if (!re.ok()) {
     return node.Child(key)->Error(absl::StrFormat("bad RE2 '%s': %s", pattern, re.error()));
   }

@@ -91,7 +91,7 @@ absl::Status LogTailer::Start() {
   absl::MutexLock lock(&start_mu_);
   if (stopped_ || thread_.joinable()) return absl::OkStatus();
   for (const LogFileSource& s : sources_) {
-    RE2::Options opts;
+    RE2::Options opts(RE2::Latin1);  // bytes: lines need not be UTF-8
     opts.set_log_errors(false);
     auto compile = [&](const std::string& re) -> absl::StatusOr<std::unique_ptr<RE2>> {
       if (re.empty()) return std::unique_ptr<RE2>();

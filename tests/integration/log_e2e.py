@@ -313,7 +313,77 @@ def scenario_log_glob_pickup(fleet):
     agent.stop()
 
 
+def scenario_log_rules(fleet):
+    """The shipped rules on real agent input: an SSH brute force opens one incident per window
+    for the attacking address only, with the captured fields on it; web attacks open theirs."""
+    fleet.start_ec2()
+    cfg = fleet.write_collector_config()
+    shipped = os.path.join(e2e.ROOT, "packaging", "config", "rules")
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write("\n".join(f"rules: {shipped}" if line.startswith("rules:") else line
+                          for line in text.splitlines()) + "\n")
+    fleet.start_collector(cfg)
+    logs = os.path.join(fleet.dir, "logs")
+    os.makedirs(os.path.join(logs, "nginx"))
+    agent_cfg = write_log_agent_config(fleet, "agent", f"""\
+    - name: auth
+      paths: ["{logs}/auth.log"]
+      parser: syslog
+      start_at: beginning
+    - name: nginx-access
+      paths: ["{logs}/nginx/access*.log"]
+      start_at: beginning
+""")
+    agent = start_agent(fleet, agent_cfg, "agent")
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    with open(os.path.join(logs, "auth.log"), "ab") as f:
+        for i in range(12):
+            f.write(b"May  1 10:00:%02d web-1 sshd[%d]: Failed password for invalid user admin%d "
+                    b"from 203.0.113.9 port %d ssh2\n" % (i, 900 + i, i, 40000 + i))
+        for i in range(3):
+            f.write(b"May  1 10:00:%02d web-1 sshd[%d]: Failed password for root from "
+                    b"198.51.100.4 port %d ssh2\n" % (i, 950 + i, 41000 + i))
+    with open(os.path.join(logs, "nginx", "access.log"), "ab") as f:
+        f.write(b'192.0.2.66 - - [01/May/2024:10:00:00 +0000] "GET /../../etc/passwd HTTP/1.1" 400 '
+                b'0 "-" "curl/8.0"\n')
+        f.write(b'192.0.2.67 - - [01/May/2024:10:00:01 +0000] "GET /p?id=1%20UNION%20SELECT%201 '
+                b'HTTP/1.1" 200 10 "-" "sqlmap/1.7"\n')
+        f.write(b'192.0.2.68 - - [01/May/2024:10:00:02 +0000] "GET /index.html HTTP/1.1" 200 10 '
+                b'"-" "Mozilla/5.0"\n')
+
+    want = {"sshd-brute-force", "web-path-traversal", "web-sql-injection-probe",
+            "web-scanner-user-agent"}
+
+    def opened():
+        got = {i.get("rule_id") for i in fleet.incidents()}
+        return got if want <= got else None
+    wait_for(f"incidents of {sorted(want)}", opened)
+    # Every line is stored before we count: 15 auth lines and 3 access lines.
+    wait_for("the 18 lines", lambda: len(stored_log_events(fleet)) >= 18)
+    incidents = fleet.incidents()
+    brute = [i for i in incidents if i.get("rule_id") == "sshd-brute-force"]
+    if len(brute) != 1:
+        raise Failure(f"expected one brute-force incident (one window, one address): {brute}")
+    detail = fleet.incident(brute[0]["id"])
+    summary = detail.get("incident", detail).get("summary", "") or str(detail)
+    for expected in ("ip=203.0.113.9", 'user="admin', "5 times within 60s"):
+        if expected not in summary:
+            raise Failure(f"brute-force incident does not show {expected!r}: {summary}")
+    if "198.51.100.4" in str(incidents):
+        raise Failure(f"3 failures from 198.51.100.4 opened an incident: {incidents}")
+    linked = detail.get("events", [])
+    if len(linked) != 12:
+        raise Failure(f"expected the 12 failures of 203.0.113.9 on the incident, got {len(linked)}")
+    others = {i.get("rule_id") for i in incidents} - want
+    if others:
+        raise Failure(f"unexpected incidents: {others}")
+    agent.stop()
+
+
 SCENARIOS = {
+    "log_rules": scenario_log_rules,
     "log_rotation_torture": scenario_log_rotation_torture,
     "log_glob_pickup": scenario_log_glob_pickup,
 }
