@@ -54,7 +54,8 @@ struct DirEntry {
   struct stat st;
 };
 
-// The regular files of `dir` (following symlinks), by (device, inode).
+// The entries of `dir` (following symlinks; not only regular files: a FIFO or directory matching
+// a glob is reported by Open), by (device, inode).
 std::map<std::pair<uint64_t, uint64_t>, DirEntry> ListDir(const std::string& dir) {
   std::map<std::pair<uint64_t, uint64_t>, DirEntry> out;
   DIR* d = ::opendir(dir.c_str());
@@ -64,7 +65,7 @@ std::map<std::pair<uint64_t, uint64_t>, DirEntry> ListDir(const std::string& dir
     if (name == "." || name == "..") continue;
     DirEntry entry;
     entry.path = Join(dir, name);
-    if (::stat(entry.path.c_str(), &entry.st) != 0 || !S_ISREG(entry.st.st_mode)) continue;
+    if (::stat(entry.path.c_str(), &entry.st) != 0) continue;
     out.emplace(std::make_pair(entry.st.st_dev, entry.st.st_ino), std::move(entry));
   }
   ::closedir(d);
@@ -189,7 +190,14 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
   }
   UniqueFd owned(fd);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+  if (::fstat(fd, &st) != 0) return nullptr;
+  if (!S_ISREG(st.st_mode)) {
+    Problem("type:" + path,
+            absl::StrFormat("source %s: not tailing %s: not a regular file", sources_[source].name,
+                            Printable(path)),
+            path);
+    return nullptr;
+  }
   OpenKey key{source, st.st_dev, st.st_ino};
   if (files_.count(key) || ignored_.count(key)) return nullptr;
   if (new_file) {
@@ -274,7 +282,7 @@ void LogTailer::Recover(size_t source) {
   auto find_copy = [&](const FileRow& r) {
     if (r.fingerprint_len == 0) return false;
     for (const auto& [id, e] : entries) {
-      if (id == std::make_pair(r.key.device, r.key.inode)) continue;
+      if (id == std::make_pair(r.key.device, r.key.inode) || !S_ISREG(e.st.st_mode)) continue;
       if (static_cast<uint64_t>(e.st.st_size) <= r.offset) continue;
       auto fp = fingerprint_of(e.path, r.fingerprint_len);
       if (fp && fp->first == r.fingerprint && fp->second == r.fingerprint_len) {
@@ -438,7 +446,7 @@ void LogTailer::Truncated(OpenFile& f) {
   (void)ledger_->SetState(f.key, FileRowState::kDetached, read_to);
   // The copy holds the old content: read what we had not read yet from it.
   for (const auto& [id, e] : ListDir(f.dir)) {
-    if (id == std::make_pair(f.key.device, f.key.inode)) continue;
+    if (id == std::make_pair(f.key.device, f.key.inode) || !S_ISREG(e.st.st_mode)) continue;
     if (static_cast<uint64_t>(e.st.st_size) <= read_to || old_fp_len == 0) continue;
     if (files_.count({f.source, id.first, id.second})) continue;
     int fd = ::open(e.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);

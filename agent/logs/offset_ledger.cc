@@ -72,7 +72,7 @@ absl::Status OffsetLedger::FoldLocked(uint64_t seq) {
   ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM pending WHERE batch_seq <= ?1"));
   RETURN_IF_ERROR(del.Bind(1, I(seq)).Run());
   RETURN_IF_ERROR(db_->Exec(
-      "DELETE FROM files WHERE state = 1 AND NOT EXISTS (SELECT 1 FROM pending p WHERE "
+      "DELETE FROM files WHERE (state = 1 OR (state = 2 AND offset >= detached_at)) AND NOT EXISTS (SELECT 1 FROM pending p WHERE "
       "p.source = files.source AND p.device = files.device AND p.inode = files.inode AND "
       "p.generation = files.generation)"));
   RETURN_IF_ERROR(txn.Commit());
