@@ -17,6 +17,7 @@
 #include "agent/config/agent_config.h"
 #include "agent/fim/fim_watcher.h"
 #include "agent/identity/agent_identity.h"
+#include "agent/logs/journal_reader.h"
 #include "agent/logs/log_tailer.h"
 #include "agent/logs/offset_ledger.h"
 #include "agent/transport/publisher.h"
@@ -75,8 +76,20 @@ int main(int argc, char** argv) {
   // Log offsets move only when the batch holding the lines is durable (see offset_ledger.h).
   std::unique_ptr<OffsetLedger> ledger;
   std::vector<LogFileSource> log_sources;
+  std::vector<JournalSource> journal_sources;
   for (const LogSourceConfig& s : config->logs.sources) {
-    if (s.type != "file") continue;
+    if (s.type == "journald") {
+      journal_sources.push_back(JournalSource{
+          .name = s.name,
+          .units = s.units,
+          .max_priority = static_cast<int>(s.max_priority),
+          .parser = *LogParserFromName(s.parser),
+          .include = s.include,
+          .exclude = s.exclude,
+          .start_at_beginning = s.start_at == "beginning",
+          .max_line = static_cast<size_t>(s.max_line)});
+      continue;
+    }
     LogFileSource src;
     src.name = s.name;
     src.paths = s.paths;
@@ -88,7 +101,7 @@ int main(int argc, char** argv) {
     src.partial_timeout = absl::Milliseconds(s.partial_timeout_ms);
     log_sources.push_back(std::move(src));
   }
-  if (!log_sources.empty()) {
+  if (!log_sources.empty() || !journal_sources.empty()) {
     absl::StatusOr<std::unique_ptr<OffsetLedger>> opened =
         OffsetLedger::Open(config->state_dir + "/" + kLogOffsetsFile);
     if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
@@ -121,7 +134,13 @@ int main(int argc, char** argv) {
   publish.backoff_initial = absl::Milliseconds(config->transport.backoff_initial_ms);
   publish.backoff_max = absl::Milliseconds(config->transport.backoff_max_ms);
   std::unique_ptr<LogTailer> tailer;
-  if (ledger) {
+  std::unique_ptr<JournalReader> journal;
+  if (!journal_sources.empty()) {
+    journal = std::make_unique<JournalReader>(
+        std::move(journal_sources), ledger.get(), clock,
+        [&batcher](tripline::v1::Event ev) { return batcher.Add(std::move(ev)); });
+  }
+  if (!log_sources.empty()) {
     tailer = std::make_unique<LogTailer>(
         std::move(log_sources), ledger.get(), clock,
         [&batcher](tripline::v1::Event ev) { return batcher.Add(std::move(ev)); },
@@ -140,6 +159,11 @@ int main(int argc, char** argv) {
     if (tailer && recovered) {
       if (absl::Status st = tailer->Start(); !st.ok()) {
         spdlog::error("logs: cannot start tailing: {}", st.ToString());
+      }
+    }
+    if (journal && recovered) {
+      if (absl::Status st = journal->Start(); !st.ok()) {
+        spdlog::error("logs: cannot start reading the journal: {}", st.ToString());
       }
     }
   });
@@ -169,6 +193,7 @@ int main(int argc, char** argv) {
   // last), give the collector up to 2 s to ack, then leave.
   batcher.SetNonBlocking();
   if (tailer) tailer->Stop();
+  if (journal) journal->Stop();
   fim.Stop();
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STOPPED, "agent stopped"));
   batcher.Stop();

@@ -40,7 +40,7 @@ struct BatcherOptions {
   size_t max_queued_events = 8192;
   // Called on the batcher thread for each sealed batch, before it is pushed to the Outbox (so
   // before it can be sent): the log tailer records which lines the batch covers.
-  std::function<void(uint64_t batch_seq, const tripline::v1::EventBatch& batch)> on_seal;
+  std::function<void(uint64_t batch_seq, const tripline::v1::EventBatch& batch)> on_seal = {};
 };
 
 class Batcher {

@@ -32,6 +32,15 @@ CREATE TABLE pending (
   PRIMARY KEY (batch_seq, source, device, inode, generation)
 ) WITHOUT ROWID;
 CREATE TABLE sources (name TEXT PRIMARY KEY) WITHOUT ROWID;
+)sql",
+                                              R"sql(
+CREATE TABLE journal_cursors (source TEXT PRIMARY KEY, cursor TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE journal_pending (
+  batch_seq INTEGER NOT NULL,
+  source    TEXT NOT NULL,
+  cursor    TEXT NOT NULL,
+  PRIMARY KEY (batch_seq, source)
+) WITHOUT ROWID;
 )sql"};
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
@@ -71,6 +80,15 @@ absl::Status OffsetLedger::FoldLocked(uint64_t seq) {
   }
   ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM pending WHERE batch_seq <= ?1"));
   RETURN_IF_ERROR(del.Bind(1, I(seq)).Run());
+  ASSIGN_OR_RETURN(Statement cursors, db_->Prepare(R"sql(
+      INSERT OR REPLACE INTO journal_cursors (source, cursor)
+      SELECT source, cursor FROM journal_pending p WHERE batch_seq = (
+        SELECT MAX(batch_seq) FROM journal_pending q WHERE q.batch_seq <= ?1
+          AND q.source = p.source))sql"));
+  RETURN_IF_ERROR(cursors.Bind(1, I(seq)).Run());
+  ASSIGN_OR_RETURN(Statement del_cursors,
+                   db_->Prepare("DELETE FROM journal_pending WHERE batch_seq <= ?1"));
+  RETURN_IF_ERROR(del_cursors.Bind(1, I(seq)).Run());
   RETURN_IF_ERROR(db_->Exec(
       "DELETE FROM files WHERE (state = 1 OR (state = 2 AND offset >= detached_at)) AND NOT EXISTS (SELECT 1 FROM pending p WHERE "
       "p.source = files.source AND p.device = files.device AND p.inode = files.inode AND "
@@ -83,17 +101,24 @@ absl::Status OffsetLedger::FoldLocked(uint64_t seq) {
 absl::Status OffsetLedger::Recover(uint64_t durable_seq) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(FoldLocked(durable_seq));
-  return db_->Exec("DELETE FROM pending");  // never landed; their seqs are about to be reused
+  // Never landed; their seqs are about to be reused.
+  RETURN_IF_ERROR(db_->Exec("DELETE FROM journal_pending"));
+  return db_->Exec("DELETE FROM pending");
 }
 
 absl::Status OffsetLedger::RecordSealed(uint64_t seq, const tripline::v1::EventBatch& batch) {
   std::map<std::tuple<std::string, uint64_t, uint64_t, uint64_t>, uint64_t> last;
+  std::map<std::string, std::string> last_cursor;
   for (const tripline::v1::Event& e : batch.events()) {
-    if (!e.has_log() || e.log().inode() == 0) continue;
+    if (!e.has_log()) continue;
     const tripline::v1::LogEvent& l = e.log();
-    last[{l.source(), l.device(), l.inode(), l.generation()}] = l.next_offset();
+    if (!l.journal_cursor().empty()) {
+      last_cursor[l.source()] = l.journal_cursor();
+    } else if (l.inode() != 0) {
+      last[{l.source(), l.device(), l.inode(), l.generation()}] = l.next_offset();
+    }
   }
-  if (last.empty()) return absl::OkStatus();
+  if (last.empty() && last_cursor.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db_.get()));
   ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
@@ -109,7 +134,22 @@ absl::Status OffsetLedger::RecordSealed(uint64_t seq, const tripline::v1::EventB
     RETURN_IF_ERROR(insert.Run());
     insert.Reset();
   }
+  ASSIGN_OR_RETURN(Statement cursor, db_->Prepare(
+      "INSERT OR REPLACE INTO journal_pending (batch_seq, source, cursor) VALUES (?1, ?2, ?3)"));
+  for (const auto& [source, c] : last_cursor) {
+    RETURN_IF_ERROR(cursor.Bind(1, I(seq)).Bind(2, source).Bind(3, c).Run());
+    cursor.Reset();
+  }
   return txn.Commit();
+}
+
+absl::StatusOr<std::string> OffsetLedger::JournalCursor(const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q,
+                   db_->Prepare("SELECT cursor FROM journal_cursors WHERE source = ?1"));
+  q.Bind(1, source);
+  ASSIGN_OR_RETURN(bool row, q.Step());
+  return row ? q.ColumnText(0) : std::string();
 }
 
 absl::Status OffsetLedger::Durable(uint64_t seq) {

@@ -16,6 +16,9 @@
 // "detached": it remembers how far the run had read (`detached_at`) so the lines between the
 // durable offset and that point can be read again from the copy after a crash.
 //
+// journald sources work the same way with the entry cursor (LogEvent.journal_cursor) in place of
+// the offset.
+//
 // Threads: thread-safe (one mutex around the connection): the tailer thread tracks files, the
 // batcher thread records sealed batches, the transport's reader thread reports durable seqs.
 #pragma once
@@ -84,6 +87,9 @@ class OffsetLedger {
   absl::Status SetState(const FileKey& key, FileRowState state, uint64_t detached_at = 0);
   // Deletes a row and its pending records.
   absl::Status Forget(const FileKey& key);
+
+  // The durable journal cursor of a journald source ("" when none yet).
+  absl::StatusOr<std::string> JournalCursor(const std::string& source);
 
   // Whether `source` has started before (files found then start at the configured place; files
   // found later are new and read from their beginning).

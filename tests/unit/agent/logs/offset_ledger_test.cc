@@ -92,6 +92,26 @@ TEST(OffsetLedger, RetiredRowsGoOnceNothingPendingNamesThem) {
   EXPECT_EQ(ledger->Files("app")->size(), 0u);
 }
 
+TEST(OffsetLedger, JournalCursorsAreDurableLikeOffsets) {
+  tripline::testing::TempDir dir;
+  {
+    auto ledger = *OffsetLedger::Open(dir.Sub(kLogOffsetsFile));
+    for (uint64_t seq = 1; seq <= 3; ++seq) {
+      tripline::v1::EventBatch b;
+      tripline::v1::LogEvent* l = b.add_events()->mutable_log();
+      l->set_source("journal");
+      l->set_journal_cursor("s=" + std::to_string(seq));
+      ASSERT_TRUE(ledger->RecordSealed(seq, b).ok());
+    }
+    ASSERT_TRUE(ledger->Durable(1).ok());
+    EXPECT_EQ(*ledger->JournalCursor("journal"), "s=1");
+  }
+  auto ledger = *OffsetLedger::Open(dir.Sub(kLogOffsetsFile));
+  ASSERT_TRUE(ledger->Recover(2).ok());  // batch 2 landed, 3 did not
+  EXPECT_EQ(*ledger->JournalCursor("journal"), "s=2");
+  EXPECT_EQ(*ledger->JournalCursor("other"), "");
+}
+
 TEST(OffsetLedger, SourcesRememberTheyStarted) {
   tripline::testing::TempDir dir;
   auto ledger = *OffsetLedger::Open(dir.Sub(kLogOffsetsFile));
