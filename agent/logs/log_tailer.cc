@@ -200,6 +200,7 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
   }
   OpenKey key{source, st.st_dev, st.st_ino};
   if (files_.count(key) || ignored_.count(key)) return nullptr;
+  bool checked_binary = !new_file;
   if (new_file) {
     char head[4096];
     ssize_t n = ::pread(fd, head, sizeof(head), 0);
@@ -212,6 +213,7 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
               path);
       return nullptr;
     }
+    checked_binary = n > 0;  // an empty file is looked at when its first bytes come (Read)
     if (offset > static_cast<uint64_t>(st.st_size)) offset = st.st_size;
   }
   auto f = std::make_unique<OpenFile>();
@@ -223,6 +225,7 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
   f->fd = std::move(owned);
   f->splitter = LineSplitter(sources_[source].max_line, offset);
   f->rotated = rotated;
+  f->checked_binary = checked_binary;
   f->last_growth_ns = clock_.MonotonicNanos();
   if (auto fp = Fingerprint(fd, kFingerprintBytes)) {  // the content's identity, read or not
     f->fingerprint = fp->first;
@@ -501,6 +504,7 @@ void LogTailer::EmitLines(OpenFile& f, std::vector<LogLine>& lines) {
 }
 
 void LogTailer::Read(OpenFile& f) {
+  if (f.ignored) return;
   struct stat st;
   if (::fstat(f.fd.get(), &st) != 0) return;
   uint64_t size = static_cast<uint64_t>(st.st_size);
@@ -533,6 +537,22 @@ void LogTailer::Read(OpenFile& f) {
       break;
     }
     if (n == 0) break;
+    if (!f.checked_binary && f.splitter.consumed() == 0) {
+      // A new file's first bytes: NULs mean it is not a text log (a core dump, a database).
+      f.checked_binary = true;
+      if (std::memchr(buf.data(), '\0', std::min<size_t>(static_cast<size_t>(n), 4096))) {
+        f.ignored = true;
+        f.fd = UniqueFd();
+        ignored_.insert({f.source, f.key.device, f.key.inode});
+        (void)ledger_->Forget(f.key);
+        Problem("binary:" + f.path,
+                absl::StrFormat("source %s: not tailing a binary file (NUL bytes in its first "
+                                "%d bytes)",
+                                sources_[f.source].name, std::min<ssize_t>(n, 4096)),
+                f.path);
+        return;
+      }
+    }
     grew = true;
     budget -= std::min<uint64_t>(budget, static_cast<uint64_t>(n));
     lines.clear();

@@ -99,6 +99,8 @@ class LogTailer {
     std::string fingerprint;
     uint64_t fingerprint_len = 0;
     bool rotated = false;
+    bool checked_binary = false;  // the first bytes were looked at for NULs
+    bool ignored = false;         // binary: kept (so it is not reopened) but never read
     int64_t last_growth_ns = 0;   // monotonic
     int64_t pending_since_ns = 0;  // monotonic; 0 when no partial line waits
   };

@@ -273,6 +273,20 @@ TEST_F(LogTailerTest, BadInputIsReportedNeverFatal) {
   Append(logs_ + "/ok.log", "fine\n");
   ASSERT_TRUE(sink_.WaitForLines(1));
   EXPECT_EQ(sink_.Lines(), std::vector<std::string>{"fine"});
+  // A file created empty whose first bytes are binary is caught when they come.
+  Append(logs_ + "/late.log", "");
+  ASSERT_TRUE(sink_.WaitFor([&](const std::vector<Event>&) {
+    return std::filesystem::exists(logs_ + "/late.log");
+  }));
+  Append(logs_ + "/late.log", std::string("\0\0\0\x01 sqlite page\n", 17));
+  ASSERT_TRUE(sink_.WaitFor([](const std::vector<Event>& evs) {
+    int binary = 0;
+    for (const Event& e : evs) {
+      binary += e.has_agent() && e.agent().message().find("binary") != std::string::npos;
+    }
+    return binary >= 2;
+  }));
+  EXPECT_EQ(sink_.Lines(), std::vector<std::string>{"fine"});
 
   // A directory that does not exist is reported, and watched once it appears.
   LogFileSource missing = Source("x.log");
