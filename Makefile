@@ -25,5 +25,9 @@ test: build
 demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
+# Benchmarks print figures next to their peers' (see tests/bench/); they assert nothing.
+bench: build
+	cmake --build $(BUILD) --target bench
+
 clean:
 	rm -rf $(BUILD)

@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio
   # tools the test scripts and the demo call
   procps sqlite3 openssl ca-certificates
+  # the peer the log tailing benchmark compares with (tests/bench/log_tail)
+  rsyslog
 )
 
 missing=()
