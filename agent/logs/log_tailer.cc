@@ -516,11 +516,22 @@ void LogTailer::Read(OpenFile& f) {
   }
   // Grow the fingerprint to kFingerprintBytes as the file grows, before reading its lines, so a
   // copy made of this content later can be recognised after a crash.
-  if (f.fingerprint_len < kFingerprintBytes && size > f.fingerprint_len) {
-    if (auto fp = Fingerprint(f.fd.get(), kFingerprintBytes)) {
-      f.fingerprint = fp->first;
-      f.fingerprint_len = fp->second;
-      (void)ledger_->UpdateIdentity(f.key, f.path, f.fingerprint, f.fingerprint_len);
+  // The longer fingerprint is taken only if the bytes it extends are still those we knew (one
+  // read), so a truncation racing this cannot slip new content into it.
+  if (!f.ignored && f.fingerprint_len < kFingerprintBytes && size > f.fingerprint_len) {
+    std::string head(kFingerprintBytes, '\0');
+    ssize_t n = ::pread(f.fd.get(), head.data(), head.size(), 0);
+    if (n > 0) {
+      head.resize(static_cast<size_t>(n));
+      if (f.fingerprint_len > 0 &&
+          (head.size() < f.fingerprint_len ||
+           Blake2b256(std::string_view(head).substr(0, f.fingerprint_len)) != f.fingerprint)) {
+        Truncated(f);
+      } else if (head.size() > f.fingerprint_len) {
+        f.fingerprint = Blake2b256(head);
+        f.fingerprint_len = head.size();
+        (void)ledger_->UpdateIdentity(f.key, f.path, f.fingerprint, f.fingerprint_len);
+      }
     }
   }
   std::string buf(kReadChunk, '\0');
@@ -537,6 +548,16 @@ void LogTailer::Read(OpenFile& f) {
       break;
     }
     if (n == 0) break;
+    // Checked after the read, before its lines go: if the file was truncated and rewritten
+    // meanwhile, these bytes may be new content at an old offset. Drop them; Truncated() takes
+    // what was not read yet from the copy, and the new content from 0.
+    if (f.fingerprint_len > 0) {
+      auto fp = Fingerprint(f.fd.get(), f.fingerprint_len);
+      if (fp && (fp->first != f.fingerprint || fp->second != f.fingerprint_len)) {
+        Truncated(f);
+        continue;
+      }
+    }
     if (!f.checked_binary && f.splitter.consumed() == 0) {
       // A new file's first bytes: NULs mean it is not a text log (a core dump, a database).
       f.checked_binary = true;
