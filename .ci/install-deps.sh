@@ -20,6 +20,8 @@ packages=(
   # the packaging tests read the SSM documents (python3-yaml) and drop privileges like the units
   # do (setpriv, util-linux)
   dpkg-dev lintian systemd python3-yaml util-linux
+  # the peer the log tailing benchmark compares with (tests/bench/log_tail)
+  rsyslog
 )
 
 missing=()

@@ -23,6 +23,9 @@
 #include "agent/fim/fim_watcher.h"
 #include "agent/fim/one_shot.h"
 #include "agent/identity/agent_identity.h"
+#include "agent/logs/journal_reader.h"
+#include "agent/logs/log_tailer.h"
+#include "agent/logs/offset_ledger.h"
 #include "agent/transport/publisher.h"
 #include "platform/crypto/digest.h"
 #include "platform/fs/file_util.h"
@@ -139,10 +142,57 @@ int main(int argc, char** argv) {
                config->fim.paths.size());
 
   const tripline::Clock& clock = tripline::SystemClock();
+  // Log offsets move only when the batch holding the lines is durable (see offset_ledger.h).
+  std::unique_ptr<OffsetLedger> ledger;
+  std::vector<LogFileSource> log_sources;
+  std::vector<JournalSource> journal_sources;
+  for (const LogSourceConfig& s : config->logs.sources) {
+    if (s.type == "journald") {
+      journal_sources.push_back(JournalSource{
+          .name = s.name,
+          .units = s.units,
+          .max_priority = static_cast<int>(s.max_priority),
+          .parser = *LogParserFromName(s.parser),
+          .include = s.include,
+          .exclude = s.exclude,
+          .start_at_beginning = s.start_at == "beginning",
+          .max_line = static_cast<size_t>(s.max_line)});
+      continue;
+    }
+    LogFileSource src;
+    src.name = s.name;
+    src.paths = s.paths;
+    src.parser = *LogParserFromName(s.parser);
+    src.include = s.include;
+    src.exclude = s.exclude;
+    src.start_at_beginning = s.start_at == "beginning";
+    src.max_line = static_cast<size_t>(s.max_line);
+    src.partial_timeout = absl::Milliseconds(s.partial_timeout_ms);
+    log_sources.push_back(std::move(src));
+  }
+  if (!log_sources.empty() || !journal_sources.empty()) {
+    absl::StatusOr<std::unique_ptr<OffsetLedger>> opened =
+        OffsetLedger::Open(config->state_dir + "/" + kLogOffsetsFile);
+    if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
+    ledger = *std::move(opened);
+  }
   Outbox outbox;
-  Batcher batcher(identity->agent_id, *identity->key, clock, &outbox,
-                  BatcherOptions{.max_events = static_cast<size_t>(config->batch.max_events),
-                                 .linger = absl::Milliseconds(config->batch.linger_ms)});
+  BatcherOptions batch_options{.max_events = static_cast<size_t>(config->batch.max_events),
+                               .linger = absl::Milliseconds(config->batch.linger_ms)};
+  if (ledger) {
+    batch_options.on_seal = [&ledger](uint64_t seq, const tripline::v1::EventBatch& batch) {
+      if (absl::Status st = ledger->RecordSealed(seq, batch); !st.ok()) {
+        spdlog::error("logs: cannot record batch_seq={} (its lines may be sent again after a "
+                      "restart): {}", seq, st.ToString());
+      }
+    };
+    outbox.SetDurableListener([&ledger](uint64_t seq) {
+      if (absl::Status st = ledger->Durable(seq); !st.ok()) {
+        spdlog::error("logs: cannot record durable_seq={}: {}", seq, st.ToString());
+      }
+    });
+  }
+  Batcher batcher(identity->agent_id, *identity->key, clock, &outbox, std::move(batch_options));
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STARTED, "agent started"));
 
   PublisherOptions publish;
@@ -152,8 +202,39 @@ int main(int argc, char** argv) {
   publish.window = static_cast<uint64_t>(config->transport.window);
   publish.backoff_initial = absl::Milliseconds(config->transport.backoff_initial_ms);
   publish.backoff_max = absl::Milliseconds(config->transport.backoff_max_ms);
-  Publisher publisher(*identity, &outbox, publish, [&batcher](const ChainHead& head) {
+  std::unique_ptr<LogTailer> tailer;
+  std::unique_ptr<JournalReader> journal;
+  if (!journal_sources.empty()) {
+    journal = std::make_unique<JournalReader>(
+        std::move(journal_sources), ledger.get(), clock,
+        [&batcher](tripline::v1::Event ev) { return batcher.Add(std::move(ev)); });
+  }
+  if (!log_sources.empty()) {
+    tailer = std::make_unique<LogTailer>(
+        std::move(log_sources), ledger.get(), clock,
+        [&batcher](tripline::v1::Event ev) { return batcher.Add(std::move(ev)); },
+        LogTailerOptions{.rotate_wait = absl::Milliseconds(config->logs.rotate_wait_ms)});
+  }
+  Publisher publisher(*identity, &outbox, publish, [&](const ChainHead& head) {
+    // Tailing starts once the collector has said which batches of the last run landed.
+    bool recovered = true;
+    if (ledger) {
+      if (absl::Status st = ledger->Recover(head.durable_seq); !st.ok()) {
+        spdlog::error("logs: cannot recover offsets, not tailing: {}", st.ToString());
+        recovered = false;
+      }
+    }
     batcher.Start(head.durable_seq, head.durable_digest);
+    if (tailer && recovered) {
+      if (absl::Status st = tailer->Start(); !st.ok()) {
+        spdlog::error("logs: cannot start tailing: {}", st.ToString());
+      }
+    }
+    if (journal && recovered) {
+      if (absl::Status st = journal->Start(); !st.ok()) {
+        spdlog::error("logs: cannot start reading the journal: {}", st.ToString());
+      }
+    }
   });
   if (absl::Status st = publisher.Start(); !st.ok()) return Fail(1, std::string(st.message()));
 
@@ -188,6 +269,8 @@ int main(int argc, char** argv) {
   // Orderly stop: nothing blocks from here on; stop watching, seal what is queued (with STOPPED
   // last), give the collector up to 2 s to ack, then leave.
   batcher.SetNonBlocking();
+  if (tailer) tailer->Stop();
+  if (journal) journal->Stop();
   fim.Stop();
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STOPPED, "agent stopped"));
   batcher.Stop();

@@ -14,7 +14,8 @@ Batcher::Batcher(std::string agent_id, const SigningKey& key, const Clock& clock
       options_(BatcherOptions{
           .max_events = options.max_events == 0 ? 1 : options.max_events,
           .linger = options.linger,
-          .max_queued_events = std::max(options.max_queued_events, options.max_events)}) {}
+          .max_queued_events = std::max(options.max_queued_events, options.max_events),
+          .on_seal = std::move(options.on_seal)}) {}
 
 Batcher::~Batcher() { Stop(); }
 
@@ -111,6 +112,7 @@ void Batcher::Seal(std::deque<tripline::v1::Event>& events) {
   prev_digest_ = ChainDigest(signed_batch->batch());
   spdlog::debug("batch: sealed batch_seq={} events={} bytes={}", seq, batch.events_size(),
                 signed_batch->batch().size());
+  if (options_.on_seal) options_.on_seal(seq, batch);
   if (!outbox_->Push(SealedBatch{seq, std::move(signed_batch)})) {
     spdlog::warn("batch: outbox full during shutdown, batch dropped batch_seq={}", seq);
   }

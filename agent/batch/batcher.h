@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -37,6 +38,9 @@ struct BatcherOptions {
   size_t max_events = 512;
   absl::Duration linger = absl::Milliseconds(10);
   size_t max_queued_events = 8192;
+  // Called on the batcher thread for each sealed batch, before it is pushed to the Outbox (so
+  // before it can be sent): the log tailer records which lines the batch covers.
+  std::function<void(uint64_t batch_seq, const tripline::v1::EventBatch& batch)> on_seal = {};
 };
 
 class Batcher {

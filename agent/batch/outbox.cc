@@ -15,11 +15,20 @@ bool Outbox::Push(SealedBatch batch) {
 }
 
 void Outbox::AckThrough(uint64_t durable_seq) {
-  absl::MutexLock lock(&mu_);
-  if (durable_seq <= acked_seq_) return;
-  acked_seq_ = durable_seq;
-  while (!batches_.empty() && batches_.front().seq <= durable_seq) batches_.pop_front();
-  changed_.SignalAll();
+  absl::MutexLock order(&durable_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (durable_seq <= acked_seq_) return;
+    acked_seq_ = durable_seq;
+    while (!batches_.empty() && batches_.front().seq <= durable_seq) batches_.pop_front();
+    changed_.SignalAll();
+  }
+  if (on_durable_) on_durable_(durable_seq);
+}
+
+void Outbox::SetDurableListener(DurableFn fn) {
+  absl::MutexLock order(&durable_mu_);
+  on_durable_ = std::move(fn);
 }
 
 std::optional<SealedBatch> Outbox::WaitForSendable(uint64_t seq, uint64_t window,

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -64,9 +65,17 @@ class Outbox {
   uint64_t acked_seq() const;
   size_t size() const;
 
+  // `fn(seq)` is called, outside the lock and in order, each time acked_seq() advances: every
+  // batch up to seq is durable (today: committed by the collector; a disk spool moves this point
+  // earlier). Set before anything acks.
+  using DurableFn = std::function<void(uint64_t seq)>;
+  void SetDurableListener(DurableFn fn);
+
  private:
+  DurableFn on_durable_ ABSL_GUARDED_BY(durable_mu_);
+  absl::Mutex durable_mu_;  // keeps listener calls in order
   const size_t capacity_;
-  mutable absl::Mutex mu_;
+  mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(durable_mu_);
   absl::CondVar changed_;  // signalled on every push, ack, interrupt and mode change
   std::deque<SealedBatch> batches_ ABSL_GUARDED_BY(mu_);
   uint64_t acked_seq_ ABSL_GUARDED_BY(mu_) = 0;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <iterator>
+#include <set>
 
 #include "absl/strings/str_format.h"
+#include "re2/re2.h"
 #include "platform/config/config_node.h"
 #include "platform/runtime/status_macros.h"
 
@@ -47,10 +49,75 @@ absl::StatusOr<FimPathConfig> ParseFimPath(const ConfigNode& node) {
   return out;
 }
 
+bool ValidSourceName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::Status CheckRegex(const ConfigNode& node, std::string_view key, const std::string& pattern) {
+  if (pattern.empty()) return absl::OkStatus();
+  RE2::Options options(RE2::Latin1);  // as the tailer compiles it: bytes, not UTF-8
+  options.set_log_errors(false);
+  RE2 re(pattern, options);
+  if (!re.ok()) {
+    return node.Child(key)->Error(absl::StrFormat("bad RE2 '%s': %s", pattern, re.error()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LogSourceConfig> ParseLogSource(const ConfigNode& node) {
+  RETURN_IF_ERROR(node.ExpectKeys({"name", "type", "paths", "parser", "include", "exclude",
+                                   "start_at", "max_line", "partial_timeout", "units",
+                                   "max_priority"}));
+  LogSourceConfig s;
+  ASSIGN_OR_RETURN(s.name, node.RequiredString("name"));
+  if (!ValidSourceName(s.name)) {
+    return node.Child("name")->Error(
+        absl::StrFormat("source name '%s' must be 1-64 characters of a-z, 0-9, '.', '_', '-'",
+                        s.name));
+  }
+  ASSIGN_OR_RETURN(s.type, node.Enum("type", s.type, {"file", "journald"}));
+  ASSIGN_OR_RETURN(s.parser, node.Enum("parser", s.type == "journald" ? "raw" : s.parser,
+                                       {"raw", "syslog", "json"}));
+  ASSIGN_OR_RETURN(s.include, node.String("include", ""));
+  ASSIGN_OR_RETURN(s.exclude, node.String("exclude", ""));
+  RETURN_IF_ERROR(CheckRegex(node, "include", s.include));
+  RETURN_IF_ERROR(CheckRegex(node, "exclude", s.exclude));
+  ASSIGN_OR_RETURN(s.start_at, node.Enum("start_at", s.start_at, {"end", "beginning"}));
+  ASSIGN_OR_RETURN(s.max_line, node.Int("max_line", s.max_line, 256, int64_t{16} << 20));
+  ASSIGN_OR_RETURN(s.partial_timeout_ms,
+                   node.DurationMs("partial_timeout", s.partial_timeout_ms, 1, 3600 * 1000));
+  ASSIGN_OR_RETURN(s.paths, node.StringList("paths"));
+  ASSIGN_OR_RETURN(s.units, node.StringList("units"));
+  ASSIGN_OR_RETURN(s.max_priority, node.Int("max_priority", s.max_priority, 0, 7));
+  if (s.type == "file") {
+    if (s.paths.empty()) return node.Error("paths: at least one path is required (type: file)");
+    if (!s.units.empty()) return node.Child("units")->Error("units: only for type: journald");
+    for (const std::string& p : s.paths) {
+      const size_t slash = p.rfind('/');
+      if (p.empty() || p[0] != '/' || slash == p.size() - 1) {
+        return node.Child("paths")->Error(
+            absl::StrFormat("'%s': expected an absolute path to a file or a glob of files", p));
+      }
+      if (p.substr(0, slash).find_first_of("*?[") != std::string::npos) {
+        return node.Child("paths")->Error(absl::StrFormat(
+            "'%s': only the last component may be a glob (directories are watched by name)", p));
+      }
+    }
+  } else if (!s.paths.empty()) {
+    return node.Child("paths")->Error("paths: not for type: journald (use units)");
+  }
+  return s;
+}
+
 absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   AgentConfig c;
   RETURN_IF_ERROR(root.ExpectKeys(
-      {"agent_id", "state_dir", "log_level", "collector", "fim", "batch", "transport"}));
+      {"agent_id", "state_dir", "log_level", "collector", "fim", "logs", "batch", "transport"}));
 
   const bool daemon = use == AgentConfigUse::kDaemon;
   if (daemon || root.Child("agent_id").has_value()) {
@@ -104,6 +171,23 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   for (const ConfigNode& e : entries) {
     ASSIGN_OR_RETURN(FimPathConfig p, ParseFimPath(e));
     c.fim.paths.push_back(std::move(p));
+  }
+
+  if (std::optional<ConfigNode> logs = root.Child("logs")) {
+    RETURN_IF_ERROR(logs->ExpectKeys({"sources", "rotate_wait"}));
+    ASSIGN_OR_RETURN(c.logs.rotate_wait_ms,
+                     logs->DurationMs("rotate_wait", c.logs.rotate_wait_ms, 0, 3600 * 1000));
+    std::set<std::string> names;
+    if (std::optional<ConfigNode> sources = logs->Child("sources")) {
+      ASSIGN_OR_RETURN(std::vector<ConfigNode> source_nodes, sources->Elements());
+      for (const ConfigNode& e : source_nodes) {
+        ASSIGN_OR_RETURN(LogSourceConfig s, ParseLogSource(e));
+        if (!names.insert(s.name).second) {
+          return e.Child("name")->Error(absl::StrFormat("duplicate source name '%s'", s.name));
+        }
+        c.logs.sources.push_back(std::move(s));
+      }
+    }
   }
 
   if (std::optional<ConfigNode> batch = root.Child("batch")) {

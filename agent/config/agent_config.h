@@ -4,7 +4,7 @@
 // e.g. "agent.yaml:4:14: collector.plaintext: expected true or false, got 'maybe'". Every optional
 // key has a default that works; required: agent_id, collector.address,
 // collector.enrollment_token_file, collector.ca_file (unless plaintext), at least one fim.paths
-// entry. Loading has no side effects (files named here are read later by their users).
+// entry. `logs` is optional. Loading has no side effects (files named here are read later by their users).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +25,24 @@ struct FimPathConfig {
   // symlink's target always are). Without sha256, contents are not read.
   std::vector<std::string> attributes = {"size", "mode", "owner", "inode", "links", "sha256"};
   bool one_filesystem = true;  // do not descend into other filesystems (mounts) below the path
+};
+
+// One log source (`logs.sources[]`). See packaging/config/agent.yaml for the meaning of each key.
+struct LogSourceConfig {
+  std::string name;            // [a-z0-9._-], 1..64 characters, unique
+  std::string type = "file";   // file | journald
+  // file: absolute paths; the last component may be a glob (fnmatch: * ? [..]), the directories
+  // above it may not.
+  std::vector<std::string> paths;
+  std::string parser = "raw";  // raw | syslog | json
+  std::string include;         // RE2, partial match on the line; empty: every line
+  std::string exclude;         // RE2; a line matching it is not sent
+  std::string start_at = "end";  // end | beginning: for files found when the source starts anew
+  int64_t max_line = int64_t{64} << 10;
+  int64_t partial_timeout_ms = 5000;
+  // journald: only these units (empty: all) and priorities 0..max_priority.
+  std::vector<std::string> units;
+  int64_t max_priority = 7;
 };
 
 struct AgentConfig {
@@ -49,6 +67,11 @@ struct AgentConfig {
     int64_t fallback_scan_interval_ms = 60000;  // scans of directories the watch limit left out
     int64_t max_watches = 0;  // cap on the agent's inotify watches; 0: the kernel's
   } fim;
+
+  struct Logs {
+    std::vector<LogSourceConfig> sources;
+    int64_t rotate_wait_ms = 5000;  // how long a rotated file is kept open after it stops growing
+  } logs;
 
   struct Batch {
     int64_t max_events = 512;

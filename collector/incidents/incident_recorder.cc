@@ -71,6 +71,67 @@ absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, co
   return out;
 }
 
+absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& writer, const Rule& rule,
+                                                   const std::string& agent_id,
+                                                   const LogRuleOutcome& outcome, int64_t event_id,
+                                                   const Event& event,
+                                                   const LogMatchFields& fields, bool auto_respond,
+                                                   int64_t now_ns) {
+  RecordOutcome out;
+  if (outcome.kind == LogRuleOutcome::Kind::kLink) {
+    out.incident_id = outcome.incident_id;
+    RETURN_IF_ERROR(writer.LinkIncidentEvent(outcome.incident_id, event_id, now_ns));
+    return out;
+  }
+  if (outcome.kind != LogRuleOutcome::Kind::kOpen) return out;
+  std::string summary = absl::StrFormat("rule %s matched", rule.id);
+  if (rule.threshold) {
+    summary += absl::StrFormat(" %d times within %ds", outcome.count,
+                               rule.threshold->within_ns / 1000000000);
+  }
+  if (!outcome.group.empty()) summary += absl::StrFormat(" (%s)", outcome.group);
+  summary += absl::StrFormat("; last event %d: %s", event_id, DescribeEvent(event));
+  summary += "; fields:";
+  for (const auto& [k, v] : fields) {
+    summary += absl::StrFormat(" %s=\"%s\"", k, Printable(v, 256));
+  }
+  summary += absl::StrFormat("; line: \"%s\"", Printable(event.log().line(), 512));
+  IncidentRecord incident;
+  incident.agent_id = agent_id;
+  incident.rule_id = rule.id;
+  incident.title = rule.title;
+  incident.severity = rule.severity;
+  incident.status = "open";
+  incident.opened_ns = now_ns;
+  incident.updated_ns = now_ns;
+  incident.summary = summary;
+  ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
+  out.opened = true;
+  for (int64_t id : outcome.event_ids) {
+    RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, id, now_ns));
+  }
+  if (rule.Isolates()) {
+    if (auto_respond) {
+      ActionRecord action;
+      action.incident_id = out.incident_id;
+      action.agent_id = agent_id;
+      action.kind = kIsolateActionKind;
+      action.target = agent_id;
+      action.status = "pending";
+      action.actor = "collector";
+      action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
+      action.created_ns = now_ns;
+      action.updated_ns = now_ns;
+      RETURN_IF_ERROR(writer.InsertAction(action).status());
+      out.isolation_queued = true;
+    } else {
+      RETURN_IF_ERROR(writer.AppendIncidentSummary(
+          out.incident_id, "isolation not started: response mode is off", now_ns));
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<RecordOutcome> RecordIntegrityFailure(CollectorStore::Writer& writer,
                                                      const std::string& agent_id,
                                                      const std::string& reason, int64_t now_ns) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "collector/rules/log_thresholds.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
 #include "tripline/v1/event.pb.h"
@@ -30,6 +31,16 @@ absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, co
                                               const std::string& agent_id, int64_t event_id,
                                               const tripline::v1::Event& event, bool auto_respond,
                                               int64_t now_ns);
+
+// Records what a log rule's match led to (see LogThresholds): kOpen opens an incident holding
+// the window's events, its summary naming the group, the count and the match's fields (parsed
+// and captured); kLink links `event_id` to the group's incident. Isolation as RecordRuleMatch.
+absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& writer, const Rule& rule,
+                                                   const std::string& agent_id,
+                                                   const LogRuleOutcome& outcome, int64_t event_id,
+                                                   const tripline::v1::Event& event,
+                                                   const LogMatchFields& fields, bool auto_respond,
+                                                   int64_t now_ns);
 
 // Records an integrity failure of `agent_id`'s stream (severity critical): opens the agent's
 // integrity incident, or appends `reason` to the one still open.

@@ -130,6 +130,7 @@ void StoreWriter::CommitGroup(std::deque<WriteItem>& group) {
   }
   if (!st.ok()) {
     spdlog::error("store: commit of {} item(s) failed: {}", group.size(), st.ToString());
+    thresholds_.Clear();  // its incident ids and windows may name what was rolled back
     absl::Status failed = absl::UnavailableError(
         absl::StrFormat("the collector could not store the batch (%s); retry", st.message()));
     for (size_t i = 0; i < group.size(); ++i) {
@@ -216,6 +217,21 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
             spdlog::warn("incident: opened id={} rule={} agent={} severity={}: {}",
                          outcome.incident_id, rule->id, Printable(item.agent_id), rule->severity,
                          DescribeEvent(e));
+          }
+          *actions_queued = *actions_queued || outcome.isolation_queued;
+        }
+        for (auto& [rule, fields] : rules.MatchLog(e)) {
+          const int64_t t = e.time_unix_ns() > 0 ? e.time_unix_ns() : now;
+          LogRuleOutcome o = thresholds_.Observe(*rule, item.agent_id, event_id, t, fields);
+          if (o.kind == LogRuleOutcome::Kind::kNothing) continue;
+          ASSIGN_OR_RETURN(RecordOutcome outcome,
+                           RecordLogRuleOutcome(w, *rule, item.agent_id, o, event_id, e, fields,
+                                                options_.auto_respond, now));
+          if (outcome.opened) {
+            thresholds_.Opened(*rule, item.agent_id, o.group, outcome.incident_id, t);
+            spdlog::warn("incident: opened id={} rule={} agent={} severity={}: {} {}",
+                         outcome.incident_id, rule->id, Printable(item.agent_id), rule->severity,
+                         DescribeEvent(e), o.group);
           }
           *actions_queued = *actions_queued || outcome.isolation_queued;
         }

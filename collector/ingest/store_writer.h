@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "collector/ingest/agent_registry.h"
+#include "collector/rules/log_thresholds.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
 #include "platform/runtime/clock.h"
@@ -97,6 +98,7 @@ class StoreWriter {
   size_t capped_ = 0;                          // batches + duplicates in queue_; guarded by mu_
   bool stopping_ = false;                      // guarded by mu_
   std::shared_ptr<const RuleSet> rules_;       // guarded by mu_
+  LogThresholds thresholds_;                   // owned by the writer thread
   std::thread thread_;
 };
 

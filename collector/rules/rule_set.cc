@@ -42,9 +42,103 @@ absl::StatusOr<unsigned> ParseChange(const ConfigNode& node) {
       "'%s' is not a change (expected created, modified, deleted, renamed or attrib)", text));
 }
 
+// A scalar or a sequence of scalars.
+absl::StatusOr<std::vector<ConfigNode>> ScalarOrList(const ConfigNode& node) {
+  if (node.IsScalar()) return std::vector<ConfigNode>{node};
+  return node.Elements();
+}
+
+absl::StatusOr<std::shared_ptr<const RE2>> CompileRegex(const ConfigNode& node) {
+  ASSIGN_OR_RETURN(std::string pattern, node.AsString());
+  // Bytes, not UTF-8: log lines are attacker-supplied and need not be UTF-8, and an invalid byte
+  // must not let a line slip past a rule. Literals (UTF-8 included) match their bytes; `.` and
+  // classes see single bytes.
+  RE2::Options options(RE2::Latin1);
+  options.set_log_errors(false);
+  auto re = std::make_shared<const RE2>(pattern, options);
+  if (!re->ok()) {
+    return node.Error(absl::StrFormat("bad RE2 '%s': %s", pattern, re->error()));
+  }
+  return re;
+}
+
+// where: a list of {field: NAME, <op>: VALUE}, op one of equals, not_equals, in, not_in
+// (a list), matches, not_matches (RE2, partial match).
+absl::Status ParseWhere(const ConfigNode& where, Rule* rule) {
+  ASSIGN_OR_RETURN(std::vector<ConfigNode> conditions, where.Elements());
+  for (const ConfigNode& cond : conditions) {
+    RETURN_IF_ERROR(cond.ExpectKeys({"field", "equals", "not_equals", "in", "not_in", "matches",
+                                     "not_matches"}));
+    FieldCondition c;
+    ASSIGN_OR_RETURN(c.field, cond.RequiredString("field"));
+    int ops = 0;
+    for (const char* op_name :
+         {"equals", "not_equals", "in", "not_in", "matches", "not_matches"}) {
+      std::optional<ConfigNode> value = cond.Child(op_name);
+      if (!value) continue;
+      ++ops;
+      const std::string op = op_name;
+      if (op == "equals" || op == "not_equals") {
+        c.op = op == "equals" ? FieldCondition::Op::kEquals : FieldCondition::Op::kNotEquals;
+        ASSIGN_OR_RETURN(std::string v, value->AsString());
+        c.values.push_back(std::move(v));
+      } else if (op == "in" || op == "not_in") {
+        c.op = op == "in" ? FieldCondition::Op::kIn : FieldCondition::Op::kNotIn;
+        ASSIGN_OR_RETURN(std::vector<ConfigNode> elements, ScalarOrList(*value));
+        for (const ConfigNode& e : elements) {
+          ASSIGN_OR_RETURN(std::string v, e.AsString());
+          c.values.push_back(std::move(v));
+        }
+      } else {
+        c.op = op == "matches" ? FieldCondition::Op::kMatches : FieldCondition::Op::kNotMatches;
+        ASSIGN_OR_RETURN(c.regex, CompileRegex(*value));
+      }
+    }
+    if (ops != 1) {
+      return cond.Error(
+          "expected exactly one of equals, not_equals, in, not_in, matches, not_matches");
+    }
+    rule->conditions.push_back(std::move(c));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseLogMatch(const ConfigNode& match, Rule* rule) {
+  if (match.Child("changes")) return match.Child("changes")->Error("changes: only for kind: file");
+  if (std::optional<ConfigNode> source = match.Child("source")) {
+    ASSIGN_OR_RETURN(std::vector<ConfigNode> elements, ScalarOrList(*source));
+    for (const ConfigNode& e : elements) {
+      ASSIGN_OR_RETURN(std::string name, e.AsString());
+      rule->sources.push_back(std::move(name));
+    }
+  }
+  ASSIGN_OR_RETURN(rule->field, match.String("field", ""));
+  if (std::optional<ConfigNode> regex = match.Child("regex")) {
+    ASSIGN_OR_RETURN(rule->regex, CompileRegex(*regex));
+  }
+  if (std::optional<ConfigNode> where = match.Child("where")) {
+    RETURN_IF_ERROR(ParseWhere(*where, rule));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseThreshold(const ConfigNode& node, Rule* rule) {
+  ASSIGN_OR_RETURN(ConfigNode t, node.Required("threshold"));
+  RETURN_IF_ERROR(t.ExpectKeys({"count", "within", "group_by"}));
+  RuleThreshold threshold;
+  ASSIGN_OR_RETURN(threshold.count, t.Int("count", 0, 1, 1000000));
+  if (!t.Child("count")) return t.Error("threshold: count is required");
+  if (!t.Child("within")) return t.Error("threshold: within is required (e.g. 60s)");
+  ASSIGN_OR_RETURN(int64_t within_ms, t.DurationMs("within", 0, 1, int64_t{7} * 24 * 3600 * 1000));
+  threshold.within_ns = within_ms * 1000000;
+  ASSIGN_OR_RETURN(threshold.group_by, t.StringList("group_by"));
+  rule->threshold = std::move(threshold);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
-  RETURN_IF_ERROR(
-      node.ExpectKeys({"id", "title", "severity", "match", "response", "response_mode"}));
+  RETURN_IF_ERROR(node.ExpectKeys(
+      {"id", "title", "severity", "match", "response", "response_mode", "threshold", "suppress"}));
   if (node.IsNull()) return node.Error("expected a rule (id, title, severity, match)");
   Rule rule;
   rule.where = node.Where();
@@ -59,15 +153,34 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
                    node.Enum("severity", "", {"low", "medium", "high", "critical"}));
 
   ASSIGN_OR_RETURN(ConfigNode match, node.Required("match"));
-  RETURN_IF_ERROR(match.ExpectKeys({"kind", "paths", "changes"}));
+  RETURN_IF_ERROR(
+      match.ExpectKeys({"kind", "paths", "changes", "source", "field", "regex", "where"}));
   ASSIGN_OR_RETURN(ConfigNode kind_node, match.Required("kind"));
   ASSIGN_OR_RETURN(std::string kind, kind_node.AsString());
-  if (kind != "file") {
-    if (kind == "log" || kind == "agent") {
+  if (kind == "log") {
+    rule.kind = RuleKind::kLog;
+    RETURN_IF_ERROR(ParseLogMatch(match, &rule));
+  } else if (kind != "file") {
+    if (kind == "agent") {
       return kind_node.Error(absl::StrFormat(
-          "kind '%s' is not supported by this version yet (only 'file')", kind));
+          "kind '%s' is not supported by this version yet (only 'file' and 'log')", kind));
     }
-    return kind_node.Error(absl::StrFormat("unknown kind '%s' (expected 'file')", kind));
+    return kind_node.Error(absl::StrFormat("unknown kind '%s' (expected 'file' or 'log')", kind));
+  } else {
+    for (const char* key : {"source", "field", "regex", "where"}) {
+      if (match.Child(key)) return match.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
+    }
+    for (const char* key : {"threshold", "suppress"}) {
+      if (node.Child(key)) return node.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
+    }
+  }
+  if (rule.kind == RuleKind::kLog) {
+    if (node.Child("threshold")) RETURN_IF_ERROR(ParseThreshold(node, &rule));
+    const int64_t default_ms =
+        rule.threshold ? rule.threshold->within_ns / 1000000 : int64_t{5} * 60 * 1000;
+    ASSIGN_OR_RETURN(int64_t suppress_ms,
+                     node.DurationMs("suppress", default_ms, 0, int64_t{30} * 24 * 3600 * 1000));
+    rule.suppress_ns = suppress_ms * 1000000;
   }
   if (std::optional<ConfigNode> paths = match.Child("paths")) {
     std::vector<ConfigNode> elements;
@@ -144,7 +257,7 @@ bool Rule::Isolates() const {
 }
 
 bool Rule::Matches(const Event& event) const {
-  if (!event.has_file()) return false;
+  if (kind != RuleKind::kFile || !event.has_file()) return false;
   const FileEvent& f = event.file();
   const int change = static_cast<int>(f.change());
   if (change <= 0 || change > 31 || (changes & (1u << change)) == 0) return false;
@@ -156,6 +269,82 @@ bool Rule::Matches(const Event& event) const {
     }
   }
   return false;
+}
+
+bool FieldCondition::Holds(const LogMatchFields& fields) const {
+  const std::string* value = nullptr;
+  for (const auto& [k, v] : fields) {
+    if (k == field) value = &v;  // the last one wins (captures come after parsed fields)
+  }
+  const bool negative = op == Op::kNotEquals || op == Op::kNotIn || op == Op::kNotMatches;
+  if (value == nullptr) return negative;
+  bool hit = false;
+  switch (op) {
+    case Op::kEquals:
+    case Op::kNotEquals:
+    case Op::kIn:
+    case Op::kNotIn:
+      hit = std::find(values.begin(), values.end(), *value) != values.end();
+      break;
+    case Op::kMatches:
+    case Op::kNotMatches:
+      hit = RE2::PartialMatch(re2::StringPiece(value->data(), value->size()), *regex);
+      break;
+  }
+  return negative ? !hit : hit;
+}
+
+bool Rule::MatchesLog(const Event& event, LogMatchFields* fields) const {
+  if (kind != RuleKind::kLog || !event.has_log()) return false;
+  const tripline::v1::LogEvent& log = event.log();
+  if (!sources.empty() &&
+      std::find(sources.begin(), sources.end(), log.source()) == sources.end()) {
+    return false;
+  }
+  if (!paths.empty() && std::none_of(paths.begin(), paths.end(), [&](const PathGlob& g) {
+        return g.Matches(log.path());
+      })) {
+    return false;
+  }
+  LogMatchFields out;
+  out.emplace_back("source", log.source());
+  out.emplace_back("path", log.path());
+  // Parsed fields in name order (the wire map has none), so matches are reproducible.
+  std::map<std::string, std::string> parsed(log.fields().begin(), log.fields().end());
+  for (auto& [k, v] : parsed) out.emplace_back(k, v);
+  const std::string* subject = &log.line();
+  if (!field.empty()) {
+    auto it = parsed.find(field);
+    if (it == parsed.end()) return false;
+    subject = &it->second;
+  }
+  if (regex) {
+    const int n = regex->NumberOfCapturingGroups();
+    std::vector<re2::StringPiece> groups(static_cast<size_t>(n) + 1);
+    if (!regex->Match(re2::StringPiece(subject->data(), subject->size()), 0, subject->size(),
+                      RE2::UNANCHORED, groups.data(), n + 1)) {
+      return false;
+    }
+    for (const auto& [name, index] : regex->NamedCapturingGroups()) {
+      const re2::StringPiece& g = groups[static_cast<size_t>(index)];
+      if (g.data() != nullptr) out.emplace_back(name, std::string(g.data(), g.size()));
+    }
+  }
+  for (const FieldCondition& c : conditions) {
+    if (!c.Holds(out)) return false;
+  }
+  if (fields) *fields = std::move(out);
+  return true;
+}
+
+std::vector<std::pair<const Rule*, LogMatchFields>> RuleSet::MatchLog(const Event& event) const {
+  std::vector<std::pair<const Rule*, LogMatchFields>> out;
+  if (!event.has_log()) return out;
+  for (const Rule& r : rules_) {
+    LogMatchFields fields;
+    if (r.MatchesLog(event, &fields)) out.emplace_back(&r, std::move(fields));
+  }
+  return out;
 }
 
 std::vector<const Rule*> RuleSet::Match(const Event& event) const {

@@ -5,18 +5,47 @@
 // std::shared_ptr<const RuleSet> and swap in a new one to reload.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "collector/rules/path_glob.h"
+#include "re2/re2.h"
 #include "tripline/v1/event.pb.h"
 
 namespace tripline::collector {
 
 // The response a rule asks for when it matches.
 enum class RuleResponse { kIsolate };
+
+enum class RuleKind { kFile, kLog };
+
+// Named values a log match yields: the agent's parsed fields, then the regex's named captures
+// (a capture replaces a parsed field of the same name), plus "source" and "path".
+using LogMatchFields = std::vector<std::pair<std::string, std::string>>;
+
+// A `where:` condition on one field of a log match.
+struct FieldCondition {
+  enum class Op { kEquals, kNotEquals, kIn, kNotIn, kMatches, kNotMatches };
+  std::string field;
+  Op op = Op::kEquals;
+  std::vector<std::string> values;  // kEquals/kNotEquals: one; kIn/kNotIn: several
+  std::shared_ptr<const RE2> regex;  // kMatches/kNotMatches (partial match)
+  // A missing field satisfies only the negative operators.
+  bool Holds(const LogMatchFields& fields) const;
+};
+
+// `threshold: {count, within, group_by}`: the rule fires when `count` matches with the same
+// group_by values arrive within `within`.
+struct RuleThreshold {
+  int64_t count = 1;
+  int64_t within_ns = 0;
+  std::vector<std::string> group_by;
+};
 
 struct Rule {
   std::string id;        // [a-z0-9._-]+, unique
@@ -30,7 +59,22 @@ struct Rule {
   // How its response runs: auto | approve | dry-run; empty: the collector's response.mode.
   std::string response_mode;
 
+  RuleKind kind = RuleKind::kFile;
+  // kind: log
+  std::vector<std::string> sources;  // LogEvent.source names; empty: any
+  std::string field;                 // the parsed field the regex runs on; empty: the line
+  std::shared_ptr<const RE2> regex;  // null: every line (of the sources and paths)
+  std::vector<FieldCondition> conditions;  // match.where
+  std::optional<RuleThreshold> threshold;
+  // How long the same group (rule, agent, group_by values) opens no new incident after one was
+  // opened; its further matches are linked to that incident. Log rules only; default: the
+  // threshold's window, else 5 minutes.
+  int64_t suppress_ns = 0;
+
   bool Isolates() const;
+  // kind log: true when `event` is a LogEvent of one of `sources` and `paths`, the regex matches
+  // (the line, or `field`) and every condition holds; `*fields` gets the match's fields.
+  bool MatchesLog(const tripline::v1::Event& event, LogMatchFields* fields) const;
   // True when `event` is a FileEvent whose path (or, for RENAMED, old_path) matches a glob and
   // whose change is among `changes`.
   bool Matches(const tripline::v1::Event& event) const;
@@ -41,8 +85,11 @@ class RuleSet {
   RuleSet() = default;
   explicit RuleSet(std::vector<Rule> rules) : rules_(std::move(rules)) {}
 
-  // The rules that match `event`, in load order.
+  // The file rules that match `event`, in load order.
   std::vector<const Rule*> Match(const tripline::v1::Event& event) const;
+  // The log rules that match `event`, with each match's fields, in load order.
+  std::vector<std::pair<const Rule*, LogMatchFields>> MatchLog(
+      const tripline::v1::Event& event) const;
   const std::vector<Rule>& rules() const { return rules_; }
   bool AnyIsolates() const;
   // The rule with this id, or null.
