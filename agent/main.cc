@@ -13,10 +13,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "agent/batch/batcher.h"
-#include "agent/batch/outbox.h"
 #include "agent/config/agent_config.h"
 #include "agent/fim/fim_watcher.h"
 #include "agent/identity/agent_identity.h"
+#include "agent/spool/spool.h"
 #include "agent/transport/publisher.h"
 #include "platform/crypto/digest.h"
 #include "platform/runtime/clock.h"
@@ -70,8 +70,15 @@ int main(int argc, char** argv) {
                config->fim.paths.size());
 
   const tripline::Clock& clock = tripline::SystemClock();
-  Outbox outbox;
-  Batcher batcher(identity->agent_id, *identity->key, clock, &outbox,
+  absl::StatusOr<std::unique_ptr<Spool>> opened = Spool::Open(SpoolOptions{
+      .dir = config->spool.dir, .max_bytes = static_cast<uint64_t>(config->spool.max_bytes)});
+  if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
+  Spool& spool = **opened;
+  const SpoolRecovery recovered = spool.recovery();
+  spdlog::info("agent: spool opened dir={} unacked={} acked_seq={} head_seq={} torn_tail_bytes={}",
+               config->spool.dir, recovered.records, recovered.acked_seq,
+               recovered.head ? recovered.head->seq : 0, recovered.dropped_tail_bytes);
+  Batcher batcher(identity->agent_id, *identity->key, clock, &spool,
                   BatcherOptions{.max_events = static_cast<size_t>(config->batch.max_events),
                                  .linger = absl::Milliseconds(config->batch.linger_ms)});
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STARTED, "agent started"));
@@ -83,8 +90,22 @@ int main(int argc, char** argv) {
   publish.window = static_cast<uint64_t>(config->transport.window);
   publish.backoff_initial = absl::Milliseconds(config->transport.backoff_initial_ms);
   publish.backoff_max = absl::Milliseconds(config->transport.backoff_max_ms);
-  Publisher publisher(*identity, &outbox, publish, [&batcher](const ChainHead& head) {
-    batcher.Start(head.durable_seq, head.durable_digest);
+  // The chain goes on from the spool's last batch when the spool is intact; a fresh spool, or one
+  // whose torn tail was cut, waits for the collector's head and continues the further of the two.
+  const bool resume_from_spool = recovered.head && recovered.dropped_tail_bytes == 0;
+  if (resume_from_spool) batcher.Start(recovered.head->seq, recovered.head->digest);
+  Publisher publisher(*identity, &spool, publish, [&](const ChainHead& head) {
+    if (resume_from_spool) {
+      if (head.durable_seq > recovered.head->seq) {
+        spdlog::error("agent: collector durable_seq={} is past the spool's last batch {}; was the "
+                      "state directory restored from a backup?",
+                      head.durable_seq, recovered.head->seq);
+      }
+    } else if (recovered.head && recovered.head->seq > head.durable_seq) {
+      batcher.Start(recovered.head->seq, recovered.head->digest);
+    } else {
+      batcher.Start(head.durable_seq, head.durable_digest);
+    }
   });
   if (absl::Status st = publisher.Start(); !st.ok()) return Fail(1, std::string(st.message()));
 
@@ -109,7 +130,7 @@ int main(int argc, char** argv) {
   stop.WaitForNotification();
 
   // Orderly stop: nothing blocks from here on; stop watching, seal what is queued (with STOPPED
-  // last), give the collector up to 2 s to ack, then leave.
+  // last) into the spool, give the collector up to 2 s to ack, then leave.
   batcher.SetNonBlocking();
   fim.Stop();
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STOPPED, "agent stopped"));
@@ -118,12 +139,14 @@ int main(int argc, char** argv) {
   if (publisher.enrollments() == 0) {
     spdlog::warn("agent: stopped before the collector ever answered Enroll; nothing was sent");
   } else if (all_acked) {
-    spdlog::info("agent: stopped, every batch acked acked_seq={}", outbox.acked_seq());
+    spdlog::info("agent: stopped, every batch acked acked_seq={}", spool.acked_seq());
   } else {
-    spdlog::warn("agent: stopped with unacked batches unacked={} acked_seq={}", outbox.size(),
-                 outbox.acked_seq());
+    spdlog::info("agent: stopped with unacked batches in the spool, sent after restart unacked={} "
+                 "acked_seq={}",
+                 spool.size(), spool.acked_seq());
   }
   publisher.Stop();
+  spool.Close();
   tripline::StopSignalWatcher();
   return 0;
 }
