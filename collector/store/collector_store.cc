@@ -252,6 +252,16 @@ absl::Status CollectorStore::Writer::InsertBatch(const std::string& agent_id, ui
   return s.Run();
 }
 
+absl::StatusOr<std::optional<std::string>> CollectorStore::Writer::GetBatchBytes(
+    const std::string& agent_id, uint64_t batch_seq) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("SELECT batch FROM batches WHERE agent_id = ? AND "
+                                             "batch_seq = ?"));
+  s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(s.ColumnText(0));
+}
+
 absl::StatusOr<int64_t> CollectorStore::Writer::InsertEvent(
     const std::string& agent_id, uint64_t batch_seq, uint64_t seq, int64_t time_ns,
     const std::string& kind, const std::string& path, const std::string& change,
