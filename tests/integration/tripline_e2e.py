@@ -540,8 +540,27 @@ def fault_world(fleet, extra=""):
     data = os.path.join(fleet.watched, "data")
     os.makedirs(data, exist_ok=True)
     fleet.start_agent(extra=extra, watch_extra=data)
-    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_watching(fleet, data)
     return data
+
+
+def wait_watching(fleet, directory, agent_log=None, runs=1):
+    """Returns once the agent's `runs`-th baseline scan is complete (files made during a scan
+    become part of the baseline, not events) and a probe file written in `directory` has been
+    stored. The probe is rewritten on every look, since a write before the watch goes unseen."""
+    agent_log = agent_log or os.path.join(fleet.dir, "agent.log")
+
+    def scanned():
+        with open(agent_log, "rb") as f:
+            return f.read().count(b"baseline complete") >= runs
+    wait_for("the agent's baseline scan", scanned, timeout=60, interval=0.1)
+    probe = os.path.join(directory, "probe")
+
+    def seen():
+        with open(probe, "w") as f:
+            f.write(f"probe {time.monotonic_ns()}\n")  # new contents: a change even to a baseline
+        return db_query(fleet, "SELECT COUNT(*) FROM events WHERE path=?", (probe.encode(),))[0][0]
+    wait_for(f"the agent to watch {directory}", seen, timeout=60, interval=0.2)
 
 
 def create_files(directory, prefix, count):
@@ -767,9 +786,81 @@ def scenario_spool_corrupt_tail(fleet, demo=False):
         f.write(bytes([byte[0] ^ 0x01]))
     agent = fleet.start_agent(watch_extra=data)
     wait_for("the agent to cut the torn tail", lambda: "torn tail" in agent.tail(200), timeout=30)
+    wait_watching(fleet, data, runs=2)
     names += create_files(data, "b", count)
     wait_stored(fleet, 2 * count)
     check_delivery(fleet, "spool_corrupt_tail", names)
+
+
+
+def make_test_pki(directory):
+    """A CA, a collector certificate for 127.0.0.1 and an agent client certificate, made with the
+    openssl CLI; returns the paths by name."""
+    def run(*argv):
+        r = subprocess.run(argv, cwd=directory, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise Failure(f"{' '.join(argv)}: {r.stderr.decode(errors='replace')}")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=tripline-test-ca")
+    for name, usage, san in (("collector", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+                             ("agent", "clientAuth", "")):
+        with open(os.path.join(directory, name + ".ext"), "w") as f:
+            f.write(f"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                    f"extendedKeyUsage={usage}\n{san}")
+        run("openssl", "req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj",
+            f"/CN={name}")
+        run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", name + ".pem", "-days", "1", "-extfile", name + ".ext")
+    return {n: os.path.join(directory, n) for n in
+            ("ca.pem", "collector.pem", "collector.key", "agent.pem", "agent.key")}
+
+
+def scenario_tls(fleet, demo=False):
+    """Agent and collector over mutual TLS: the agent pins the collector's CA, the collector
+    requires the agent's client certificate, and a file event arrives signed and stored."""
+    fleet.start_ec2()
+    pki = make_test_pki(fleet.dir)
+    cfg = fleet.write_collector_config()
+    with open(cfg) as f:
+        text = f.read()
+    text = text.replace("tls:\n  plaintext: true\n",
+                        f"tls:\n  cert_file: {pki['collector.pem']}\n"
+                        f"  key_file: {pki['collector.key']}\n"
+                        f"  client_ca_file: {pki['ca.pem']}\n")
+    with open(cfg, "w") as f:
+        f.write(text)
+    collector = fleet.start_collector(cfg)
+    if "NOT encrypted" in collector.tail(50):
+        raise Failure("collector says it runs in plaintext")
+    data = os.path.join(fleet.watched, "data")
+    os.makedirs(data, exist_ok=True)
+    acfg = fleet.write_agent_config("agent", watch_extra=data)
+    with open(acfg) as f:
+        text = f.read()
+    text = text.replace("  plaintext: true\n", f"  ca_file: {pki['ca.pem']}\n"
+                                               f"  cert_file: {pki['agent.pem']}\n"
+                                               f"  key_file: {pki['agent.key']}\n", 1)
+    with open(acfg, "w") as f:
+        f.write(text)
+    agent = fleet.start("agent", [fleet.agent_bin, "--config", acfg])
+    wait_watching(fleet, data)
+    names = create_files(data, "t", 50)
+    wait_stored(fleet, len(names), timeout=60)
+    check_delivery(fleet, "tls", names)
+    if "plaintext" in agent.tail(200):
+        raise Failure(f"agent log mentions plaintext:\n{agent.tail(20)}")
+    # An agent without a client certificate is turned away at the handshake.
+    bare = fleet.write_agent_config("bare", agent_id="i-0bare000000000001")
+    with open(bare) as f:
+        text = f.read()
+    with open(bare, "w") as f:
+        f.write(text.replace("  plaintext: true\n", f"  ca_file: {pki['ca.pem']}\n", 1))
+    stranger = fleet.start("bare", [fleet.agent_bin, "--config", bare])
+    wait_for("the agent without a certificate to fail its handshake",
+             lambda: "enroll failed" in stranger.tail(50), timeout=30)
+    if db_query(fleet, "SELECT COUNT(*) FROM agents WHERE agent_id='i-0bare000000000001'")[0][0]:
+        raise Failure("an agent without a client certificate enrolled")
 
 
 SCENARIOS = {
@@ -784,6 +875,7 @@ SCENARIOS = {
     "collector_down": scenario_collector_down,
     "spool_cap": scenario_spool_cap,
     "spool_corrupt_tail": scenario_spool_corrupt_tail,
+    "tls": scenario_tls,
 }
 
 
