@@ -25,5 +25,10 @@ test: build
 demo: build
 	/usr/bin/python3 tests/integration/tripline_e2e.py --bin-dir $(BUILD) --demo
 
+# Benchmarks (tests/bench): each prints its figures next to the target or peer it is held to.
+bench: configure
+	cmake -S . -B $(BUILD) -DTRIPLINE_BUILD_BENCH=ON
+	cmake --build $(BUILD) -j $(JOBS) --target bench
+
 clean:
 	rm -rf $(BUILD)
