@@ -361,7 +361,15 @@ bool Spool::Push(SealedBatch batch) {
 
   absl::MutexLock lock(&mu_);
   const uint64_t expected = std::max(head_seq_, acked_seq_) + 1;
-  if (batch.seq <= acked_seq_) return true;  // the collector already has it
+  if (batch.seq <= acked_seq_) {
+    // The collector's chain is past this seq although the spool's was not: the state directory
+    // came back from a backup, or the spool was moved aside. The collector holds other bytes
+    // under this seq, so sending would only be refused as a fork.
+    spdlog::error("spool: batch_seq={} is at or below the collector's durable_seq={}; its events "
+                  "cannot be delivered on this chain (state directory restored from a backup?)",
+                  batch.seq, acked_seq_);
+    return true;
+  }
   if (batch.seq != expected) {
     if (batch.seq < expected || !entries_.empty()) {
       spdlog::error("spool: batch_seq={} pushed out of order, expected {}", batch.seq, expected);

@@ -100,9 +100,10 @@ class Spool {
 
   const SpoolRecovery& recovery() const { return recovery_; }
 
-  // Appends `batch` (its seq must be head + 1; a seq at or below the acked seq is ignored). Blocks
-  // at the cap or while writes fail, unless SetNonBlocking() was called: then a batch that cannot
-  // be written is dropped and false returned.
+  // Appends `batch` (its seq must be head + 1; a seq at or below the acked seq cannot be delivered
+  // on this chain: logged as an error and not spooled). Blocks at the cap or while writes fail,
+  // unless SetNonBlocking() was called: then a batch that cannot be written is dropped and false
+  // returned.
   bool Push(SealedBatch batch);
 
   // The collector has committed everything up to `durable_seq`: forget those batches, persist the
