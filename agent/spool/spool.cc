@@ -211,7 +211,7 @@ absl::Status Spool::ReplaySegment(const std::string& path, uint64_t first_seq, b
   seg.path = path;
   seg.fd = fd;
   uint64_t expected = first_seq;
-  if (head_seq_ != 0 && first_seq != head_seq_ + 1) {
+  if (head_seq_ != 0 && first_seq != head_seq_ + 1 && first_seq > acked_seq_ + 1) {
     return absl::DataLossError(absl::StrFormat(
         "spool %s starts at batch %d but the segment before ends at %d", path, first_seq,
         head_seq_));
@@ -396,7 +396,21 @@ bool Spool::Push(SealedBatch batch) {
       changed_.WaitWithTimeout(&mu_, options_.retry_interval);
       continue;
     }
-    if (segments_.empty() || segments_.back().size >= options_.segment_bytes) {
+    if (!segments_.empty() && segments_.back().size == 0 &&
+        segments_.back().first_seq != batch.seq) {
+      // An empty segment named for another seq (the chain jumped): a record here would not match
+      // the file's name on replay.
+      if (::unlink(segments_.back().path.c_str()) == 0 || errno == ENOENT) segments_.pop_back();
+    }
+    const bool contiguous = segments_.empty() || segments_.back().last_seq == 0 ||
+                            segments_.back().last_seq + 1 == batch.seq;
+    if (!contiguous) {
+      // The chain jumped past this spool (the collector's head was further on): everything here
+      // is acked, so the old segments go, and the new seq starts a segment of its own.
+      DeleteAckedSegmentsLocked(/*include_active=*/true);
+    }
+    if (segments_.empty() || segments_.back().size >= options_.segment_bytes ||
+        (segments_.back().last_seq != 0 && segments_.back().last_seq + 1 != batch.seq)) {
       if (absl::Status st = OpenNewSegmentLocked(batch.seq); !st.ok()) {
         BeginPressureLocked(std::string(st.message()));
         spdlog::error("spool: {}", st.ToString());

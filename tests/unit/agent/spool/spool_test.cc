@@ -356,6 +356,36 @@ TEST(Spool, AnAckPastTheSpoolMovesTheChainHeadForward) {
   EXPECT_TRUE(spool->WaitForSendable(10, 64, spool->generation()));
 }
 
+TEST(Spool, AChainThatJumpsAheadStartsANewSegmentAndSurvivesReopen) {
+  tripline::testing::TempDir dir;
+  {
+    auto spool = Open({.dir = dir.path()});
+    for (uint64_t s = 1; s <= 3; ++s) ASSERT_TRUE(spool->Push(Batch(s)));
+    ASSERT_TRUE(WaitCommitted(*spool, 3));
+    spool->AckThrough(9);  // the collector is past this spool
+    ASSERT_TRUE(spool->Push(Batch(10)));
+    ASSERT_TRUE(spool->Push(Batch(11)));
+    ASSERT_TRUE(WaitCommitted(*spool, 11));
+  }
+  {
+    auto spool = Open({.dir = dir.path()});
+    EXPECT_EQ(spool->recovery().dropped_tail_bytes, 0u);
+    EXPECT_EQ(spool->recovery().records, 2u);
+    ASSERT_TRUE(spool->recovery().head);
+    EXPECT_EQ(spool->recovery().head->seq, 11u);
+    spool->AckThrough(11);
+    ASSERT_TRUE(spool->Push(Batch(20)));  // a fresh start from a collector head of 19
+    ASSERT_TRUE(WaitCommitted(*spool, 20));
+  }
+  auto spool = Open({.dir = dir.path()});
+  EXPECT_EQ(spool->recovery().dropped_tail_bytes, 0u);
+  EXPECT_EQ(spool->recovery().records, 1u);
+  EXPECT_EQ(spool->recovery().head->seq, 20u);
+  std::optional<SealedBatch> b = spool->WaitForSendable(20, 64, spool->generation());
+  ASSERT_TRUE(b);
+  EXPECT_EQ(SeqOf(*b), 20u);
+}
+
 TEST(Spool, Crc32cMatchesTheKnownValue) {
   EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);  // RFC 3720 check value
   EXPECT_NE(MaskCrc(Crc32c("")), Crc32c(""));
