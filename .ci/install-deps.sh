@@ -14,6 +14,10 @@ packages=(
   libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio
   # tools the test scripts and the demo call
   procps sqlite3 openssl ca-certificates
+  # packaging: dpkg-shlibdeps and dpkg-buildflags, lintian, systemd-analyze for the units' exposure;
+  # the packaging tests read the SSM documents (python3-yaml) and drop privileges like the units
+  # do (setpriv, util-linux)
+  dpkg-dev lintian systemd python3-yaml util-linux
 )
 
 missing=()

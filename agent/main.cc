@@ -1,11 +1,16 @@
 // tripline-agent: watches files, batches and signs what it sees, and streams it to the collector.
 // Flags only name files; everything else is in agent.yaml.
 //
-//   tripline-agent --config FILE [--log-level LEVEL]
+//   tripline-agent --config FILE [--log-level LEVEL]          the daemon
+//   tripline-agent scan --config FILE [--json]                take and store the FIM baseline
+//   tripline-agent check --config FILE [--json]               compare the disk with it
 //
-// Exit status: 0 after an orderly stop (SIGTERM/SIGINT), 2 for a bad command line or config (the
-// message names file:line:col), 1 when the agent cannot start (key or token file, TLS files,
-// inotify). An unreachable or refusing collector is never a reason to exit.
+// Exit status of the daemon: 0 after an orderly stop (SIGTERM/SIGINT), 2 for a bad command line or
+// config (the message names file:line:col), 1 when the agent cannot start (key or token file, TLS
+// files, inotify). An unreachable or refusing collector is never a reason to exit.
+// `scan`: 0 done, 2 bad command line or config, 3 the baseline could not be stored.
+// `check` (like AIDE's --check): 0 no changes, 1 changes found, 2 bad command line or config,
+// 3 nothing to compare with or the baseline file could not be read.
 #include <cstdio>
 #include <string>
 
@@ -15,10 +20,12 @@
 #include "agent/batch/batcher.h"
 #include "agent/config/agent_config.h"
 #include "agent/fim/fim_watcher.h"
+#include "agent/fim/one_shot.h"
 #include "agent/identity/agent_identity.h"
 #include "agent/spool/spool.h"
 #include "agent/transport/publisher.h"
 #include "platform/crypto/digest.h"
+#include "platform/fs/file_util.h"
 #include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/shutdown.h"
@@ -39,21 +46,83 @@ tripline::v1::Event AgentEvent(tripline::v1::AgentEvent::Kind kind, const std::s
   return ev;
 }
 
+absl::StatusOr<std::vector<tripline::agent::FimRoot>> FimRoots(
+    const tripline::agent::AgentConfig& config) {
+  std::vector<tripline::agent::FimRoot> roots;
+  for (const tripline::agent::FimPathConfig& p : config.fim.paths) {
+    absl::StatusOr<uint32_t> attrs = tripline::agent::ParseFileAttrs(p.attributes);
+    if (!attrs.ok()) return attrs.status();
+    roots.push_back(tripline::agent::FimRoot{p.path, p.recursive, p.exclude, p.max_hash_bytes,
+                                             *attrs, p.one_filesystem});
+  }
+  return roots;
+}
+
+// `scan` and `check`: see the header comment for their exit status.
+int RunOneShot(bool check, const std::string& config_path, bool json,
+               const std::string& log_level) {
+  using namespace tripline::agent;
+  absl::StatusOr<AgentConfig> config = LoadAgentConfig(config_path, AgentConfigUse::kOneShot);
+  if (!config.ok()) return Fail(2, std::string(config.status().message()));
+  // Reports go to stdout; only warnings and worse are logged unless asked.
+  if (absl::Status st =
+          tripline::InitLogging("tripline-agent", log_level.empty() ? "warn" : log_level);
+      !st.ok()) {
+    return Fail(2, std::string(st.message()));
+  }
+  absl::StatusOr<std::vector<FimRoot>> roots = FimRoots(*config);
+  if (!roots.ok()) return Fail(2, std::string(roots.status().message()));
+  if (absl::Status st = tripline::MakeDirs(config->state_dir, 0700); !st.ok()) {
+    return Fail(3, std::string(st.message()));
+  }
+  OneShotOptions options{*std::move(roots), config->state_dir + "/" + kBaselineFileName,
+                         static_cast<int>(config->fim.threads)};
+  const tripline::Clock& clock = tripline::SystemClock();
+  if (!check) {
+    absl::StatusOr<ScanReport> report = RunScan(options, clock);
+    if (!report.ok()) return Fail(3, std::string(report.status().message()));
+    std::string text = json ? ScanReportJson(*report, options.baseline_path)
+                            : ScanReportText(*report, options.baseline_path);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  absl::StatusOr<CheckReport> report = RunCheck(options, clock);
+  if (!report.ok()) return Fail(3, std::string(report.status().message()));
+  std::string text = json ? CheckReportJson(*report) : CheckReportText(*report);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return report->changes.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   tripline::BlockShutdownSignals();
   using namespace tripline::agent;
 
-  std::string config_path, log_level;
+  std::string config_path, log_level, oneshot_config;
+  bool json = false;
   CLI::App app{"tripline-agent: file integrity monitoring that reports to a tripline-collector"};
-  app.add_option("--config", config_path, "agent.yaml")->required();
+  app.add_option("--config", config_path, "agent.yaml (runs the agent)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error (overrides config)");
+  app.require_subcommand(0, 1);
+  CLI::App* scan = app.add_subcommand("scan", "take the FIM baseline of fim.paths and store it");
+  CLI::App* check = app.add_subcommand(
+      "check", "compare fim.paths with the stored baseline; exit 0 unchanged, 1 changed");
+  for (CLI::App* sub : {scan, check}) {
+    sub->add_option("--config", oneshot_config, "agent.yaml (only state_dir and fim are needed)")
+        ->required();
+    sub->add_flag("--json", json, "print the report as JSON");
+    sub->add_option("--log-level", log_level, "trace, debug, info, warn or error");
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  if (scan->parsed() || check->parsed()) {
+    return RunOneShot(check->parsed(), oneshot_config, json, log_level);
+  }
+  if (config_path.empty()) return Fail(2, "--config is required (or a command: scan, check)");
 
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(config_path);
   if (!config.ok()) return Fail(2, std::string(config.status().message()));
@@ -109,11 +178,19 @@ int main(int argc, char** argv) {
   });
   if (absl::Status st = publisher.Start(); !st.ok()) return Fail(1, std::string(st.message()));
 
-  std::vector<FimRoot> roots;
-  for (const FimPathConfig& p : config->fim.paths) {
-    roots.push_back(FimRoot{p.path, p.recursive, p.exclude, p.max_hash_bytes});
+  absl::StatusOr<std::vector<FimRoot>> roots = FimRoots(*config);
+  if (!roots.ok()) {
+    publisher.Stop();
+    return Fail(2, std::string(roots.status().message()));
   }
-  FimWatcher fim(std::move(roots), clock,
+  FimOptions fim_options;
+  fim_options.baseline_path = config->state_dir + "/" + kBaselineFileName;
+  fim_options.threads = static_cast<int>(config->fim.threads);
+  fim_options.debounce_ms = config->fim.debounce_ms;
+  fim_options.debounce_max_ms = config->fim.debounce_max_ms;
+  fim_options.fallback_scan_interval_ms = config->fim.fallback_scan_interval_ms;
+  fim_options.max_watches = config->fim.max_watches;
+  FimWatcher fim(*std::move(roots), std::move(fim_options), clock,
                  [&batcher](tripline::v1::Event ev) { batcher.Add(std::move(ev)); });
   if (absl::Status st = fim.Start(); !st.ok()) {
     publisher.Stop();

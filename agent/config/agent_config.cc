@@ -1,5 +1,8 @@
 #include "agent/config/agent_config.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "absl/strings/str_format.h"
 #include "platform/config/config_node.h"
 #include "platform/runtime/status_macros.h"
@@ -12,12 +15,27 @@ absl::StatusOr<FimPathConfig> ParseFimPath(const ConfigNode& node) {
   if (node.IsScalar()) {  // "- /etc" is shorthand for "- path: /etc"
     ASSIGN_OR_RETURN(out.path, node.AsString());
   } else {
-    RETURN_IF_ERROR(node.ExpectKeys({"path", "recursive", "exclude", "max_hash_bytes"}));
+    RETURN_IF_ERROR(node.ExpectKeys(
+        {"path", "recursive", "exclude", "max_hash_bytes", "attributes", "one_filesystem"}));
     ASSIGN_OR_RETURN(out.path, node.RequiredString("path"));
     ASSIGN_OR_RETURN(out.recursive, node.Bool("recursive", out.recursive));
     ASSIGN_OR_RETURN(out.exclude, node.StringList("exclude"));
     ASSIGN_OR_RETURN(out.max_hash_bytes,
                      node.Int("max_hash_bytes", out.max_hash_bytes, 0, int64_t{1} << 40));
+    if (std::optional<ConfigNode> attrs = node.Child("attributes")) {
+      ASSIGN_OR_RETURN(out.attributes, node.StringList("attributes"));
+      static constexpr std::string_view kKnown[] = {"size",  "mode",  "owner", "mtime",
+                                                    "ctime", "inode", "links", "sha256"};
+      for (const std::string& a : out.attributes) {
+        if (std::find(std::begin(kKnown), std::end(kKnown), a) == std::end(kKnown)) {
+          return attrs->Error(absl::StrFormat(
+              "unknown attribute '%s' (expected size, mode, owner, mtime, ctime, inode, links, "
+              "sha256)",
+              a));
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(out.one_filesystem, node.Bool("one_filesystem", out.one_filesystem));
   }
   if (out.path.empty() || out.path[0] != '/') {
     return node.Error(absl::StrFormat("path must be absolute, got '%s'", out.path));
@@ -29,13 +47,16 @@ absl::StatusOr<FimPathConfig> ParseFimPath(const ConfigNode& node) {
   return out;
 }
 
-absl::StatusOr<AgentConfig> Parse(const ConfigNode& root) {
+absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   AgentConfig c;
   RETURN_IF_ERROR(root.ExpectKeys(
       {"agent_id", "state_dir", "log_level", "collector", "fim", "batch", "transport", "spool"}));
 
-  ASSIGN_OR_RETURN(c.agent_id, root.RequiredString("agent_id"));
-  if (!ValidAgentId(c.agent_id)) {
+  const bool daemon = use == AgentConfigUse::kDaemon;
+  if (daemon || root.Child("agent_id").has_value()) {
+    ASSIGN_OR_RETURN(c.agent_id, root.RequiredString("agent_id"));
+  }
+  if ((daemon || !c.agent_id.empty()) && !ValidAgentId(c.agent_id)) {
     ASSIGN_OR_RETURN(ConfigNode id, root.Required("agent_id"));
     return id.Error("expected 1..128 characters of [A-Za-z0-9._-]");
   }
@@ -44,25 +65,39 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root) {
   ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
                                           {"trace", "debug", "info", "warn", "error"}));
 
-  ASSIGN_OR_RETURN(ConfigNode collector, root.Required("collector"));
-  RETURN_IF_ERROR(collector.ExpectKeys(
-      {"address", "plaintext", "ca_file", "cert_file", "key_file", "enrollment_token_file"}));
-  ASSIGN_OR_RETURN(c.collector.address, collector.RequiredString("address"));
-  ASSIGN_OR_RETURN(c.collector.plaintext, collector.Bool("plaintext", false));
-  ASSIGN_OR_RETURN(c.collector.ca_file, collector.String("ca_file", ""));
-  ASSIGN_OR_RETURN(c.collector.cert_file, collector.String("cert_file", ""));
-  ASSIGN_OR_RETURN(c.collector.key_file, collector.String("key_file", ""));
-  ASSIGN_OR_RETURN(c.collector.enrollment_token_file,
-                   collector.RequiredString("enrollment_token_file"));
-  if (!c.collector.plaintext && c.collector.ca_file.empty()) {
-    return collector.Error("ca_file is required unless plaintext: true");
-  }
-  if (c.collector.cert_file.empty() != c.collector.key_file.empty()) {
-    return collector.Error("cert_file and key_file go together (mTLS): set both or neither");
+  if (daemon || root.Child("collector").has_value()) {
+    ASSIGN_OR_RETURN(ConfigNode collector, root.Required("collector"));
+    RETURN_IF_ERROR(collector.ExpectKeys(
+        {"address", "plaintext", "ca_file", "cert_file", "key_file", "enrollment_token_file"}));
+    ASSIGN_OR_RETURN(c.collector.address, collector.RequiredString("address"));
+    ASSIGN_OR_RETURN(c.collector.plaintext, collector.Bool("plaintext", false));
+    ASSIGN_OR_RETURN(c.collector.ca_file, collector.String("ca_file", ""));
+    ASSIGN_OR_RETURN(c.collector.cert_file, collector.String("cert_file", ""));
+    ASSIGN_OR_RETURN(c.collector.key_file, collector.String("key_file", ""));
+    ASSIGN_OR_RETURN(c.collector.enrollment_token_file,
+                     collector.RequiredString("enrollment_token_file"));
+    if (!c.collector.plaintext && c.collector.ca_file.empty()) {
+      return collector.Error("ca_file is required unless plaintext: true");
+    }
+    if (c.collector.cert_file.empty() != c.collector.key_file.empty()) {
+      return collector.Error("cert_file and key_file go together (mTLS): set both or neither");
+    }
   }
 
   ASSIGN_OR_RETURN(ConfigNode fim, root.Required("fim"));
-  RETURN_IF_ERROR(fim.ExpectKeys({"paths"}));
+  RETURN_IF_ERROR(fim.ExpectKeys(
+      {"paths", "threads", "debounce", "debounce_max", "fallback_scan_interval", "max_watches"}));
+  ASSIGN_OR_RETURN(c.fim.threads, fim.Int("threads", c.fim.threads, 0, 64));
+  ASSIGN_OR_RETURN(c.fim.debounce_ms, fim.DurationMs("debounce", c.fim.debounce_ms, 0, 60000));
+  ASSIGN_OR_RETURN(c.fim.debounce_max_ms,
+                   fim.DurationMs("debounce_max", c.fim.debounce_max_ms, 0, 600000));
+  if (c.fim.debounce_max_ms < c.fim.debounce_ms) {
+    return fim.Error("debounce_max must be at least debounce");
+  }
+  ASSIGN_OR_RETURN(c.fim.fallback_scan_interval_ms,
+                   fim.DurationMs("fallback_scan_interval", c.fim.fallback_scan_interval_ms, 100,
+                                  24 * 3600 * 1000));
+  ASSIGN_OR_RETURN(c.fim.max_watches, fim.Int("max_watches", c.fim.max_watches, 0, 1 << 30));
   ASSIGN_OR_RETURN(ConfigNode paths, fim.Required("paths"));
   ASSIGN_OR_RETURN(std::vector<ConfigNode> entries, paths.Elements());
   if (entries.empty()) return paths.Error("at least one path is required");
@@ -116,14 +151,15 @@ bool ValidAgentId(std::string_view agent_id) {
   return true;
 }
 
-absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path, AgentConfigUse use) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlFile(path));
-  return Parse(root);
+  return Parse(root, use);
 }
 
-absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name) {
+absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name,
+                                             AgentConfigUse use) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
-  return Parse(root);
+  return Parse(root, use);
 }
 
 }  // namespace tripline::agent

@@ -21,6 +21,10 @@ struct FimPathConfig {
   // fnmatch globs: without '/' matched against the base name, with '/' against the full path.
   std::vector<std::string> exclude;
   int64_t max_hash_bytes = int64_t{64} << 20;  // larger regular files are reported without sha256
+  // What is compared: size, mode, owner, mtime, ctime, inode, links, sha256 (the file type and a
+  // symlink's target always are). Without sha256, contents are not read.
+  std::vector<std::string> attributes = {"size", "mode", "owner", "inode", "links", "sha256"};
+  bool one_filesystem = true;  // do not descend into other filesystems (mounts) below the path
 };
 
 struct AgentConfig {
@@ -39,6 +43,11 @@ struct AgentConfig {
 
   struct Fim {
     std::vector<FimPathConfig> paths;
+    int64_t threads = 0;             // scan workers; 0: four per CPU
+    int64_t debounce_ms = 100;       // a file written without closing is read after a pause...
+    int64_t debounce_max_ms = 2000;  // ...or this long after the first write at the latest
+    int64_t fallback_scan_interval_ms = 60000;  // scans of directories the watch limit left out
+    int64_t max_watches = 0;  // cap on the agent's inotify watches; 0: the kernel's
   } fim;
 
   struct Batch {
@@ -59,12 +68,19 @@ struct AgentConfig {
   } spool;
 };
 
+// What the config is for: the daemon needs its identity and collector; the one-shot `scan` and
+// `check` commands (hosts without a collector) need only state_dir and fim, and check the other
+// keys only when present.
+enum class AgentConfigUse { kDaemon, kOneShot };
+
 // Reads and checks `path`. InvalidArgument with file:line:col for any problem in it; NotFound etc.
 // when it cannot be read.
-absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
+                                            AgentConfigUse use = AgentConfigUse::kDaemon);
 
 // The same for YAML text; `name` stands for the file in messages.
-absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name);
+absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, const std::string& name,
+                                             AgentConfigUse use = AgentConfigUse::kDaemon);
 
 // True for 1..128 characters of [A-Za-z0-9._-].
 bool ValidAgentId(std::string_view agent_id);

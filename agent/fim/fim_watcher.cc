@@ -1,7 +1,7 @@
 #include "agent/fim/fim_watcher.h"
 
 #include <fcntl.h>
-#include <fnmatch.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 
@@ -22,36 +22,29 @@ using tripline::v1::AgentEvent;
 using tripline::v1::FileEvent;
 using tripline::v1::FileState;
 
-constexpr uint32_t kWatchMask = IN_CLOSE_WRITE | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-                                IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK;
+constexpr uint32_t kWatchMask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE |
+                                IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
+                                IN_EXCL_UNLINK;
 // WATCH_* AgentEvents per run; beyond this they are only logged (a full watch table would
 // otherwise produce one per directory).
 constexpr int kMaxWatchFailureEvents = 32;
 // How long to wait for the IN_MOVED_TO half of a rename that was cut off at the end of a read.
 constexpr int kMovePairWaitMs = 10;
-
-bool IsUnder(const std::string& path, const std::string& dir) {
-  if (dir == "/") return path.size() > 1 && path[0] == '/';
-  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
-         path[dir.size()] == '/';
-}
+constexpr int64_t kNanosPerMs = 1000000;
 
 bool IsDir(const FileState& s) { return (s.mode() & S_IFMT) == S_IFDIR; }
 
 }  // namespace
 
-bool IsExcluded(const std::vector<std::string>& globs, const std::string& path,
-                std::string_view base_name) {
-  const std::string base(base_name);
-  for (const std::string& glob : globs) {
-    const bool full = glob.find('/') != std::string::npos;
-    if (::fnmatch(glob.c_str(), full ? path.c_str() : base.c_str(), 0) == 0) return true;
-  }
-  return false;
-}
-
 FimWatcher::FimWatcher(std::vector<FimRoot> roots, const Clock& clock, EmitFn emit)
-    : roots_(std::move(roots)), clock_(clock), emit_(std::move(emit)) {}
+    : FimWatcher(std::move(roots), FimOptions{}, clock, std::move(emit)) {}
+
+FimWatcher::FimWatcher(std::vector<FimRoot> roots, FimOptions options, const Clock& clock,
+                       EmitFn emit)
+    : roots_(std::move(roots)),
+      options_(std::move(options)),
+      clock_(clock),
+      emit_(std::move(emit)) {}
 
 FimWatcher::~FimWatcher() { Stop(); }
 
@@ -86,32 +79,167 @@ void FimWatcher::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void FimWatcher::Run() {
-  const int64_t t0 = clock_.MonotonicNanos();
-  for (size_t i = 0; i < roots_.size() && !stop_.load(); ++i) {
-    ScanTree(roots_[i].path, i, ScanMode::kBaseline, nullptr);
+ScanResult FimWatcher::ParallelScan(const std::vector<ScanStart>& starts) {
+  TreeScanOptions opts;
+  opts.threads = options_.threads;
+  opts.cancel = &stop_;
+  // Watch before list: whatever is created in a directory from now on produces an event.
+  opts.on_directory = [this](size_t root, const std::string& dir) { AddWatch(dir, root, true); };
+  for (const ScanStart& s : starts) {
+    struct stat st;
+    if (::lstat(s.path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
+        s.path == roots_[s.root].path) {
+      AddWatch(s.path, s.root, false);  // a root that is a single file
+    }
   }
+  ScanResult scan = ScanTrees(roots_, starts, opts);
+  scan_files_ += scan.files.size();
+  ReportScanErrors(scan.errors);
+  EmitWatchFailures();
+  return scan;
+}
+
+void FimWatcher::ReportScanErrors(const std::vector<ScanError>& errors) {
+  for (const ScanError& e : errors) {
+    spdlog::warn("fim: scan error path={} reason={}", Printable(e.path), e.message);
+    if (watch_failures_reported_ < kMaxWatchFailureEvents) {
+      ++watch_failures_reported_;
+      AgentEvent ev;
+      ev.set_kind(AgentEvent::WATCH_ERROR);
+      ev.set_path(e.path);
+      ev.set_message(e.message);
+      EmitAgent(std::move(ev));
+    }
+  }
+}
+
+void FimWatcher::StartUp() {
+  const int64_t t0 = clock_.MonotonicNanos();
+  for (const FimRoot& r : roots_) {
+    struct stat st;
+    root_dev_.push_back(::lstat(r.path.c_str(), &st) == 0 ? st.st_dev : 0);
+  }
+
+  // The stored baseline, for the roots whose options have not changed since it was taken.
+  std::vector<std::string> known;
+  Baseline stored;
+  if (!options_.baseline_path.empty()) {
+    absl::StatusOr<std::unique_ptr<BaselineStore>> store =
+        BaselineStore::Open(options_.baseline_path);
+    absl::StatusOr<std::unordered_map<std::string, std::string>> fingerprints;
+    absl::StatusOr<Baseline> loaded;
+    if (store.ok()) fingerprints = (*store)->LoadRoots();
+    if (store.ok() && fingerprints.ok()) loaded = (*store)->Load();
+    absl::Status st = !store.ok()          ? store.status()
+                      : !fingerprints.ok() ? fingerprints.status()
+                                           : loaded.status();
+    if (!st.ok()) {
+      spdlog::error("fim: baseline file unusable, keeping the baseline in memory only: {}",
+                    std::string(st.message()));
+      AgentEvent ev;
+      ev.set_kind(AgentEvent::CONFIG_ERROR);
+      ev.set_path(options_.baseline_path);
+      ev.set_message(absl::StrFormat(
+          "baseline file unusable (%s): changes made while the agent is down will not be reported",
+          std::string(st.message())));
+      EmitAgent(std::move(ev));
+    } else {
+      store_ = *std::move(store);
+      for (const FimRoot& r : roots_) {
+        auto it = fingerprints->find(r.path);
+        if (it != fingerprints->end() && it->second == RootFingerprint(r)) {
+          known.push_back(r.path);
+        } else if (it != fingerprints->end()) {
+          spdlog::warn(
+              "fim: options of root changed since its stored baseline; taking a new "
+              "one path={}",
+              Printable(r.path));
+        }
+      }
+      for (auto& [path, state] : *loaded) {
+        for (const std::string& k : known) {
+          if (IsAtOrUnder(path, k)) {
+            stored.emplace(path, std::move(state));
+            break;
+          }
+        }
+      }
+    }
+  }
+
+  ScanResult scan = ParallelScan(AllRoots(roots_));
   if (stop_.load()) return;
+  size_t changes = 0;
+  if (!known.empty()) {
+    std::vector<FileChange> diff = DiffBaseline(stored, scan, roots_, known);
+    changes = diff.size();
+    for (const FileChange& c : diff) {
+      if (c.kind == FileChange::kAdded) {
+        EmitFile(FileEvent::CREATED, c.path, "", nullptr, &c.after, c.note);
+      } else if (c.kind == FileChange::kRemoved) {
+        EmitFile(FileEvent::DELETED, c.path, "", &c.before, nullptr, "");
+      } else {
+        EmitFile(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB, c.path, "", &c.before,
+                 &c.after, c.note);
+      }
+    }
+  }
+  stored.clear();
+  baseline_.reserve(scan.files.size());
+  for (const ScannedFile& f : scan.files) baseline_[f.path] = f.state;
+  if (store_ != nullptr) {
+    absl::Status st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
+    if (!st.ok()) spdlog::error("fim: storing the baseline: {}", std::string(st.message()));
+  }
+
   AgentEvent done;
   done.set_kind(AgentEvent::BASELINE_COMPLETE);
-  done.set_files(scan_files_);
-  done.set_bytes_hashed(scan_bytes_hashed_);
+  done.set_files(scan.files.size());
+  done.set_bytes_hashed(scan.bytes_hashed);
   done.set_duration_ns(clock_.MonotonicNanos() - t0);
-  spdlog::info("fim: baseline complete files={} bytes_hashed={} watches={} duration_ms={}",
-               scan_files_, scan_bytes_hashed_, watches_.size(), done.duration_ns() / 1000000);
+  done.set_message(known.empty()
+                       ? std::string("new baseline")
+                       : absl::StrFormat("%d changes since the stored baseline", changes));
+  spdlog::info(
+      "fim: baseline complete files={} bytes_hashed={} watches={} changes_while_down={} "
+      "duration_ms={}",
+      scan.files.size(), scan.bytes_hashed, watches_.size(), changes,
+      done.duration_ns() / kNanosPerMs);
   EmitAgent(std::move(done));
+  next_fallback_scan_ns_ =
+      clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
+  ReleaseScanMemory();
+}
 
+void FimWatcher::ReleaseScanMemory() {
+  // A scan's results and its workers' malloc arenas are freed but kept by the allocator; an
+  // agent that then idles for days should not hold them.
+  ::malloc_trim(0);
+}
+
+int FimWatcher::PollTimeoutMs() const {
+  int64_t due = INT64_MAX;
+  for (const auto& [path, p] : pending_writes_) due = std::min(due, p.due_ns);
+  if (!unwatched_.empty()) due = std::min(due, next_fallback_scan_ns_);
+  if (due == INT64_MAX) return -1;
+  const int64_t wait = due - clock_.MonotonicNanos();
+  if (wait <= 0) return 0;
+  return static_cast<int>(std::min<int64_t>((wait + kNanosPerMs - 1) / kNanosPerMs, 3600000));
+}
+
+void FimWatcher::Run() {
+  StartUp();
   std::vector<InotifyEvent> events;
   while (!stop_.load()) {
     struct pollfd fds[2] = {{inotify_->fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    int n = ::poll(fds, 2, -1);
+    int n = ::poll(fds, 2, PollTimeoutMs());
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("fim: poll failed, realtime monitoring stopped: {}",
                     std::string(ErrnoStatus(errno, "poll", "inotify").message()));
       return;
     }
-    if (stop_.load()) return;
+    if (stop_.load()) break;
     if ((fds[1].revents & POLLIN) != 0) {
       uint64_t count = 0;
       ssize_t r = ::read(wake_fd_.get(), &count, sizeof(count));
@@ -121,12 +249,33 @@ void FimWatcher::Run() {
       spdlog::info("fim: rescan requested");
       Rescan();
     }
-    if ((fds[0].revents & POLLIN) == 0) continue;
-    events.clear();
-    absl::Status st = inotify_->ReadEvents(&events);
-    if (!st.ok()) spdlog::error("fim: {}", std::string(st.message()));
-    HandleEvents(events);
+    if ((fds[0].revents & POLLIN) != 0) {
+      events.clear();
+      absl::Status st = inotify_->ReadEvents(&events);
+      if (!st.ok()) spdlog::error("fim: {}", std::string(st.message()));
+      HandleEvents(events);
+    }
+    FlushDueWrites(/*all=*/false);
+    if (!unwatched_.empty() && clock_.MonotonicNanos() >= next_fallback_scan_ns_) FallbackScan();
+    FlushStore();
   }
+  FlushStore();
+}
+
+void FimWatcher::FlushDueWrites(bool all) {
+  if (pending_writes_.empty()) return;
+  const int64_t now = clock_.MonotonicNanos();
+  std::vector<std::pair<std::string, size_t>> due;
+  for (auto it = pending_writes_.begin(); it != pending_writes_.end();) {
+    if (all || it->second.due_ns <= now) {
+      due.emplace_back(it->first, it->second.root);
+      it = pending_writes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::sort(due.begin(), due.end());
+  for (const auto& [path, root] : due) Reconcile(path, root);
 }
 
 void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
@@ -159,7 +308,14 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
         EmitAgent(std::move(gone));
         RemoveWatchesUnder(root.path);
         Vanished(root.path);
+      } else if ((ev.mask & IN_MODIFY) != 0) {
+        auto [it, fresh] = pending_writes_.try_emplace(root.path, PendingWrite{w.root, 0, 0});
+        const int64_t now = clock_.MonotonicNanos();
+        if (fresh) it->second.first_ns = now;
+        it->second.due_ns = std::min(now + options_.debounce_ms * kNanosPerMs,
+                                     it->second.first_ns + options_.debounce_max_ms * kNanosPerMs);
       } else {
+        pending_writes_.erase(root.path);
         Reconcile(root.path, w.root);
       }
       continue;
@@ -168,6 +324,7 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
     const std::string path = JoinPath(w.path, ev.name);
     const bool excluded = IsExcluded(root.exclude, path, ev.name);
     if ((ev.mask & IN_MOVED_FROM) != 0) {
+      pending_writes_.erase(path);
       if (i + 1 == events.size()) {
         // The IN_MOVED_TO half may not have been read yet: wait briefly for it.
         struct pollfd pfd = {inotify_->fd(), POLLIN, 0};
@@ -184,6 +341,7 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
         const size_t to_root = tit->second.root;
         const std::string to_path = JoinPath(tit->second.path, to.name);
         const bool to_excluded = IsExcluded(roots_[to_root].exclude, to_path, to.name);
+        pending_writes_.erase(to_path);
         if (excluded && to_excluded) continue;
         if (excluded) {
           Reconcile(to_path, to_root);
@@ -198,6 +356,17 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
       continue;
     }
     if (excluded) continue;
+    if ((ev.mask & IN_MODIFY) != 0 && (ev.mask & ~(IN_MODIFY | IN_ISDIR)) == 0) {
+      // Debounce: read the file when the writes pause (or at the latest debounce_max_ms after
+      // the first), unless IN_CLOSE_WRITE comes first.
+      auto [it, fresh] = pending_writes_.try_emplace(path, PendingWrite{w.root, 0, 0});
+      const int64_t now = clock_.MonotonicNanos();
+      if (fresh) it->second.first_ns = now;
+      it->second.due_ns = std::min(now + options_.debounce_ms * kNanosPerMs,
+                                   it->second.first_ns + options_.debounce_max_ms * kNanosPerMs);
+      continue;
+    }
+    pending_writes_.erase(path);
     Reconcile(path, w.root);
   }
   if (overflow && !stop_.load()) {
@@ -210,84 +379,114 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
   }
 }
 
-void FimWatcher::ScanTree(const std::string& start, size_t root, ScanMode mode,
-                          std::unordered_set<std::string>* seen) {
+void FimWatcher::ScanTree(const std::string& start, size_t root) {
   const FimRoot& r = roots_[root];
   auto visit = [&](const WalkEntry& e) {
     if (stop_.load()) return WalkAction::kSkip;
     const bool is_root = e.path == r.path;
     if (!is_root && IsExcluded(r.exclude, e.path, e.name)) return WalkAction::kSkip;
     const bool is_dir = S_ISDIR(e.st.st_mode);
-    const bool descend = is_dir && (is_root || r.recursive);
+    bool descend = is_dir && (is_root || r.recursive);
+    if (descend && r.one_filesystem && root < root_dev_.size() && e.st.st_dev != root_dev_[root]) {
+      descend = false;
+    }
     // Watch before listing: anything created from now on produces an event.
     if (descend || (is_root && !is_dir)) AddWatch(e.path, root, is_dir);
-    FileStateRead read = ReadFileStateAt(e.dir_fd, e.name, r.max_hash_bytes, &e.st);
+    FileStateRead read =
+        ReadFileStateAt(e.dir_fd, e.name, r.max_hash_bytes, &e.st, (r.attrs & kAttrSha256) != 0);
     ++scan_files_;
-    scan_bytes_hashed_ += read.bytes_hashed;
-    if (seen != nullptr) seen->insert(e.path);
-    if (mode == ScanMode::kBaseline) {
-      if (read.exists) baseline_[e.path] = read.state;
-    } else {
-      Report(e.path, read);
-    }
+    Report(e.path, root, read);
     return descend ? WalkAction::kContinue : WalkAction::kSkip;
   };
   auto on_error = [&](const std::string& path, const absl::Status& st) {
-    spdlog::warn("fim: scan error path={} reason={}", Printable(path), std::string(st.message()));
-    if (watch_failures_reported_ < kMaxWatchFailureEvents) {
-      ++watch_failures_reported_;
-      AgentEvent ev;
-      ev.set_kind(AgentEvent::WATCH_ERROR);
-      ev.set_path(path);
-      ev.set_message(std::string(st.message()));
-      EmitAgent(std::move(ev));
-    }
+    ReportScanErrors({ScanError{path, std::string(st.message())}});
   };
   absl::Status st = WalkTree(start, WalkOptions{.recursive = r.recursive}, visit, on_error);
-  if (!st.ok() && start == r.path && mode == ScanMode::kBaseline) on_error(start, st);
+  if (!st.ok() && st.code() != absl::StatusCode::kNotFound) on_error(start, st);
+  EmitWatchFailures();
+}
+
+void FimWatcher::ApplyChanges(const std::vector<FileChange>& changes,
+                              std::vector<std::string>* removed_dirs) {
+  for (const FileChange& c : changes) {
+    if (c.kind == FileChange::kAdded) {
+      Put(c.path, c.after);
+      EmitFile(FileEvent::CREATED, c.path, "", nullptr, &c.after, c.note);
+    } else if (c.kind == FileChange::kRemoved) {
+      Erase(c.path);
+      if (IsDir(c.before) && removed_dirs != nullptr) removed_dirs->push_back(c.path);
+      EmitFile(FileEvent::DELETED, c.path, "", &c.before, nullptr, "");
+    } else {
+      Put(c.path, c.after);
+      EmitFile(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB, c.path, "", &c.before, &c.after,
+               c.note);
+    }
+  }
 }
 
 void FimWatcher::Rescan() {
   const int64_t t0 = clock_.MonotonicNanos();
-  const uint64_t files0 = scan_files_;
-  std::unordered_set<std::string> seen;
-  for (size_t i = 0; i < roots_.size() && !stop_.load(); ++i) {
-    ScanTree(roots_[i].path, i, ScanMode::kReport, &seen);
-  }
+  pending_writes_.clear();  // the rescan reads every file anyway
+  ScanResult scan = ParallelScan(AllRoots(roots_));
   if (stop_.load()) return;
-  std::vector<std::string> gone;
-  for (const auto& [path, state] : baseline_) {
-    if (seen.count(path) == 0) gone.push_back(path);
-  }
-  std::sort(gone.begin(), gone.end());
-  for (const std::string& path : gone) {
-    auto it = baseline_.find(path);
-    if (it == baseline_.end()) continue;
-    FileState before = std::move(it->second);
-    baseline_.erase(it);
-    EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
-  }
+  std::vector<std::string> scope;
+  for (const FimRoot& r : roots_) scope.push_back(r.path);
+  std::vector<FileChange> changes = DiffBaseline(baseline_, scan, roots_, scope);
+  std::vector<std::string> removed_dirs;
+  ApplyChanges(changes, &removed_dirs);
+  for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
   AgentEvent done;
   done.set_kind(AgentEvent::RESCAN_DONE);
-  done.set_files(scan_files_ - files0);
+  done.set_files(scan.files.size());
+  done.set_bytes_hashed(scan.bytes_hashed);
   done.set_duration_ns(clock_.MonotonicNanos() - t0);
-  spdlog::info("fim: rescan done files={} deleted={}", done.files(), gone.size());
+  done.set_message(absl::StrFormat("%d changes found", changes.size()));
+  spdlog::info("fim: rescan done files={} changes={}", done.files(), changes.size());
   EmitAgent(std::move(done));
+  ReleaseScanMemory();
+}
+
+void FimWatcher::FallbackScan() {
+  // Scan each unwatched directory (not those inside another one), trying its watch again.
+  std::vector<ScanStart> starts;
+  std::vector<std::string> scope;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    std::string last;
+    for (const auto& [path, root] : unwatched_) {
+      if (!last.empty() && IsUnder(path, last)) continue;
+      starts.push_back(ScanStart{root, path});
+      scope.push_back(path);
+      last = path;
+    }
+    unwatched_.clear();  // AddWatch puts back what still fails
+  }
+  ScanResult scan = ParallelScan(starts);
+  if (stop_.load()) return;
+  std::vector<FileChange> changes = DiffBaseline(baseline_, scan, roots_, scope);
+  std::vector<std::string> removed_dirs;
+  ApplyChanges(changes, &removed_dirs);
+  for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
+  spdlog::debug("fim: fallback scan of unwatched directories starts={} files={} changes={}",
+                starts.size(), scan.files.size(), changes.size());
+  next_fallback_scan_ns_ =
+      clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
 }
 
 void FimWatcher::Reconcile(const std::string& path, size_t root) {
   const FimRoot& r = roots_[root];
-  FileStateRead read = ReadFileStateAt(AT_FDCWD, path.c_str(), r.max_hash_bytes);
+  FileStateRead read = ReadFileStateAt(AT_FDCWD, path.c_str(), r.max_hash_bytes, nullptr,
+                                       (r.attrs & kAttrSha256) != 0);
   if (read.exists && IsDir(read.state) && (path == r.path || r.recursive) &&
       watch_by_path_.count(path) == 0) {
     // A directory we do not watch yet: watch it, then report it and everything in it.
-    ScanTree(path, root, ScanMode::kReport, nullptr);
+    ScanTree(path, root);
     return;
   }
-  Report(path, read);
+  Report(path, root, read);
 }
 
-void FimWatcher::Report(const std::string& path, const FileStateRead& read) {
+void FimWatcher::Report(const std::string& path, size_t root, const FileStateRead& read) {
   auto it = baseline_.find(path);
   if (!read.exists) {
     if (it == baseline_.end()) return;  // came and went unseen: nothing to compare
@@ -295,13 +494,14 @@ void FimWatcher::Report(const std::string& path, const FileStateRead& read) {
     return;
   }
   if (it == baseline_.end()) {
-    baseline_[path] = read.state;
+    Put(path, read.state);
     EmitFile(FileEvent::CREATED, path, "", nullptr, &read.state, read.note);
+    if (!IsDir(read.state) && read.state.nlink() > 1) ReconcileHardLinks(path, read.state);
     return;
   }
-  StateChange change = CompareStates(it->second, read.state);
+  StateChange change = CompareStates(it->second, read.state, roots_[root].attrs);
   FileState before = std::move(it->second);
-  it->second = read.state;  // timestamps move on even when nothing is reported
+  Put(path, read.state);  // timestamps move on even when nothing is reported
   if (change == StateChange::kNone) return;
   EmitFile(change == StateChange::kContent ? FileEvent::MODIFIED : FileEvent::ATTRIB, path, "",
            &before, &read.state, read.note);
@@ -311,12 +511,33 @@ void FimWatcher::Report(const std::string& path, const FileStateRead& read) {
   }
 }
 
+void FimWatcher::ReconcileHardLinks(const std::string& path, const FileState& state) {
+  // A link count changes on the inode, and inotify tells only watches of that inode, not of the
+  // directories holding its other names: look for them here.
+  std::vector<std::string> others;
+  for (const auto& [p, s] : baseline_) {
+    if (p != path && s.inode() == state.inode() && s.device() == state.device() && !IsDir(s)) {
+      others.push_back(p);
+    }
+  }
+  std::sort(others.begin(), others.end());
+  for (const std::string& p : others) {
+    for (size_t root = 0; root < roots_.size(); ++root) {
+      if (IsAtOrUnder(p, roots_[root].path)) {
+        Reconcile(p, root);
+        break;
+      }
+    }
+  }
+}
+
 void FimWatcher::Vanished(const std::string& path) {
   auto it = baseline_.find(path);
   if (it != baseline_.end()) {
     FileState before = std::move(it->second);
-    baseline_.erase(it);
+    Erase(path);
     EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
+    if (!IsDir(before) && before.nlink() > 1) ReconcileHardLinks(path, before);
   }
   RemoveWatchesUnder(path);
   ForgetSubtree(path, /*report=*/true);
@@ -329,35 +550,34 @@ void FimWatcher::Renamed(const std::string& from, const std::string& to, size_t 
     Reconcile(to, root);
     return;
   }
-  FileStateRead read = ReadFileStateAt(AT_FDCWD, to.c_str(), r.max_hash_bytes);
+  FileStateRead read = ReadFileStateAt(AT_FDCWD, to.c_str(), r.max_hash_bytes, nullptr,
+                                       (r.attrs & kAttrSha256) != 0);
   if (!read.exists) {  // already gone again
     Vanished(from);
     return;
   }
   FileState before = std::move(it->second);
-  baseline_.erase(it);
+  Erase(from);
   std::string note = read.note;
   if (baseline_.count(to) != 0 && !IsDir(read.state)) {
     note = note.empty() ? "replaced an existing file" : note + "; replaced an existing file";
   }
-  baseline_[to] = read.state;
+  Put(to, read.state);
   if (IsDir(before)) {
     // The subtree moves with its directory: re-key what we know and where we watch.
     std::vector<std::pair<std::string, FileState>> moved;
-    for (auto bit = baseline_.begin(); bit != baseline_.end();) {
-      if (IsUnder(bit->first, from)) {
-        moved.emplace_back(to + bit->first.substr(from.size()), std::move(bit->second));
-        bit = baseline_.erase(bit);
-      } else {
-        ++bit;
-      }
+    for (const auto& [p, s] : baseline_) {
+      if (IsUnder(p, from)) moved.emplace_back(p, s);
     }
-    for (auto& [p, s] : moved) baseline_[p] = std::move(s);
+    for (auto& [p, s] : moved) {
+      Erase(p);
+      Put(to + p.substr(from.size()), s);
+    }
     RekeyWatches(from, to);
   }
   EmitFile(FileEvent::RENAMED, to, from, &before, &read.state, note);
   if (IsDir(read.state) && r.recursive && watch_by_path_.count(to) == 0) {
-    ScanTree(to, root, ScanMode::kReport, nullptr);  // e.g. moved from a non-recursive root
+    ScanTree(to, root);  // e.g. moved from a non-recursive root
   }
 }
 
@@ -370,39 +590,75 @@ void FimWatcher::ForgetSubtree(const std::string& dir, bool report) {
   for (const std::string& path : under) {
     auto it = baseline_.find(path);
     FileState before = std::move(it->second);
-    baseline_.erase(it);
+    Erase(path);
+    pending_writes_.erase(path);
     if (report) EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
   }
 }
 
 void FimWatcher::AddWatch(const std::string& path, size_t root, bool is_dir) {
-  absl::StatusOr<int> wd = inotify_->AddWatch(path, kWatchMask | (is_dir ? IN_ONLYDIR : 0));
+  std::lock_guard<std::mutex> lock(watch_mu_);
+  absl::StatusOr<int> wd;
+  const bool capped = options_.max_watches > 0 &&
+                      watches_.size() >= static_cast<size_t>(options_.max_watches) &&
+                      watch_by_path_.count(path) == 0;
+  if (capped) {
+    wd = absl::ResourceExhaustedError(
+        absl::StrFormat("inotify_add_watch %s: the agent's max_watches (%d) is reached", path,
+                        options_.max_watches));
+  } else {
+    wd = inotify_->AddWatch(path, kWatchMask | (is_dir ? IN_ONLYDIR : 0));
+  }
   if (!wd.ok()) {
     if (absl::IsNotFound(wd.status())) return;  // vanished under us; its parent reports that
-    const bool limit = absl::StrContains(wd.status().message(), "ENOSPC");
-    spdlog::warn("fim: {} path={} reason={}", limit ? "watch limit reached" : "watch failed",
-                 Printable(path), std::string(wd.status().message()));
-    if (watch_failures_reported_ < kMaxWatchFailureEvents) {
-      ++watch_failures_reported_;
-      AgentEvent ev;
-      ev.set_kind(limit ? AgentEvent::WATCH_LIMIT_REACHED : AgentEvent::WATCH_ERROR);
-      ev.set_path(path);
-      ev.set_message(limit ? "inotify watch limit reached (fs.inotify.max_user_watches); changes "
-                             "under this path are not seen in real time"
-                           : std::string(wd.status().message()));
-      EmitAgent(std::move(ev));
-    }
+    if (absl::IsResourceExhausted(wd.status())) unwatched_[path] = root;
+    watch_failures_.emplace_back(path, wd.status());
     return;
   }
+  unwatched_.erase(path);
   auto old = watches_.find(*wd);
   if (old != watches_.end() && old->second.path != path) watch_by_path_.erase(old->second.path);
   watches_[*wd] = Watch{path, root};
   watch_by_path_[path] = *wd;
 }
 
+void FimWatcher::EmitWatchFailures() {
+  std::vector<std::pair<std::string, absl::Status>> failures;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    failures.swap(watch_failures_);
+  }
+  std::sort(failures.begin(), failures.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string last_limit;
+  for (const auto& [path, st] : failures) {
+    const bool limit = absl::IsResourceExhausted(st);
+    if (limit) {
+      // One event per unwatched subtree, once: its subdirectories are covered by the same scan.
+      if (!last_limit.empty() && IsUnder(path, last_limit)) continue;
+      last_limit = path;
+      if (!limit_reported_.insert(path).second) continue;
+    }
+    spdlog::warn("fim: {} path={} reason={}", limit ? "watch limit reached" : "watch failed",
+                 Printable(path), std::string(st.message()));
+    if (!limit && watch_failures_reported_ >= kMaxWatchFailureEvents) continue;
+    if (!limit) ++watch_failures_reported_;
+    AgentEvent ev;
+    ev.set_kind(limit ? AgentEvent::WATCH_LIMIT_REACHED : AgentEvent::WATCH_ERROR);
+    ev.set_path(path);
+    ev.set_message(limit ? absl::StrFormat("%s; changes in this subtree are found by a scan every "
+                                           "%d ms instead of in real time",
+                                           std::string(st.message()),
+                                           options_.fallback_scan_interval_ms)
+                         : std::string(st.message()));
+    EmitAgent(std::move(ev));
+  }
+}
+
 void FimWatcher::RemoveWatchesUnder(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(watch_mu_);
   for (auto it = watches_.begin(); it != watches_.end();) {
-    if (it->second.path == dir || IsUnder(it->second.path, dir)) {
+    if (IsAtOrUnder(it->second.path, dir)) {
       inotify_->RemoveWatch(it->first);
       watch_by_path_.erase(it->second.path);
       it = watches_.erase(it);
@@ -410,15 +666,51 @@ void FimWatcher::RemoveWatchesUnder(const std::string& dir) {
       ++it;
     }
   }
+  for (auto it = unwatched_.begin(); it != unwatched_.end();) {
+    it = IsAtOrUnder(it->first, dir) ? unwatched_.erase(it) : std::next(it);
+  }
 }
 
 void FimWatcher::RekeyWatches(const std::string& from, const std::string& to) {
+  std::lock_guard<std::mutex> lock(watch_mu_);
   for (auto& [wd, w] : watches_) {
-    if (w.path == from || IsUnder(w.path, from)) {
+    if (IsAtOrUnder(w.path, from)) {
       watch_by_path_.erase(w.path);
       w.path = to + w.path.substr(from.size());
       watch_by_path_[w.path] = wd;
     }
+  }
+  std::vector<std::pair<std::string, size_t>> moved;
+  for (auto it = unwatched_.begin(); it != unwatched_.end();) {
+    if (IsAtOrUnder(it->first, from)) {
+      moved.emplace_back(to + it->first.substr(from.size()), it->second);
+      it = unwatched_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [p, r] : moved) unwatched_[p] = r;
+}
+
+void FimWatcher::Put(const std::string& path, const FileState& state) {
+  baseline_[path] = state;
+  if (store_ != nullptr) dirty_[path] = state;
+}
+
+void FimWatcher::Erase(const std::string& path) {
+  baseline_.erase(path);
+  if (store_ != nullptr) dirty_[path] = std::nullopt;
+}
+
+void FimWatcher::FlushStore() {
+  if (store_ == nullptr || dirty_.empty()) return;
+  std::vector<std::pair<std::string, std::optional<FileState>>> changes(
+      std::make_move_iterator(dirty_.begin()), std::make_move_iterator(dirty_.end()));
+  dirty_.clear();
+  absl::Status st = store_->Apply(changes);
+  if (!st.ok()) {
+    // The in-memory baseline stays right; a restart may report these changes a second time.
+    spdlog::error("fim: updating the baseline file: {}", std::string(st.message()));
   }
 }
 

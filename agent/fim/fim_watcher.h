@@ -1,28 +1,51 @@
-// File integrity monitoring: a startup scan of the configured roots into an in-memory Baseline,
+// File integrity monitoring: a parallel start-up scan of the configured roots, compared with the
+// baseline stored by the previous run (every change made while the agent was down is reported),
 // then realtime changes from inotify, each compared with the baseline and reported as a FileEvent
-// with the state before and after.
+// with the state before and after. The baseline file is kept current with every change reported.
 //
 // What is reported:
 //   CREATED / DELETED / MODIFIED (type, inode, size, sha256 or link target) / ATTRIB (mode, owner,
-//   links) / RENAMED (IN_MOVED_FROM + IN_MOVED_TO paired by cookie; unpaired halves become DELETED
-//   or CREATED). A write that leaves everything compared the same emits nothing.
-//   AgentEvents: STARTED, BASELINE_COMPLETE, INOTIFY_OVERFLOW (followed by a rescan of every root
-//   against the baseline and RESCAN_DONE), WATCH_LIMIT_REACHED / WATCH_ERROR naming the path.
+//   links, and times when a root compares them) / RENAMED (IN_MOVED_FROM + IN_MOVED_TO paired by
+//   cookie; unpaired halves become DELETED or CREATED). A write that leaves everything compared the
+//   same emits nothing.
+//   AgentEvents: STARTED, BASELINE_COMPLETE (its message says how many changes since the stored
+//   baseline), INOTIFY_OVERFLOW (followed by a rescan of every root against the baseline and
+//   RESCAN_DONE), WATCH_LIMIT_REACHED naming the directory (which is then covered by periodic
+//   scans until a watch can be added), WATCH_ERROR naming the path, CONFIG_ERROR when the baseline
+//   file cannot be used (the baseline is then kept in memory only).
+//
+// Writes: IN_CLOSE_WRITE reports a file at once. IN_MODIFY (a writer that keeps its file open) is
+// debounced: the file is read once the writes pause for `debounce_ms`, and at least every
+// `debounce_max_ms` while they go on, so a long write is one event, not one per write().
+//
+// Hard links: a link count change reaches only watches on the inode itself, so when a name with
+// more than one link appears or goes, the other names of the same inode in the baseline are read
+// again. A hard link made from outside the watched roots is seen by the next scan only.
+//
+// Monitoring of a directory begins when the start-up scan lists it: what is there then is the
+// baseline (or, with a stored baseline, is compared with it). BASELINE_COMPLETE says every root
+// is being watched.
 //
 // Invariants: a new directory is watched before it is listed, and everything found in it is
 // reported CREATED, so `mkdir -p a/b/c && echo x > a/b/c/f` is never missed. Symlinks are never
 // followed. Paths are bytes. Excluded entries (and excluded directories' subtrees) are neither
 // recorded nor watched.
 //
-// Threads: Start() runs one FIM thread that owns everything here (baseline, inotify fd, watch
-// table) and does the scanning and hashing; nothing is shared with other threads except the stop
-// flag and the eventfd that wakes poll(). Idle, the thread sleeps in poll() with no timeout. `emit`
-// is called on the FIM thread and may block (back-pressure from the batcher).
+// Threads: Start() runs one FIM thread that owns everything here (baseline, baseline file,
+// inotify fd, watch table); full scans run on a pool of workers (tree_scan.h) that the FIM thread
+// waits for, and the only thing they touch here is AddWatch (under watch_mu_). Idle, the thread
+// sleeps in poll() with no timeout unless a debounced write or a fallback scan is due. `emit` is
+// called on the FIM thread and may block (back-pressure from the batcher).
 #pragma once
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -31,7 +54,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "agent/fim/baseline_diff.h"
+#include "agent/fim/baseline_store.h"
 #include "agent/fim/file_state.h"
+#include "agent/fim/fim_root.h"
+#include "agent/fim/tree_scan.h"
 #include "platform/fs/inotify.h"
 #include "platform/fs/unique_fd.h"
 #include "platform/runtime/clock.h"
@@ -39,16 +66,15 @@
 
 namespace tripline::agent {
 
-struct FimRoot {
-  std::string path;  // absolute, no trailing '/'
-  bool recursive = true;
-  std::vector<std::string> exclude;  // fnmatch globs: no '/' -> base name, with '/' -> full path
-  int64_t max_hash_bytes = int64_t{64} << 20;
+struct FimOptions {
+  std::string baseline_path;       // the baseline file; empty: the baseline lives in memory only
+  int threads = 0;                 // scan workers; 0: four per CPU
+  int64_t debounce_ms = 100;       // IN_MODIFY: read the file once writes pause this long...
+  int64_t debounce_max_ms = 2000;  // ...or at the latest this long after the first
+  // How often directories that could not be watched (watch limit) are scanned instead.
+  int64_t fallback_scan_interval_ms = 60000;
+  int64_t max_watches = 0;  // the agent's own cap on inotify watches; 0: the kernel's limit
 };
-
-// True when `path` (whose last component is `base_name`) matches one of `globs`.
-bool IsExcluded(const std::vector<std::string>& globs, const std::string& path,
-                std::string_view base_name);
 
 class FimWatcher {
  public:
@@ -56,6 +82,7 @@ class FimWatcher {
 
   // `clock` outlives the watcher. Events carry time_unix_ns; seq is left to the batcher.
   FimWatcher(std::vector<FimRoot> roots, const Clock& clock, EmitFn emit);
+  FimWatcher(std::vector<FimRoot> roots, FimOptions options, const Clock& clock, EmitFn emit);
   ~FimWatcher();  // Stop()
   FimWatcher(const FimWatcher&) = delete;
   FimWatcher& operator=(const FimWatcher&) = delete;
@@ -73,26 +100,41 @@ class FimWatcher {
   void RequestRescan();
 
  private:
-  enum class ScanMode { kBaseline, kReport };
   struct Watch {
     std::string path;
     size_t root;
   };
+  struct PendingWrite {
+    size_t root;
+    int64_t first_ns;
+    int64_t due_ns;
+  };
 
   void Run();
+  void StartUp();
   void HandleEvents(std::vector<InotifyEvent>& events);
-  void ScanTree(const std::string& start, size_t root, ScanMode mode,
-                std::unordered_set<std::string>* seen);
+  void ScanTree(const std::string& start, size_t root);
+  ScanResult ParallelScan(const std::vector<ScanStart>& starts);
+  void ReportScanErrors(const std::vector<ScanError>& errors);
+  void ApplyChanges(const std::vector<FileChange>& changes, std::vector<std::string>* removed_dirs);
   void Rescan();
+  void ReleaseScanMemory();
+  void FallbackScan();
+  void FlushDueWrites(bool all);
+  int PollTimeoutMs() const;
   void Reconcile(const std::string& path, size_t root);
-  void Report(const std::string& path, const FileStateRead& read);
+  void Report(const std::string& path, size_t root, const FileStateRead& read);
   void Vanished(const std::string& path);
+  void ReconcileHardLinks(const std::string& path, const tripline::v1::FileState& state);
   void Renamed(const std::string& from, const std::string& to, size_t root);
   void ForgetSubtree(const std::string& dir, bool report);
   void AddWatch(const std::string& path, size_t root, bool is_dir);
+  void EmitWatchFailures();
   void RemoveWatchesUnder(const std::string& dir);
   void RekeyWatches(const std::string& from, const std::string& to);
-  bool ExcludedIn(size_t root, const std::string& path) const;
+  void Put(const std::string& path, const tripline::v1::FileState& state);
+  void Erase(const std::string& path);
+  void FlushStore();
   void EmitFile(tripline::v1::FileEvent::Change change, const std::string& path,
                 const std::string& old_path, const tripline::v1::FileState* before,
                 const tripline::v1::FileState* after, const std::string& note);
@@ -100,6 +142,7 @@ class FimWatcher {
 
   // Constant after construction.
   const std::vector<FimRoot> roots_;
+  const FimOptions options_;
   const Clock& clock_;
   const EmitFn emit_;
 
@@ -109,13 +152,26 @@ class FimWatcher {
   UniqueFd wake_fd_;
   std::thread thread_;
 
-  // Owned by the FIM thread (set up by Start() before the thread exists).
-  std::optional<Inotify> inotify_;
-  std::unordered_map<std::string, tripline::v1::FileState> baseline_;  // the Baseline
+  // The watch table: written by AddWatch from scan workers while the FIM thread waits for them,
+  // otherwise by the FIM thread alone.
+  std::mutex watch_mu_;
   std::unordered_map<int, Watch> watches_;
   std::unordered_map<std::string, int> watch_by_path_;
+  // Directories whose watch could not be added (watch limit): root index by path, scanned every
+  // fallback_scan_interval_ms instead.
+  std::map<std::string, size_t> unwatched_;
+  std::vector<std::pair<std::string, absl::Status>> watch_failures_;  // not yet reported
+  std::unordered_set<std::string> limit_reported_;  // WATCH_LIMIT_REACHED already sent for
+
+  // Owned by the FIM thread (set up by Start() before the thread exists).
+  std::optional<Inotify> inotify_;
+  std::unique_ptr<BaselineStore> store_;
+  Baseline baseline_;
+  std::unordered_map<std::string, std::optional<tripline::v1::FileState>> dirty_;  // for store_
+  std::unordered_map<std::string, PendingWrite> pending_writes_;  // IN_MODIFY being debounced
+  std::vector<dev_t> root_dev_;  // per root, for one_filesystem in realtime scans
+  int64_t next_fallback_scan_ns_ = 0;
   uint64_t scan_files_ = 0;
-  uint64_t scan_bytes_hashed_ = 0;
   int watch_failures_reported_ = 0;
 };
 

@@ -1,9 +1,13 @@
 #include "collector/api/operator_service.h"
 
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <map>
+#include <thread>
 
 #include "absl/strings/str_format.h"
-#include "platform/crypto/digest.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::collector {
@@ -54,6 +58,7 @@ void ToProto(const IncidentRecord& i, Incident* out) {
   out->set_opened_unix_ns(i.opened_ns);
   out->set_updated_unix_ns(i.updated_ns);
   out->set_summary(i.summary);
+  out->set_assignee(i.assignee);
   for (int64_t id : i.event_ids) out->add_event_ids(id);
 }
 
@@ -73,37 +78,80 @@ void ToProto(const ActionRecord& a, Action* out) {
   out->set_updated_unix_ns(a.updated_ns);
 }
 
+constexpr size_t kMaxNoteBytes = 4096;
+// Batches one evidence export may carry (each at most a few MiB; the answer's size is bounded by
+// the gRPC send limit as well).
+constexpr uint64_t kMaxEvidenceBatches = 10000;
+constexpr size_t kMaxAssigneeBytes = 64;
+// The incident lifecycle, in order.
+constexpr std::array<std::string_view, 4> kStatuses = {"open", "acknowledged", "contained",
+                                                       "resolved"};
+
+int StatusRank(std::string_view status) {
+  for (size_t i = 0; i < kStatuses.size(); ++i) {
+    if (kStatuses[i] == status) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool PrintableText(std::string_view text, bool allow_newlines) {
+  for (unsigned char c : text) {
+    if (c < 0x20 && !(allow_newlines && (c == '\n' || c == '\t'))) return false;
+    if (c == 0x7f) return false;
+  }
+  return true;
+}
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+constexpr size_t kMaxGlobBytes = 4096;
+constexpr size_t kMaxTextBytes = 1024;
+constexpr std::chrono::milliseconds kWatchInterval{200};
+
+grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
+  const std::string& kind = req.kind();
+  if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
+    return Invalid(
+        absl::StrFormat("kind '%s' is not one of file, log, agent", Printable(kind, 64)));
+  }
+  if (req.after_id() < 0) return Invalid("after_id must not be negative");
+  if (req.path_glob().size() > kMaxGlobBytes) {
+    return Invalid(absl::StrFormat("path_glob: at most %d bytes", kMaxGlobBytes));
+  }
+  if (req.text().size() > kMaxTextBytes) {
+    return Invalid(absl::StrFormat("text: at most %d bytes", kMaxTextBytes));
+  }
+  if (req.since_unix_ns() < 0 || req.until_unix_ns() < 0 ||
+      (req.until_unix_ns() != 0 && req.until_unix_ns() <= req.since_unix_ns())) {
+    return Invalid("the time range is empty or negative (until must be after since)");
+  }
+  q->agent_id = req.agent_id();
+  q->kind = kind;
+  q->after_id = req.after_id();
+  q->limit = ClampLimit(req.limit());
+  q->path_glob = req.path_glob();
+  q->since_ns = req.since_unix_ns();
+  q->until_ns = req.until_unix_ns();
+  q->text = req.text();
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
-OperatorService::OperatorService(CollectorStore* store, const std::string& operator_token)
-    : store_(store),
-      token_key_(RandomBytes(32)),
-      token_hash_(Blake2b256(operator_token, token_key_)) {}
+OperatorService::OperatorService(CollectorStore* store, const OperatorAuthorizer* auth)
+    : store_(store), auth_(auth) {}
 
-grpc::Status OperatorService::Authorize(const grpc::ServerContext* context) const {
-  const auto& md = context->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing \"authorization: Bearer <operator token>\" metadata");
-  }
-  std::string_view value(it->second.data(), it->second.size());
-  constexpr std::string_view kBearer = "Bearer ";
-  if (value.substr(0, kBearer.size()) != kBearer) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization metadata must be \"Bearer <operator token>\"");
-  }
-  value.remove_prefix(kBearer.size());
-  if (!ConstantTimeEquals(Blake2b256(value, token_key_), token_hash_)) {
-    spdlog::warn("api: call with a wrong operator token from {}", context->peer());
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "operator token rejected");
-  }
-  return grpc::Status::OK;
+grpc::Status OperatorService::Authorize(const grpc::ServerContext* context, Role required,
+                                        Caller* caller) const {
+  Caller ignored;
+  return auth_->Authorize(*context, required, caller != nullptr ? caller : &ignored);
 }
 
 grpc::Status OperatorService::ListAgents(grpc::ServerContext* context, const ListAgentsRequest*,
                                          ListAgentsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<AgentRecord>> agents = store_->ListAgents();
   if (!agents.ok()) return Internal(agents.status());
   for (const AgentRecord& a : *agents) ToProto(a, resp->add_agents());
@@ -113,21 +161,9 @@ grpc::Status OperatorService::ListAgents(grpc::ServerContext* context, const Lis
 grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
                                           const QueryEventsRequest* req,
                                           QueryEventsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
-  const std::string& kind = req->kind();
-  if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrFormat("kind '%s' is not one of file, log, agent",
-                                        Printable(kind, 64)));
-  }
-  if (req->after_id() < 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_id must not be negative");
-  }
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   EventQuery q;
-  q.agent_id = req->agent_id();
-  q.kind = kind;
-  q.after_id = req->after_id();
-  q.limit = ClampLimit(req->limit());
+  if (grpc::Status st = ToEventQuery(*req, &q); !st.ok()) return st;
   absl::StatusOr<std::vector<EventRecord>> events = store_->QueryEvents(q);
   if (!events.ok()) return Internal(events.status());
   for (const EventRecord& e : *events) ToProto(e, resp->add_events());
@@ -136,10 +172,40 @@ grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status OperatorService::WatchEvents(grpc::ServerContext* context,
+                                          const QueryEventsRequest* req,
+                                          grpc::ServerWriter<StoredEvent>* writer) {
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
+  EventQuery q;
+  if (grpc::Status st = ToEventQuery(*req, &q); !st.ok()) return st;
+  q.limit = kMaxLimit;
+  if (q.after_id == 0) {
+    absl::StatusOr<int64_t> newest = store_->MaxEventId();
+    if (!newest.ok()) return Internal(newest.status());
+    q.after_id = *newest;
+  }
+  // Polls the read connection: a watcher costs one small indexed query per interval and never
+  // touches the ingest path. Ends when the caller cancels or the server shuts down.
+  while (!context->IsCancelled()) {
+    absl::StatusOr<std::vector<EventRecord>> events = store_->QueryEvents(q);
+    if (!events.ok()) return Internal(events.status());
+    for (const EventRecord& e : *events) {
+      StoredEvent out;
+      ToProto(e, &out);
+      if (!writer->Write(out)) return grpc::Status::OK;  // the caller went away
+      q.after_id = e.id;
+    }
+    if (static_cast<int>(events->size()) < q.limit) {
+      std::this_thread::sleep_for(kWatchInterval);
+    }
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status OperatorService::ListIncidents(grpc::ServerContext* context,
                                             const ListIncidentsRequest* req,
                                             ListIncidentsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<IncidentRecord>> incidents =
       store_->ListIncidents(req->status(), ClampLimit(req->limit()));
   if (!incidents.ok()) return Internal(incidents.status());
@@ -150,12 +216,11 @@ grpc::Status OperatorService::ListIncidents(grpc::ServerContext* context,
 grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
                                           const GetIncidentRequest* req,
                                           GetIncidentResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->id());
   if (!incident.ok()) return Internal(incident.status());
   if (!*incident) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrFormat("no incident %d", req->id()));
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
   }
   ToProto(**incident, resp->mutable_incident());
   absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->id());
@@ -170,11 +235,182 @@ grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
 grpc::Status OperatorService::ListActions(grpc::ServerContext* context,
                                           const ListActionsRequest* req,
                                           ListActionsResponse* resp) {
-  if (grpc::Status st = Authorize(context); !st.ok()) return st;
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::vector<ActionRecord>> actions =
       store_->ListActions(req->incident_id(), ClampLimit(req->limit()));
   if (!actions.ok()) return Internal(actions.status());
   for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::UpdateIncident(grpc::ServerContext* context,
+                                             const UpdateIncidentRequest* req,
+                                             UpdateIncidentResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
+  if (req->id() <= 0) return Invalid("id must be a positive incident id");
+  if (!req->status().empty() && StatusRank(req->status()) < 0) {
+    return Invalid(
+        absl::StrFormat("status '%s' is not one of open, acknowledged, contained, "
+                        "resolved",
+                        Printable(req->status(), 64)));
+  }
+  if (req->note().size() > kMaxNoteBytes || !PrintableText(req->note(), true)) {
+    return Invalid(absl::StrFormat("note: at most %d bytes of text without control characters",
+                                   kMaxNoteBytes));
+  }
+  if (req->assignee().size() > kMaxAssigneeBytes || !PrintableText(req->assignee(), false)) {
+    return Invalid(absl::StrFormat("assignee: at most %d bytes without control characters",
+                                   kMaxAssigneeBytes));
+  }
+  if (req->unassign() && !req->assignee().empty()) {
+    return Invalid("assignee and unassign exclude each other");
+  }
+  if (req->status().empty() && req->note().empty() && req->assignee().empty() && !req->unassign()) {
+    return Invalid("nothing to change: give a status, a note or an assignee");
+  }
+
+  const int64_t now = SystemClock().NowUnixNanos();
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return Internal(w.status());
+  absl::StatusOr<std::optional<IncidentRecord>> incident = w->GetIncident(req->id());
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
+  }
+  IncidentRecord& inc = **incident;
+  auto audit = [&](const std::string& kind, const std::string& detail) {
+    ActionRecord a;
+    a.incident_id = inc.id;
+    a.agent_id = inc.agent_id;
+    a.kind = kind;
+    a.target = absl::StrFormat("incident %d", inc.id);
+    a.status = "done";
+    a.detail = detail;
+    a.actor = caller.name;
+    a.created_ns = now;
+    a.updated_ns = now;
+    return w->InsertAction(a).status();
+  };
+
+  if (!req->status().empty() && req->status() != inc.status) {
+    const int from = StatusRank(inc.status), to = StatusRank(req->status());
+    const bool reopen = inc.status == "resolved" && req->status() == "open";
+    if (to < from && !reopen) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrFormat("incident %d is %s: it moves forward (open, acknowledged, contained, "
+                          "resolved) or, once resolved, back to open; not to %s",
+                          inc.id, inc.status, req->status()));
+    }
+    if (absl::Status st = w->SetIncidentStatus(inc.id, req->status(), now); !st.ok()) {
+      return Internal(st);
+    }
+    if (absl::Status st =
+            audit("incident:status", absl::StrFormat("%s -> %s", inc.status, req->status()));
+        !st.ok()) {
+      return Internal(st);
+    }
+    inc.status = req->status();
+  }
+  if (!req->assignee().empty() || req->unassign()) {
+    const std::string& who = req->assignee();
+    if (absl::Status st = w->SetIncidentAssignee(inc.id, who, now); !st.ok()) return Internal(st);
+    if (absl::Status st = audit("incident:assign", who.empty() ? "unassigned" : "to " + who);
+        !st.ok()) {
+      return Internal(st);
+    }
+    inc.assignee = who;
+  }
+  if (!req->note().empty()) {
+    if (absl::Status st = audit("incident:note", req->note()); !st.ok()) return Internal(st);
+  }
+  if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  spdlog::info("api: incident {} updated by {} status={}", inc.id, caller.name, inc.status);
+  inc.updated_ns = now;
+  ToProto(inc, resp->mutable_incident());
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
+                                             const ExportEvidenceRequest* req,
+                                             ExportEvidenceResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kRead, &caller); !st.ok()) return st;
+  absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->incident_id());
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrFormat("no incident %d", req->incident_id()));
+  }
+  ToProto(**incident, resp->mutable_incident());
+  absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->incident_id());
+  if (!events.ok()) return Internal(events.status());
+  // Per agent, the seq range to export.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> ranges;
+  for (const EventRecord& e : *events) {
+    ToProto(e, resp->add_events());
+    auto [it, fresh] = ranges.try_emplace(e.agent_id, e.batch_seq, e.batch_seq);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, e.batch_seq);
+      it->second.second = std::max(it->second.second, e.batch_seq);
+    }
+  }
+  for (const auto& [agent_id, range] : ranges) {
+    if (range.second - range.first >= kMaxEvidenceBatches) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrFormat("incident %d spans batches %d..%d of %s, more than %d: too large to "
+                          "export in one answer",
+                          req->incident_id(), range.first, range.second, agent_id,
+                          kMaxEvidenceBatches));
+    }
+    absl::StatusOr<std::optional<AgentRecord>> agent = store_->GetAgent(agent_id);
+    if (!agent.ok()) return Internal(agent.status());
+    if (*agent) {
+      EvidenceAgent* a = resp->add_agents();
+      a->set_agent_id(agent_id);
+      a->set_public_key((*agent)->public_key);
+      a->set_enrolled_unix_ns((*agent)->enrolled_ns);
+    }
+    absl::StatusOr<std::vector<BatchRecord>> batches =
+        store_->Batches(agent_id, range.first, range.second, kMaxEvidenceBatches);
+    if (!batches.ok()) return Internal(batches.status());
+    for (const BatchRecord& b : *batches) {
+      SignedBatch signed_batch;
+      signed_batch.set_batch(b.batch);
+      signed_batch.set_signature(b.signature);
+      EvidenceBatch* out = resp->add_batches();
+      out->set_agent_id(b.agent_id);
+      out->set_batch_seq(b.batch_seq);
+      out->set_signed_batch(signed_batch.SerializeAsString());
+      out->set_received_unix_ns(b.received_ns);
+    }
+  }
+  const int64_t now = SystemClock().NowUnixNanos();
+  {
+    // Chain of custody: who took the evidence, and when. Recorded before it is handed over.
+    absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+    if (!w.ok()) return Internal(w.status());
+    ActionRecord a;
+    a.incident_id = req->incident_id();
+    a.agent_id = (*incident)->agent_id;
+    a.kind = "evidence:export";
+    a.target = absl::StrFormat("incident %d", req->incident_id());
+    a.status = "done";
+    a.detail = absl::StrFormat("%d batches, %d events", resp->batches_size(), resp->events_size());
+    a.actor = caller.name;
+    a.created_ns = now;
+    a.updated_ns = now;
+    if (absl::Status st = w->InsertAction(a).status(); !st.ok()) return Internal(st);
+    if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  }
+  absl::StatusOr<std::vector<ActionRecord>> actions =
+      store_->ListActions(req->incident_id(), 10000);
+  if (!actions.ok()) return Internal(actions.status());
+  for (const ActionRecord& a : *actions) ToProto(a, resp->add_actions());
+  resp->set_exported_unix_ns(now);
+  resp->set_exported_by(caller.name);
   return grpc::Status::OK;
 }
 

@@ -2,14 +2,16 @@
 // trail, read from the store's read connection so queries never hold up ingest. Synchronous
 // service (gRPC's thread pool); it shares the server and port with Ingest.
 //
-// Auth: every call carries "authorization: Bearer <token>"; the token is compared with the
-// operator token in constant time (keyed BLAKE2b hashes). Missing or wrong -> UNAUTHENTICATED.
+// Auth: every call is authorized by OperatorAuthorizer (collector/auth) for the role it needs:
+// reads need `read`; calls that change something need `respond` or `admin` and record the caller
+// in the audit trail. Unidentified -> UNAUTHENTICATED, too little role -> PERMISSION_DENIED.
 // Paging: QueryEvents returns events with id > after_id, `limit` of them (default 100, at most
 // 1000), and next_after_id (0 when there is nothing more).
 #pragma once
 
 #include <string>
 
+#include "collector/auth/operator_auth.h"
 #include "collector/store/collector_store.h"
 #include "tripline/v1/operator.grpc.pb.h"
 
@@ -17,14 +19,17 @@ namespace tripline::collector {
 
 class OperatorService final : public tripline::v1::Operator::Service {
  public:
-  // `store` outlives the service. `operator_token` is never logged.
-  OperatorService(CollectorStore* store, const std::string& operator_token);
+  // `store` and `auth` outlive the service.
+  OperatorService(CollectorStore* store, const OperatorAuthorizer* auth);
 
   grpc::Status ListAgents(grpc::ServerContext* context, const tripline::v1::ListAgentsRequest* req,
                           tripline::v1::ListAgentsResponse* resp) override;
   grpc::Status QueryEvents(grpc::ServerContext* context,
                            const tripline::v1::QueryEventsRequest* req,
                            tripline::v1::QueryEventsResponse* resp) override;
+  grpc::Status WatchEvents(grpc::ServerContext* context,
+                           const tripline::v1::QueryEventsRequest* req,
+                           grpc::ServerWriter<tripline::v1::StoredEvent>* writer) override;
   grpc::Status ListIncidents(grpc::ServerContext* context,
                              const tripline::v1::ListIncidentsRequest* req,
                              tripline::v1::ListIncidentsResponse* resp) override;
@@ -34,14 +39,20 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status ListActions(grpc::ServerContext* context,
                            const tripline::v1::ListActionsRequest* req,
                            tripline::v1::ListActionsResponse* resp) override;
+  grpc::Status UpdateIncident(grpc::ServerContext* context,
+                              const tripline::v1::UpdateIncidentRequest* req,
+                              tripline::v1::UpdateIncidentResponse* resp) override;
+  grpc::Status ExportEvidence(grpc::ServerContext* context,
+                              const tripline::v1::ExportEvidenceRequest* req,
+                              tripline::v1::ExportEvidenceResponse* resp) override;
 
  private:
-  // OK when the call carries the operator token; UNAUTHENTICATED otherwise.
-  grpc::Status Authorize(const grpc::ServerContext* context) const;
+  // OK when the caller is known and holds at least `required`; sets `*caller` when not null.
+  grpc::Status Authorize(const grpc::ServerContext* context, Role required,
+                         Caller* caller = nullptr) const;
 
   CollectorStore* const store_;
-  const std::string token_key_;   // random, per process
-  const std::string token_hash_;  // keyed BLAKE2b of the operator token
+  const OperatorAuthorizer* const auth_;
 };
 
 }  // namespace tripline::collector

@@ -4,9 +4,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "collector/cli/evidence.h"
+#include "collector/cli/incident_report.h"
 #include "collector/cli/operator_view.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/client_context.h"
+#include "platform/fs/file_util.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::cli {
@@ -67,9 +71,45 @@ grpc::Status QueryEvents(OperatorStub& stub, const v1::QueryEventsRequest& reque
       stub, &OperatorStub::QueryEvents, request, call, output, out,
       [&](const v1::QueryEventsResponse& r) {
         std::string text = EventsTable(r).Render(output.columns);
-        if (r.next_after_id() != 0) absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
+        if (r.next_after_id() != 0)
+          absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
         return text;
       });
+}
+
+grpc::Status FollowEvents(OperatorStub& stub, v1::QueryEventsRequest request,
+                          const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  // The stored backlog first (page by page), then the stream from the last one printed.
+  for (;;) {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::QueryEventsResponse page;
+    grpc::Status status = stub.QueryEvents(&context, request, &page);
+    if (!status.ok()) return status;
+    for (const auto& e : page.events()) {
+      if (output.json) {
+        if (grpc::Status st = WriteJson(e, out); !st.ok()) return st;
+      } else {
+        out << EventLine(e) << '\n';
+      }
+      request.set_after_id(e.id());
+    }
+    out.flush();
+    if (page.next_after_id() == 0) break;
+  }
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + call.token);  // no deadline: until stopped
+  auto reader = stub.WatchEvents(&context, request);
+  v1::StoredEvent e;
+  while (reader->Read(&e)) {
+    if (output.json) {
+      if (grpc::Status st = WriteJson(e, out); !st.ok()) return st;
+    } else {
+      out << EventLine(e) << '\n';
+    }
+    out.flush();
+  }
+  return reader->Finish();
 }
 
 grpc::Status ListIncidents(OperatorStub& stub, const v1::ListIncidentsRequest& request,
@@ -94,6 +134,83 @@ grpc::Status ListActions(OperatorStub& stub, const v1::ListActionsRequest& reque
   return Call<v1::ListActionsRequest, v1::ListActionsResponse>(
       stub, &OperatorStub::ListActions, request, call, output, out,
       [&](const v1::ListActionsResponse& r) { return ActionsTable(r).Render(output.columns); });
+}
+
+grpc::Status UpdateIncident(OperatorStub& stub, const v1::UpdateIncidentRequest& request,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out) {
+  return Call<v1::UpdateIncidentRequest, v1::UpdateIncidentResponse>(
+      stub, &OperatorStub::UpdateIncident, request, call, output, out,
+      [&](const v1::UpdateIncidentResponse& r) {
+        v1::ListIncidentsResponse one;
+        *one.add_incidents() = r.incident();
+        return IncidentsTable(one).Render(output.columns);
+      });
+}
+
+grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::string& collector,
+                            const std::string& dir, const CallOptions& call,
+                            const OutputOptions& output, std::ostream& out) {
+  grpc::ClientContext context;
+  Prepare(call, &context);
+  v1::ExportEvidenceRequest request;
+  request.set_incident_id(incident_id);
+  v1::ExportEvidenceResponse evidence;
+  grpc::Status status = stub.ExportEvidence(&context, request, &evidence);
+  if (!status.ok()) return status;
+  if (absl::Status st = WriteEvidence(evidence, collector, dir); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("writing the evidence: ", st.message()));
+  }
+  if (output.json) {
+    out << absl::StrFormat(
+        "{\"incident_id\":\"%d\",\"directory\":\"%s\",\"batches\":%d,\"events\":%d}\n", incident_id,
+        Printable(dir), evidence.batches_size(), evidence.events_size());
+  } else {
+    out << absl::StrFormat(
+        "incident %d: %d signed batches, %d events, %d actions written to %s\n"
+        "check it any time, offline: triplinectl evidence verify %s\n",
+        incident_id, evidence.batches_size(), evidence.events_size(), evidence.actions_size(),
+        Printable(dir), Printable(dir));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::string& file,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out) {
+  v1::GetIncidentResponse incident;
+  {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::GetIncidentRequest request;
+    request.set_id(incident_id);
+    grpc::Status status = stub.GetIncident(&context, request, &incident);
+    if (!status.ok()) return status;
+  }
+  std::optional<v1::Agent> agent;
+  {
+    grpc::ClientContext context;
+    Prepare(call, &context);
+    v1::ListAgentsResponse agents;
+    grpc::Status status = stub.ListAgents(&context, v1::ListAgentsRequest(), &agents);
+    if (!status.ok()) return status;
+    for (const auto& a : agents.agents()) {
+      if (a.agent_id() == incident.incident().agent_id()) agent = a;
+    }
+  }
+  const std::string text =
+      output.json ? IncidentReportJson(incident, agent) : IncidentReportMarkdown(incident, agent);
+  if (file.empty()) {
+    out << text;
+    return grpc::Status::OK;
+  }
+  if (absl::Status st = WriteFileAtomic(file, text, 0600); !st.ok()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("writing the report: ", st.message()));
+  }
+  out << "report of incident " << incident_id << " written to " << Printable(file) << '\n';
+  return grpc::Status::OK;
 }
 
 int ExitCodeFor(const grpc::Status& status) {

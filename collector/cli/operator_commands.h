@@ -24,8 +24,8 @@ struct CallOptions {
 
 struct OutputOptions {
   bool json = false;
-  int columns = 120;         // tables are cut to this width
-  int64_t now_unix_ns = 0;   // for "12s ago"
+  int columns = 120;        // tables are cut to this width
+  int64_t now_unix_ns = 0;  // for "12s ago"
 };
 
 using OperatorStub = tripline::v1::Operator::StubInterface;
@@ -35,13 +35,33 @@ grpc::Status ListAgents(OperatorStub& stub, const CallOptions& call, const Outpu
                         std::ostream& out);
 grpc::Status QueryEvents(OperatorStub& stub, const tripline::v1::QueryEventsRequest& request,
                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
+// Prints the stored events that match, then new ones as the collector stores them, one line (or
+// one JSON document) each, until the stream ends or the process is stopped.
+grpc::Status FollowEvents(OperatorStub& stub, tripline::v1::QueryEventsRequest request,
+                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ListIncidents(OperatorStub& stub, const tripline::v1::ListIncidentsRequest& request,
-                           const CallOptions& call, const OutputOptions& output,
-                           std::ostream& out);
+                           const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ShowIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
                           const OutputOptions& output, std::ostream& out);
 grpc::Status ListActions(OperatorStub& stub, const tripline::v1::ListActionsRequest& request,
                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
+
+// Prints the incident as it is after the change (one-row table, or the response as JSON).
+grpc::Status UpdateIncident(OperatorStub& stub, const tripline::v1::UpdateIncidentRequest& request,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out);
+
+// Fetches incident `incident_id`'s evidence and writes it to `dir` (see evidence.h); prints what
+// was written. A directory that cannot be written is FAILED_PRECONDITION.
+grpc::Status ExportEvidence(OperatorStub& stub, int64_t incident_id, const std::string& collector,
+                            const std::string& dir, const CallOptions& call,
+                            const OutputOptions& output, std::ostream& out);
+
+// The post-incident report of `incident_id` (Markdown, or JSON with output.json), to `file`
+// (0600) or, when empty, to `out`.
+grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::string& file,
+                            const CallOptions& call, const OutputOptions& output,
+                            std::ostream& out);
 
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.

@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "platform/runtime/logging.h"
 
@@ -51,8 +52,8 @@ std::string FileSummary(const FileEvent& f) {
   }
   if (before != nullptr && after != nullptr) {
     if ((before->mode() & 07777) != (after->mode() & 07777)) {
-      absl::StrAppend(&out, absl::StrFormat(" mode %04o->%04o", before->mode() & 07777,
-                                            after->mode() & 07777));
+      absl::StrAppend(
+          &out, absl::StrFormat(" mode %04o->%04o", before->mode() & 07777, after->mode() & 07777));
     }
     if (before->uid() != after->uid() || before->gid() != after->gid()) {
       absl::StrAppend(&out, absl::StrFormat(" owner %u:%u->%u:%u", before->uid(), before->gid(),
@@ -75,6 +76,9 @@ std::string AgentSummary(const AgentEvent& a) {
 std::string ActionDetail(const Action& a) {
   std::string out = absl::StrCat(Text(a.kind()), " ", Text(a.target()), " ", Text(a.status()));
   if (!a.detail().empty()) absl::StrAppend(&out, " ", Printable(a.detail(), kMaxText));
+  if (!a.actor().empty() && a.actor() != "collector") {
+    absl::StrAppend(&out, " by ", Printable(a.actor(), 128));
+  }
   if (!a.aws_request_id().empty()) {
     absl::StrAppend(&out, " request-id=", Printable(a.aws_request_id(), 128));
   }
@@ -89,8 +93,7 @@ std::string ActionDetail(const Action& a) {
 
 std::string FormatUtcTime(int64_t unix_ns) {
   if (unix_ns == 0) return "-";
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns),
-                          absl::UTCTimeZone());
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
 }
 
 std::string FormatAgo(int64_t then_unix_ns, int64_t now_unix_ns) {
@@ -150,6 +153,11 @@ int64_t EventTime(const StoredEvent& event) {
                                            : event.received_unix_ns();
 }
 
+std::string EventLine(const tripline::v1::StoredEvent& e) {
+  return absl::StrCat(e.id(), "  ", FormatUtcTime(EventTime(e)), "  ", Text(e.agent_id()), "  ",
+                      EventKind(e.event()), "  ", EventSummary(e.event()));
+}
+
 Table AgentsTable(const tripline::v1::ListAgentsResponse& response, int64_t now_unix_ns) {
   Table t({"ID", "HOSTNAME", "VERSION", "LAST SEEN", "DURABLE SEQ", "ISOLATION"});
   for (const auto& a : response.agents()) {
@@ -170,17 +178,18 @@ Table EventsTable(const tripline::v1::QueryEventsResponse& response) {
 }
 
 Table IncidentsTable(const tripline::v1::ListIncidentsResponse& response) {
-  Table t({"ID", "OPENED", "STATUS", "SEVERITY", "AGENT", "RULE", "TITLE"});
+  Table t({"ID", "OPENED", "STATUS", "SEVERITY", "AGENT", "RULE", "ASSIGNEE", "TITLE"});
   for (const auto& i : response.incidents()) {
     t.AddRow({absl::StrCat(i.id()), FormatUtcTime(i.opened_unix_ns()), Text(i.status()),
-              Text(i.severity()), Text(i.agent_id()), Text(i.rule_id()), Text(i.title())});
+              Text(i.severity()), Text(i.agent_id()), Text(i.rule_id()), Text(i.assignee()),
+              Text(i.title())});
   }
   return t;
 }
 
 Table ActionsTable(const tripline::v1::ListActionsResponse& response) {
-  Table t({"ID", "TIME", "INCIDENT", "KIND", "TARGET", "STATUS", "DETAIL", "AWS REQUEST ID",
-           "ERROR"});
+  Table t(
+      {"ID", "TIME", "INCIDENT", "KIND", "TARGET", "STATUS", "DETAIL", "AWS REQUEST ID", "ERROR"});
   for (const auto& a : response.actions()) {
     t.AddRow({absl::StrCat(a.id()), FormatUtcTime(a.created_unix_ns()),
               a.incident_id() == 0 ? "-" : absl::StrCat(a.incident_id()), Text(a.kind()),
@@ -199,9 +208,15 @@ std::string IncidentReport(const tripline::v1::GetIncidentResponse& response, in
   fields.AddRow({"severity", Text(i.severity())});
   fields.AddRow({"agent", Text(i.agent_id())});
   fields.AddRow({"rule", Text(i.rule_id())});
+  fields.AddRow({"assignee", Text(i.assignee())});
   fields.AddRow({"opened", FormatUtcTime(i.opened_unix_ns())});
   fields.AddRow({"updated", FormatUtcTime(i.updated_unix_ns())});
-  if (!i.summary().empty()) fields.AddRow({"summary", Printable(i.summary(), kMaxText)});
+  // The summary grows a line per thing that happened ("contained: ..."): one row each.
+  bool first_line = true;
+  for (absl::string_view line : absl::StrSplit(i.summary(), '\n', absl::SkipEmpty())) {
+    fields.AddRow({first_line ? "summary" : "", Printable(std::string(line), kMaxText)});
+    first_line = false;
+  }
 
   struct Entry {
     int64_t time;
@@ -211,15 +226,19 @@ std::string IncidentReport(const tripline::v1::GetIncidentResponse& response, in
   };
   std::vector<Entry> entries;
   for (const auto& e : response.events()) {
-    entries.push_back({EventTime(e), 0, e.id(),
+    entries.push_back({EventTime(e),
+                       0,
+                       e.id(),
                        {FormatUtcTime(EventTime(e)), "event", absl::StrCat(e.id()),
                         absl::StrCat(EventKind(e.event()), " ", Text(e.agent_id()), " ",
                                      EventSummary(e.event()))}});
   }
   for (const auto& a : response.actions()) {
-    entries.push_back({a.created_unix_ns(), 1, a.id(),
-                       {FormatUtcTime(a.created_unix_ns()), "action", absl::StrCat(a.id()),
-                        ActionDetail(a)}});
+    entries.push_back(
+        {a.created_unix_ns(),
+         1,
+         a.id(),
+         {FormatUtcTime(a.created_unix_ns()), "action", absl::StrCat(a.id()), ActionDetail(a)}});
   }
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::tie(a.time, a.order, a.id) < std::tie(b.time, b.order, b.id);

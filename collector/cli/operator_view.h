@@ -34,6 +34,9 @@ std::string EventSummary(const tripline::v1::Event& event);
 // agent sent none.
 int64_t EventTime(const tripline::v1::StoredEvent& event);
 
+// One event as a line for a stream: "ID TIME AGENT KIND SUMMARY", printable.
+std::string EventLine(const tripline::v1::StoredEvent& event);
+
 Table AgentsTable(const tripline::v1::ListAgentsResponse& response, int64_t now_unix_ns);
 Table EventsTable(const tripline::v1::QueryEventsResponse& response);
 Table IncidentsTable(const tripline::v1::ListIncidentsResponse& response);

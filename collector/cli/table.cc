@@ -52,7 +52,9 @@ std::string Table::Render(int max_columns) const {
     width[i] = headers_[i].size();
     for (const auto& row : rows_) width[i] = std::max(width[i], row[i].size());
   }
-  auto total = [&] { return std::accumulate(width.begin(), width.end(), size_t{0}) + kGap * (n - 1); };
+  auto total = [&] {
+    return std::accumulate(width.begin(), width.end(), size_t{0}) + kGap * (n - 1);
+  };
   // Shrink the widest column one step at a time: narrow columns (ids, times) stay whole while a
   // long path or detail gives way.
   while (total() > limit) {

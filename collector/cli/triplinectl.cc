@@ -3,13 +3,18 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "collector/cli/evidence.h"
 #include "collector/cli/operator_commands.h"
 #include "grpcpp/create_channel.h"
 #include "platform/fs/file_util.h"
@@ -21,6 +26,23 @@ namespace {
 constexpr int kDefaultColumns = 120;
 constexpr size_t kMaxTokenBytes = 4096;
 constexpr size_t kMaxPemBytes = 1 << 20;
+constexpr int kMaxAnswerBytes = 512 << 20;
+
+// A string as the inside of a JSON string literal.
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
 
 constexpr char kFooter[] =
     "Environment: TRIPLINE_COLLECTOR (default for --collector, else 127.0.0.1:7443),\n"
@@ -36,8 +58,25 @@ constexpr char kFooter[] =
 
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFileToString(path, kMaxPemBytes);
-  if (!pem.ok()) return absl::Status(pem.status().code(), absl::StrFormat("%s: %s", flag, pem.status().message()));
+  if (!pem.ok())
+    return absl::Status(pem.status().code(),
+                        absl::StrFormat("%s: %s", flag, pem.status().message()));
   return pem;
+}
+
+// "24h" / "90m" / "10s" ago, or an RFC 3339 time, as Unix nanoseconds.
+absl::StatusOr<int64_t> ParseWhen(const std::string& text, int64_t now_unix_ns) {
+  absl::Duration ago;
+  if (absl::ParseDuration(text, &ago)) {
+    if (ago < absl::ZeroDuration()) return absl::InvalidArgumentError("a duration ago is positive");
+    return now_unix_ns - absl::ToInt64Nanoseconds(ago);
+  }
+  absl::Time when;
+  std::string why;
+  if (absl::ParseTime(absl::RFC3339_full, text, &when, &why)) return absl::ToUnixNanos(when);
+  return absl::InvalidArgumentError(
+      "want a duration ago such as 24h or 90m, or an RFC 3339 time such as "
+      "2026-01-02T15:04:05Z");
 }
 
 // Prints "triplinectl: <message>" and returns `code`, the exit status.
@@ -50,10 +89,14 @@ int Report(std::ostream& err, int code, const std::string& message) {
 
 int TerminalColumns(int fd) {
   struct winsize ws {};
-  if (::isatty(fd) != 1 || ::ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
-    return kDefaultColumns;
+  if (::isatty(fd) == 1 && ::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col != 0) return ws.ws_col;
+  // Not a terminal (a pipe, a file): $COLUMNS when it is a sane width, as in the shell.
+  int columns = 0;
+  const char* env = std::getenv("COLUMNS");
+  if (env != nullptr && absl::SimpleAtoi(env, &columns) && columns >= 20 && columns <= 1000) {
+    return columns;
   }
-  return ws.ws_col;
+  return kDefaultColumns;
 }
 
 Environment ProcessEnvironment(int fd) {
@@ -177,6 +220,15 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       ->check(CLI::IsMember({"file", "log", "agent"}));
   events->add_option("--limit", events_limit, "at most N events (collector default 100)")
       ->check(CLI::Range(1, 1000));
+  std::string since_text, until_text;
+  bool follow = false;
+  events->add_option("--path", *events_request.mutable_path_glob(),
+                     "only file/log events whose path matches this glob ('*' also matches '/')");
+  events->add_option("--text", *events_request.mutable_text(),
+                     "only events containing this text (case-sensitive)");
+  events->add_option("--since", since_text, "from this time: 24h, 90m (ago) or RFC 3339");
+  events->add_option("--until", until_text, "before this time: 1h (ago) or RFC 3339");
+  events->add_flag("-f,--follow", follow, "after the stored events, print new ones as they come");
   events->add_option("--after", after_id, "only events with an id greater than ID (paging)")
       ->check(CLI::NonNegativeNumber);
 
@@ -189,10 +241,63 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
       ->check(CLI::Range(1, 1000));
 
   int64_t incident_id = 0;
+  int64_t update_id = 0;
   auto* incident = app.add_subcommand("incident", "one incident");
   incident->require_subcommand(1);
-  auto* show = incident->add_subcommand("show", "the incident, its events and actions in time order");
+  auto* show =
+      incident->add_subcommand("show", "the incident, its events and actions in time order");
   show->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  std::string report_file;
+  auto* report =
+      incident->add_subcommand("report", "the post-incident report (Markdown; --json for JSON)");
+  report->add_option("ID", incident_id, "incident id")->required()->check(CLI::PositiveNumber);
+  report->add_option("-o,--output", report_file, "write it to this file (0600) instead");
+
+  // Changes: each prints the incident as it is afterwards.
+  tripline::v1::UpdateIncidentRequest update;
+  struct Transition {
+    const char* verb;
+    const char* status;
+    const char* help;
+  };
+  const Transition transitions[] = {
+      {"ack", "acknowledged", "acknowledge: someone is on it"},
+      {"contain", "contained", "mark contained (isolation does this by itself)"},
+      {"resolve", "resolved", "resolve (say why with --note)"},
+      {"reopen", "open", "reopen a resolved incident"},
+  };
+  std::vector<std::pair<CLI::App*, const char*>> transition_cmds;
+  for (const Transition& t : transitions) {
+    auto* cmd = incident->add_subcommand(t.verb, t.help);
+    cmd->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+    cmd->add_option("--note", *update.mutable_note(), "a note for the timeline");
+    transition_cmds.emplace_back(cmd, t.status);
+  }
+  auto* note = incident->add_subcommand("note", "add a note to the timeline");
+  note->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+  note->add_option("TEXT", *update.mutable_note(), "the note")->required();
+  auto* assign = incident->add_subcommand("assign", "assign the incident to someone");
+  assign->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+  assign->add_option("WHO", *update.mutable_assignee(), "who works it")->required();
+  auto* unassign = incident->add_subcommand("unassign", "nobody works it any more");
+  unassign->add_option("ID", update_id, "incident id")->required()->check(CLI::PositiveNumber);
+
+  int64_t evidence_incident = 0;
+  std::string evidence_dir;
+  auto* evidence = app.add_subcommand("evidence", "export or verify an incident's evidence");
+  evidence->require_subcommand(1);
+  auto* export_cmd = evidence->add_subcommand(
+      "export", "write the signed batches, keys, incident and actions, with a manifest");
+  export_cmd->add_option("INCIDENT", evidence_incident, "incident id")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  export_cmd->add_option("-o,--output", evidence_dir, "a new (or empty) directory")->required();
+  auto* verify_cmd = evidence->add_subcommand(
+      "verify",
+      "re-check an exported directory offline: digests, signatures, chain (exit 1 "
+      "when anything fails)");
+  verify_cmd->add_option("DIR", evidence_dir, "the exported directory")->required();
 
   tripline::v1::ListActionsRequest actions_request;
   int64_t action_incident = 0;
@@ -210,6 +315,22 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     return Report(err, kExitUsage, e.what());
   }
 
+  if (verify_cmd->parsed()) {  // offline: neither a collector nor a token
+    EvidenceReport verdict = VerifyEvidence(evidence_dir);
+    if (output.json) {
+      out << "{\"ok\":" << (verdict.ok ? "true" : "false") << ",\"batches\":" << verdict.batches
+          << ",\"events\":" << verdict.events << ",\"problems\":[";
+      for (size_t i = 0; i < verdict.problems.size(); ++i) {
+        out << (i == 0 ? "" : ",") << '"' << JsonEscape(verdict.problems[i]) << '"';
+      }
+      out << "]}\n";
+    } else {
+      for (const std::string& p : verdict.problems) out << "FAIL  " << p << '\n';
+      out << verdict.summary << '\n';
+    }
+    return verdict.ok ? kExitOk : kExitRpcError;
+  }
+
   CallOptions call;
   if (!absl::ParseDuration(timeout_text, &call.timeout) || call.timeout <= absl::ZeroDuration()) {
     return Report(err, kExitUsage,
@@ -224,9 +345,13 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   call.token = *std::move(token);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeTransportCredentials(transport);
-  if (!credentials.ok()) return Report(err, kExitUsage, std::string(credentials.status().message()));
+  if (!credentials.ok())
+    return Report(err, kExitUsage, std::string(credentials.status().message()));
 
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(collector, *credentials);
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(kMaxAnswerBytes);  // evidence exports are large
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(collector, *credentials, channel_args);
   auto stub = tripline::v1::Operator::NewStub(channel);
 
   grpc::Status status;
@@ -236,12 +361,40 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     events_request.set_kind(kind);
     events_request.set_limit(events_limit);
     events_request.set_after_id(after_id);
-    status = QueryEvents(*stub, events_request, call, output, out);
+    for (auto [text, field] :
+         {std::pair{&since_text, "--since"}, std::pair{&until_text, "--until"}}) {
+      if (text->empty()) continue;
+      absl::StatusOr<int64_t> t = ParseWhen(*text, env.now_unix_ns);
+      if (!t.ok()) {
+        return Report(err, kExitUsage,
+                      absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message()));
+      }
+      if (field == std::string_view("--since")) {
+        events_request.set_since_unix_ns(*t);
+      } else {
+        events_request.set_until_unix_ns(*t);
+      }
+    }
+    status = follow ? FollowEvents(*stub, events_request, call, output, out)
+                    : QueryEvents(*stub, events_request, call, output, out);
   } else if (incidents->parsed()) {
     incidents_request.set_limit(incidents_limit);
     status = ListIncidents(*stub, incidents_request, call, output, out);
   } else if (show->parsed()) {
     status = ShowIncident(*stub, incident_id, call, output, out);
+  } else if (note->parsed() || assign->parsed() || unassign->parsed() ||
+             std::any_of(transition_cmds.begin(), transition_cmds.end(),
+                         [](const auto& t) { return t.first->parsed(); })) {
+    update.set_id(update_id);
+    for (const auto& [cmd, to] : transition_cmds) {
+      if (cmd->parsed()) update.set_status(to);
+    }
+    update.set_unassign(unassign->parsed());
+    status = UpdateIncident(*stub, update, call, output, out);
+  } else if (report->parsed()) {
+    status = IncidentReport(*stub, incident_id, report_file, call, output, out);
+  } else if (export_cmd->parsed()) {
+    status = ExportEvidence(*stub, evidence_incident, collector, evidence_dir, call, output, out);
   } else if (actions->parsed()) {
     actions_request.set_incident_id(action_incident);
     actions_request.set_limit(actions_limit);

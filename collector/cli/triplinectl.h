@@ -40,7 +40,8 @@ struct Environment {
 // the system clock.
 Environment ProcessEnvironment(int fd);
 
-// Columns of the terminal on `fd` (TIOCGWINSZ); 120 when `fd` is not a terminal or reports 0.
+// Columns of the terminal on `fd` (TIOCGWINSZ); when `fd` is not a terminal, $COLUMNS if it is
+// between 20 and 1000, else 120.
 int TerminalColumns(int fd);
 
 // The collector's address: `flag` if set, else $TRIPLINE_COLLECTOR, else 127.0.0.1:7443.

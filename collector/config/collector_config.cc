@@ -37,7 +37,8 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
                                                      const std::string& name) {
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
   RETURN_IF_ERROR(root.ExpectKeys({"listen", "tls", "database", "rules", "enrollment_token_file",
-                                   "operator_token_file", "log_level", "aws", "response"}));
+                                   "operator_token_file", "operators", "log_level", "aws",
+                                   "response"}));
   CollectorConfig c;
   c.path = name;
   ASSIGN_OR_RETURN(c.listen, root.String("listen", c.listen));
@@ -56,7 +57,28 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
   ASSIGN_OR_RETURN(c.database, root.String("database", c.database));
   ASSIGN_OR_RETURN(c.rules, root.String("rules", c.rules));
   ASSIGN_OR_RETURN(c.enrollment_token_file, root.RequiredString("enrollment_token_file"));
-  ASSIGN_OR_RETURN(c.operator_token_file, root.RequiredString("operator_token_file"));
+  ASSIGN_OR_RETURN(c.operator_token_file, root.String("operator_token_file", ""));
+  c.operators.token_key_file = DefaultTokenKeyFile(c.database);
+  if (std::optional<ConfigNode> ops = root.Child("operators")) {
+    RETURN_IF_ERROR(ops->ExpectKeys({"token_key_file", "certificates"}));
+    ASSIGN_OR_RETURN(c.operators.token_key_file,
+                     ops->String("token_key_file", c.operators.token_key_file));
+    if (std::optional<ConfigNode> certs = ops->Child("certificates")) {
+      ASSIGN_OR_RETURN(std::vector<ConfigNode> entries, certs->Elements());
+      for (const ConfigNode& e : entries) {
+        RETURN_IF_ERROR(e.ExpectKeys({"common_name", "role"}));
+        ASSIGN_OR_RETURN(std::string cn, e.RequiredString("common_name"));
+        ASSIGN_OR_RETURN(std::string role, e.Enum("role", "read", {"read", "respond", "admin"}));
+        if (cn.empty()) return e.Error("common_name must not be empty");
+        c.operators.cert_roles.emplace_back(std::move(cn), std::move(role));
+      }
+      if (!c.operators.cert_roles.empty() && c.tls.client_ca_file.empty()) {
+        return certs->Error(
+            "operator certificates need tls.client_ca_file: without it the collector does not "
+            "ask for client certificates");
+      }
+    }
+  }
   ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
                                           {"trace", "debug", "info", "warn", "error"}));
   if (std::optional<ConfigNode> aws = root.Child("aws")) {
@@ -89,6 +111,12 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
                : root.Error("tls.cert_file and tls.key_file are required unless tls.plaintext");
   }
   return c;
+}
+
+std::string DefaultTokenKeyFile(const std::string& database) {
+  const size_t slash = database.rfind('/');
+  return (slash == std::string::npos ? std::string() : database.substr(0, slash + 1)) +
+         "operator-token.key";
 }
 
 absl::StatusOr<CollectorConfig> LoadCollectorConfig(const std::string& path) {

@@ -53,7 +53,20 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   ingest_options.max_in_flight = parts.max_in_flight;
   d->ingest_ = std::make_unique<IngestService>(d->registry_.get(), d->writer_.get(),
                                                ingest_options);
-  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), parts.operator_token);
+  if (d->config_.operators.token_key_file.empty()) {
+    d->config_.operators.token_key_file = DefaultTokenKeyFile(d->config_.database);
+  }
+  ASSIGN_OR_RETURN(std::string token_key,
+                   LoadOrCreateTokenKey(d->config_.operators.token_key_file));
+  d->tokens_ = std::make_unique<OperatorTokens>(d->store_.get(), std::move(token_key));
+  std::vector<std::pair<std::string, Role>> cert_roles;
+  for (const auto& [cn, role] : d->config_.operators.cert_roles) {
+    ASSIGN_OR_RETURN(Role r, ParseRole(role));
+    cert_roles.emplace_back(cn, r);
+  }
+  d->authorizer_ = std::make_unique<OperatorAuthorizer>(d->tokens_.get(), parts.operator_token,
+                                                        std::move(cert_roles));
+  d->operator_ = std::make_unique<OperatorService>(d->store_.get(), d->authorizer_.get());
 
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    MakeServerCredentials(d->config_.tls));

@@ -30,7 +30,7 @@ namespace tripline::collector {
 struct CollectorParts {
   CollectorConfig config;
   std::string enrollment_token;  // never logged
-  std::string operator_token;    // never logged
+  std::string operator_token;    // bootstrap admin token, may be empty; never logged
   RuleSet rules;
   // Null: isolate actions fail with `network_error` recorded.
   std::unique_ptr<InstanceNetwork> network;
@@ -72,6 +72,8 @@ class CollectorDaemon {
   std::unique_ptr<IsolationWorker> worker_;
   std::unique_ptr<StoreWriter> writer_;
   std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<OperatorTokens> tokens_;
+  std::unique_ptr<OperatorAuthorizer> authorizer_;
   std::unique_ptr<OperatorService> operator_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -84,8 +84,39 @@ CREATE INDEX actions_by_status ON actions(status, kind);
 CREATE INDEX actions_by_incident ON actions(incident_id, id);
 CREATE INDEX actions_by_parent ON actions(parent_id);
 )sql",
+      // 2: operator tokens (keyed hashes only; the token itself is shown once at creation).
+      R"sql(
+CREATE TABLE operator_tokens (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  name        TEXT NOT NULL,
+  role        TEXT NOT NULL,
+  hash        BLOB NOT NULL,
+  created_ns  INTEGER NOT NULL,
+  created_by  TEXT NOT NULL,
+  revoked_ns  INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX operator_tokens_active_name ON operator_tokens(name) WHERE revoked_ns = 0;
+)sql",
+      // 3: who is working an incident.
+      R"sql(
+ALTER TABLE incidents ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+)sql",
   };
   return kSchema;
+}
+
+constexpr char kTokenColumns[] = "id, name, role, hash, created_ns, created_by, revoked_ns";
+
+OperatorTokenRecord ReadToken(const Statement& s) {
+  OperatorTokenRecord t;
+  t.id = s.ColumnInt(0);
+  t.name = s.ColumnText(1);
+  t.role = s.ColumnText(2);
+  t.hash = s.ColumnText(3);
+  t.created_ns = s.ColumnInt(4);
+  t.created_by = s.ColumnText(5);
+  t.revoked_ns = s.ColumnInt(6);
+  return t;
 }
 
 constexpr char kAgentColumns[] =
@@ -107,7 +138,7 @@ AgentRecord ReadAgent(const Statement& s) {
 }
 
 constexpr char kIncidentColumns[] =
-    "id, agent_id, rule_id, title, severity, status, opened_ns, updated_ns, summary";
+    "id, agent_id, rule_id, title, severity, status, opened_ns, updated_ns, summary, assignee";
 
 IncidentRecord ReadIncident(const Statement& s) {
   IncidentRecord i;
@@ -120,6 +151,7 @@ IncidentRecord ReadIncident(const Statement& s) {
   i.opened_ns = s.ColumnInt(6);
   i.updated_ns = s.ColumnInt(7);
   i.summary = s.ColumnText(8);
+  i.assignee = s.ColumnText(9);
   return i;
 }
 
@@ -169,9 +201,8 @@ absl::StatusOr<std::vector<T>> Collect(Statement& s, F read) {
 }
 
 absl::StatusOr<std::optional<AgentRecord>> SelectAgent(Database* db, const std::string& agent_id) {
-  ASSIGN_OR_RETURN(Statement s,
-                   db->Prepare(absl::StrFormat("SELECT %s FROM agents WHERE agent_id = ?",
-                                               kAgentColumns)));
+  ASSIGN_OR_RETURN(Statement s, db->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM agents WHERE agent_id = ?", kAgentColumns)));
   s.Bind(1, agent_id);
   ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::nullopt;
@@ -215,8 +246,8 @@ absl::Status CollectorStore::Writer::InsertAgent(const AgentRecord& a) {
 absl::Status CollectorStore::Writer::UpdateAgentMeta(const std::string& agent_id,
                                                      const std::string& hostname,
                                                      const std::string& version) {
-  ASSIGN_OR_RETURN(Statement s, db_->Prepare(
-                                    "UPDATE agents SET hostname = ?, version = ? WHERE agent_id = ?"));
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE agents SET hostname = ?, version = ? WHERE agent_id = ?"));
   s.Bind(1, hostname).Bind(2, version).Bind(3, agent_id);
   return s.Run();
 }
@@ -314,8 +345,27 @@ absl::Status CollectorStore::Writer::LinkIncidentEvent(int64_t incident_id, int6
 absl::Status CollectorStore::Writer::SetIncidentStatus(int64_t incident_id,
                                                        const std::string& status, int64_t now_ns) {
   ASSIGN_OR_RETURN(Statement s,
-                   db_->Prepare("UPDATE incidents SET status = ?, updated_ns = ? WHERE id = ?"));
+                   db_->Prepare("UPDATE incidents SET status = ?1, updated_ns = ?2 WHERE id = ?3 "
+                                "AND NOT (?1 = 'contained' AND status = 'resolved')"));
   s.Bind(1, status).Bind(2, now_ns).Bind(3, incident_id);
+  return s.Run();
+}
+
+absl::StatusOr<std::optional<IncidentRecord>> CollectorStore::Writer::GetIncident(int64_t id) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM incidents WHERE id = ?", kIncidentColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadIncident(s);
+}
+
+absl::Status CollectorStore::Writer::SetIncidentAssignee(int64_t incident_id,
+                                                         const std::string& assignee,
+                                                         int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE incidents SET assignee = ?, updated_ns = ? WHERE id = ?"));
+  s.Bind(1, assignee).Bind(2, now_ns).Bind(3, incident_id);
   return s.Run();
 }
 
@@ -336,14 +386,53 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertAction(const ActionRecord&
                                 "target, status, detail, aws_request_id, error_code, "
                                 "error_message, actor, created_ns, updated_ns) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-  if (a.incident_id > 0) s.Bind(1, a.incident_id); else s.BindNull(1);
-  if (a.parent_id > 0) s.Bind(2, a.parent_id); else s.BindNull(2);
+  if (a.incident_id > 0)
+    s.Bind(1, a.incident_id);
+  else
+    s.BindNull(1);
+  if (a.parent_id > 0)
+    s.Bind(2, a.parent_id);
+  else
+    s.BindNull(2);
   s.Bind(3, a.agent_id).Bind(4, a.kind).Bind(5, a.target).Bind(6, a.status).Bind(7, a.detail);
   s.Bind(8, a.aws_request_id).Bind(9, a.error_code).Bind(10, a.error_message);
   s.Bind(11, a.actor.empty() ? std::string("collector") : a.actor);
   s.Bind(12, a.created_ns).Bind(13, a.updated_ns);
   RETURN_IF_ERROR(s.Run());
   return db_->LastInsertId();
+}
+
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertOperatorToken(const OperatorTokenRecord& t) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT INTO operator_tokens (name, role, hash, created_ns, "
+                                "created_by) VALUES (?, ?, ?, ?, ?)"));
+  s.Bind(1, t.name).Bind(2, t.role).BindBlob(3, t.hash).Bind(4, t.created_ns).Bind(5, t.created_by);
+  RETURN_IF_ERROR(s.Run());
+  return db_->LastInsertId();
+}
+
+absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::Writer::ActiveOperatorToken(
+    const std::string& name) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare(absl::StrFormat("SELECT %s FROM operator_tokens WHERE name = ? AND "
+                                                "revoked_ns = 0",
+                                                kTokenColumns)));
+  s.Bind(1, name);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadToken(s);
+}
+
+absl::Status CollectorStore::Writer::RevokeOperatorToken(int64_t id, int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("UPDATE operator_tokens SET revoked_ns = ? "
+                                             "WHERE id = ? AND revoked_ns = 0"));
+  s.Bind(1, now_ns).Bind(2, id);
+  RETURN_IF_ERROR(s.Run());
+  if (db_->Changes() != 1) {
+    return absl::NotFoundError(
+        absl::StrFormat("database %s: no active operator token %d", db_->path(), id));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CollectorStore::Writer::UpdateAction(const ActionRecord& a) {
@@ -384,9 +473,21 @@ absl::StatusOr<std::vector<EventRecord>> CollectorStore::QueryEvents(const Event
   ASSIGN_OR_RETURN(Statement s,
                    read_db_->Prepare("SELECT id, agent_id, batch_seq, event, received_ns "
                                      "FROM events WHERE id > ?1 AND (?2 = '' OR agent_id = ?2) "
-                                     "AND (?3 = '' OR kind = ?3) ORDER BY id LIMIT ?4"));
+                                     "AND (?3 = '' OR kind = ?3) "
+                                     "AND (?5 = '' OR CAST(path AS TEXT) GLOB ?5) "
+                                     "AND (?6 = 0 OR time_ns >= ?6) AND (?7 = 0 OR time_ns < ?7) "
+                                     "AND (length(?8) = 0 OR instr(event, ?8) > 0) "
+                                     "ORDER BY id LIMIT ?4"));
   s.Bind(1, q.after_id).Bind(2, q.agent_id).Bind(3, q.kind).Bind(4, static_cast<int64_t>(q.limit));
+  s.Bind(5, q.path_glob).Bind(6, q.since_ns).Bind(7, q.until_ns).BindBlob(8, q.text);
   return Collect<EventRecord>(s, ReadEvent);
+}
+
+absl::StatusOr<int64_t> CollectorStore::MaxEventId() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare("SELECT COALESCE(MAX(id), 0) FROM events"));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColumnInt(0) : 0;
 }
 
 absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t incident_id) {
@@ -400,8 +501,8 @@ absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t 
   return Collect<EventRecord>(s, ReadEvent);
 }
 
-absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(
-    const std::string& status, int limit) {
+absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(const std::string& status,
+                                                                          int limit) {
   std::lock_guard<std::mutex> lock(read_mu_);
   ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
                                     "SELECT %s FROM incidents WHERE (?1 = '' OR status = ?1) "
@@ -445,6 +546,46 @@ absl::StatusOr<std::vector<ActionRecord>> CollectorStore::ListActions(int64_t in
                                     kActionColumns)));
   s.Bind(1, incident_id).Bind(2, static_cast<int64_t>(limit));
   return Collect<ActionRecord>(s, ReadAction);
+}
+
+absl::StatusOr<std::vector<BatchRecord>> CollectorStore::Batches(const std::string& agent_id,
+                                                                 uint64_t from_seq, uint64_t to_seq,
+                                                                 int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(
+                                    "SELECT agent_id, batch_seq, batch, signature, received_ns "
+                                    "FROM batches WHERE agent_id = ? AND batch_seq BETWEEN ? AND ? "
+                                    "ORDER BY batch_seq LIMIT ?"));
+  s.Bind(1, agent_id)
+      .Bind(2, static_cast<int64_t>(from_seq))
+      .Bind(3, static_cast<int64_t>(to_seq))
+      .Bind(4, static_cast<int64_t>(limit));
+  return Collect<BatchRecord>(s, [](const Statement& row) {
+    BatchRecord b;
+    b.agent_id = row.ColumnText(0);
+    b.batch_seq = static_cast<uint64_t>(row.ColumnInt(1));
+    b.batch = row.ColumnText(2);
+    b.signature = row.ColumnText(3);
+    b.received_ns = row.ColumnInt(4);
+    return b;
+  });
+}
+
+absl::StatusOr<std::optional<OperatorTokenRecord>> CollectorStore::GetOperatorToken(int64_t id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM operator_tokens WHERE id = ?", kTokenColumns)));
+  s.Bind(1, id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadToken(s);
+}
+
+absl::StatusOr<std::vector<OperatorTokenRecord>> CollectorStore::ListOperatorTokens() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM operator_tokens ORDER BY id", kTokenColumns)));
+  return Collect<OperatorTokenRecord>(s, ReadToken);
 }
 
 absl::StatusOr<std::vector<ActionRecord>> CollectorStore::UnfinishedActions(

@@ -28,7 +28,7 @@ struct AgentRecord {
   int64_t enrolled_ns = 0;
   int64_t last_seen_ns = 0;
   uint64_t durable_seq = 0;
-  std::string durable_digest;  // ChainDigest of the last committed batch; GenesisDigest() if none
+  std::string durable_digest;   // ChainDigest of the last committed batch; GenesisDigest() if none
   std::string isolation_state;  // "", "isolating", "isolated", "failed"
 };
 
@@ -50,6 +50,7 @@ struct IncidentRecord {
   int64_t opened_ns = 0;
   int64_t updated_ns = 0;
   std::string summary;  // the timeline: one line per thing that happened
+  std::string assignee;
   std::vector<int64_t> event_ids;
 };
 
@@ -70,11 +71,34 @@ struct ActionRecord {
   int64_t updated_ns = 0;
 };
 
+// An operator's bearer token: only its keyed hash is kept (see collector/auth).
+struct OperatorTokenRecord {
+  int64_t id = 0;
+  std::string name;
+  std::string role;  // read, respond, admin
+  std::string hash;  // keyed BLAKE2b-256 of the token's secret part
+  int64_t created_ns = 0;
+  std::string created_by;
+  int64_t revoked_ns = 0;  // 0: active
+};
+
+struct BatchRecord {
+  std::string agent_id;
+  uint64_t batch_seq = 0;
+  std::string batch;      // EventBatch bytes as signed
+  std::string signature;  // Ed25519 over the context string and `batch`
+  int64_t received_ns = 0;
+};
+
 struct EventQuery {
   std::string agent_id;  // empty: all
   std::string kind;      // empty: all; file | log | agent
   int64_t after_id = 0;
   int limit = 100;
+  std::string path_glob;  // SQLite GLOB on the path; empty: any
+  int64_t since_ns = 0;   // 0: unbounded
+  int64_t until_ns = 0;   // 0: unbounded
+  std::string text;       // substring of the event's bytes; empty: any
 };
 
 class CollectorStore {
@@ -117,7 +141,12 @@ class CollectorStore {
                                                             const std::string& agent_id);
     absl::StatusOr<int64_t> InsertIncident(const IncidentRecord& incident);
     absl::Status LinkIncidentEvent(int64_t incident_id, int64_t event_id, int64_t now_ns);
+    // Containment finishing after an operator resolved the incident leaves it resolved.
     absl::Status SetIncidentStatus(int64_t incident_id, const std::string& status, int64_t now_ns);
+    // The incident as this transaction sees it (without its event ids).
+    absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);
+    absl::Status SetIncidentAssignee(int64_t incident_id, const std::string& assignee,
+                                     int64_t now_ns);
     // Appends one line to the incident's summary (its timeline); a summary past 64 KiB stops
     // growing, so a noisy source cannot fill the disk through it.
     absl::Status AppendIncidentSummary(int64_t incident_id, const std::string& line,
@@ -127,6 +156,12 @@ class CollectorStore {
     absl::StatusOr<int64_t> InsertAction(const ActionRecord& action);
     // Writes status, detail, request id and error fields of `action` (by id) and updated_ns.
     absl::Status UpdateAction(const ActionRecord& action);
+
+    // Operator tokens. At most one active token per name (the database enforces it).
+    absl::StatusOr<int64_t> InsertOperatorToken(const OperatorTokenRecord& token);
+    absl::StatusOr<std::optional<OperatorTokenRecord>> ActiveOperatorToken(const std::string& name);
+    // NotFound when `id` is not an active token.
+    absl::Status RevokeOperatorToken(int64_t id, int64_t now_ns);
 
     // Makes everything above durable; the lock is released either way.
     absl::Status Commit();
@@ -148,16 +183,24 @@ class CollectorStore {
   absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
   absl::StatusOr<std::vector<EventRecord>> QueryEvents(const EventQuery& query);
   absl::StatusOr<std::vector<EventRecord>> IncidentEvents(int64_t incident_id);
+  // The newest event's id, 0 when there is none.
+  absl::StatusOr<int64_t> MaxEventId();
   // status empty: all. Newest first.
   absl::StatusOr<std::vector<IncidentRecord>> ListIncidents(const std::string& status, int limit);
   absl::StatusOr<std::optional<IncidentRecord>> GetIncident(int64_t id);
   // incident_id 0: all. Oldest first.
   absl::StatusOr<std::vector<ActionRecord>> ListActions(int64_t incident_id, int limit);
+  // Operator tokens, revoked ones included.
+  absl::StatusOr<std::optional<OperatorTokenRecord>> GetOperatorToken(int64_t id);
+  absl::StatusOr<std::vector<OperatorTokenRecord>> ListOperatorTokens();
   // Top-level actions (parent 0) of `kind` in status pending or running, oldest first: what the
   // response worker resumes.
   absl::StatusOr<std::vector<ActionRecord>> UnfinishedActions(const std::string& kind);
   // Steps of `parent_id` still marked running (left behind by a stop in the middle of a call).
   absl::StatusOr<std::vector<ActionRecord>> RunningSteps(int64_t parent_id);
+  // An agent's batches with from_seq <= batch_seq <= to_seq, in seq order, at most `limit`.
+  absl::StatusOr<std::vector<BatchRecord>> Batches(const std::string& agent_id, uint64_t from_seq,
+                                                   uint64_t to_seq, int limit);
   // Number of stored batches of an agent (tests, diagnostics).
   absl::StatusOr<int64_t> CountBatches(const std::string& agent_id);
 

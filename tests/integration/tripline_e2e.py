@@ -269,7 +269,9 @@ transport:
     def ctl(self, *args, expect_ok=True):
         argv = [self.ctl_bin, "--collector", self.collector_addr, "--plaintext",
                 "--token-file", self.operator_token, *args]
-        r = subprocess.run(argv, capture_output=True, timeout=30)
+        # Output is a pipe: give the tables room to show request ids and errors whole.
+        r = subprocess.run(argv, capture_output=True, timeout=30,
+                           env={**os.environ, "COLUMNS": "200"})
         if expect_ok and r.returncode != 0:
             raise Failure(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.decode(errors='replace')}")
         return r
@@ -298,8 +300,13 @@ transport:
         raise Failure(f"{INSTANCE_ID} not in the endpoint's state")
 
     def agent_enrolled(self, agent_id=INSTANCE_ID):
+        """The agent is enrolled and watching: its FIM baseline is complete, so a change made from
+        now on is reported (one made while the first baseline is taken may become baseline)."""
         agents = self.ctl_json("agents").get("agents", [])
-        return any(a.get("agent_id") == agent_id for a in agents)
+        if not any(a.get("agent_id") == agent_id for a in agents):
+            return False
+        return any(e.get("event", {}).get("agent", {}).get("kind") == "BASELINE_COMPLETE"
+                   for e in self.events(agent_id))
 
     def events(self, agent_id=INSTANCE_ID):
         out, after = [], 0
@@ -601,8 +608,10 @@ def db_query(fleet, sql, args=()):
 
 
 def stored_created(fleet):
+    """CREATED events stored for the agent, not counting wait_watching's probe."""
     return db_query(fleet, "SELECT COUNT(*) FROM events WHERE agent_id=? AND kind='file' AND "
-                           "change='created'", (INSTANCE_ID,))[0][0]
+                           "change='created' AND CAST(path AS TEXT) NOT LIKE '%/probe'",
+                    (INSTANCE_ID,))[0][0]
 
 
 def wait_stored(fleet, at_least, timeout=240):
@@ -914,13 +923,414 @@ def scenario_tls(fleet, demo=False):
         raise Failure("an agent without a client certificate enrolled")
 
 
+def scenario_operator_tokens(fleet, demo=False):
+    """Tokens made with `tripline-collector token` (the collector running) work in triplinectl
+    at once, show in the audit trail with who made them, and stop working when revoked."""
+    fleet.start_ec2()
+    cfg = fleet.write_collector_config()
+    fleet.start_collector(cfg)
+
+    def admin(*args):
+        return subprocess.run([fleet.collector_bin, "--config", cfg, "token", *args],
+                              capture_output=True, timeout=30)
+
+    r = admin("create", "alice", "--role", "read")
+    if r.returncode != 0:
+        raise Failure(f"token create: exit {r.returncode}: {r.stderr.decode(errors='replace')}")
+    token = r.stdout.decode().strip()
+    if not token.startswith("tl1_") or token in r.stderr.decode(errors="replace"):
+        raise Failure(f"token create printed {token!r} / {r.stderr!r}")
+    alice = os.path.join(fleet.dir, "alice-token")
+    write_secret(alice, token)
+
+    def as_alice(*args):
+        argv = [fleet.ctl_bin, "--collector", fleet.collector_addr, "--plaintext",
+                "--token-file", alice, *args]
+        return subprocess.run(argv, capture_output=True, timeout=30)
+
+    r = as_alice("--json", "agents")
+    if r.returncode != 0:
+        raise Failure(f"alice's read token refused: {r.stderr.decode(errors='replace')}")
+    if admin("create", "alice").returncode == 0:
+        raise Failure("a second active token for alice was created")
+    listing = admin("list").stdout.decode()
+    if "alice" not in listing or "active" not in listing or token in listing:
+        raise Failure(f"token list: {listing}")
+    actions = fleet.ctl_json("actions").get("actions", [])
+    created = [a for a in actions if a.get("kind") == "token:create" and a.get("target") == "alice"]
+    if len(created) != 1 or not created[0].get("actor", "").startswith("local:"):
+        raise Failure(f"token creation not audited with its actor: {actions}")
+    # Roles: a read token cannot touch an incident; a respond token walks it to resolved.
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    inc = wait_rule_incident(fleet)
+    r = as_alice("incident", "ack", str(inc["id"]))
+    err = r.stderr.decode(errors="replace")
+    if r.returncode != 1 or "PERMISSION_DENIED" not in err or "needs respond" not in err:
+        raise Failure(f"read token acknowledging: exit {r.returncode}, stderr: {err}")
+    bob = os.path.join(fleet.dir, "bob-token")
+    write_secret(bob, admin("create", "bob", "--role", "respond").stdout.decode().strip())
+    r = subprocess.run([fleet.ctl_bin, "--collector", fleet.collector_addr, "--plaintext",
+                        "--token-file", bob, "--json", "incident", "resolve", str(inc["id"]),
+                        "--note", "planned change"], capture_output=True, timeout=30)
+    if r.returncode != 0 or json.loads(r.stdout)["incident"]["status"] != "resolved":
+        raise Failure(f"respond token resolving: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+    shown = fleet.ctl_json("incident", "show", str(inc["id"]))
+    notes = [a for a in shown.get("actions", []) if a.get("kind") == "incident:note"]
+    if len(notes) != 1 or notes[0].get("actor") != "token:bob" or \
+            notes[0].get("detail") != "planned change":
+        raise Failure(f"the note is not in the timeline with its author: {shown.get('actions')}")
+
+    r = admin("revoke", "alice")
+    if r.returncode != 0:
+        raise Failure(f"token revoke: {r.stderr.decode(errors='replace')}")
+    r = as_alice("agents")
+    err = r.stderr.decode(errors="replace")
+    if r.returncode != 1 or "UNAUTHENTICATED" not in err or "revoked" not in err:
+        raise Failure(f"revoked token: exit {r.returncode}, stderr: {err}")
+    r = admin("create", "bob", "--role", "superuser")
+    if r.returncode != 2:
+        raise Failure(f"a bad role was not a usage error: exit {r.returncode}")
+
+
+def scenario_evidence(fleet, demo=False):
+    """An incident's evidence exports to a directory that verifies offline, and a changed byte
+    anywhere in it is caught and named."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    # Several batches: changes outside the rule's paths, then the one that opens the incident,
+    # then more, so the exported range holds a chain to re-walk.
+    for i in range(3):
+        with open(os.path.join(fleet.watched, f"note-{i}.txt"), "w") as f:
+            f.write(f"{i}\n")
+        time.sleep(0.05)
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
+        f.write("tampered\n")
+    inc = wait_rule_incident(fleet)
+    with open(os.path.join(fleet.watched, "etc", "ssh", "sshd_config"), "a") as f:
+        f.write("PermitRootLogin yes\n")
+    wait_for("the second matching event", lambda: len(fleet.ctl_json(
+        "incident", "show", str(inc["id"])).get("events", [])) >= 2)
+
+    out = os.path.join(fleet.dir, "evidence")
+    r = fleet.ctl("evidence", "export", str(inc["id"]), "-o", out)
+    ctl_verify = [fleet.ctl_bin, "evidence", "verify", out]  # offline: no collector, no token
+    ok = subprocess.run(ctl_verify, capture_output=True, timeout=30)
+    text = ok.stdout.decode(errors="replace")
+    if ok.returncode != 0 or "evidence OK" not in text:
+        raise Failure(f"fresh export does not verify: exit {ok.returncode}: {text}")
+    batches = sorted(os.listdir(os.path.join(out, "batches", INSTANCE_ID)))
+    # The two matching changes were written after each other was stored: two batches at least,
+    # and the range between them.
+    if len(batches) < 2 or f"{len(batches)} batches" not in text:
+        raise Failure(f"expected the batch range of both events, got {batches}: {text}")
+    actions = fleet.ctl_json("actions", "--incident", str(inc["id"])).get("actions", [])
+    if not any(a.get("kind") == "evidence:export" for a in actions):
+        raise Failure(f"the export is not in the incident's audit trail: {actions}")
+    if fleet.ctl("evidence", "export", str(inc["id"]), "-o", out, expect_ok=False).returncode == 0:
+        raise Failure("export overwrote a non-empty directory")
+
+    def tampered(rel, mutate):
+        copy = os.path.join(fleet.dir, "evidence-" + str(len(os.listdir(fleet.dir))))
+        shutil.copytree(out, copy)
+        path = os.path.join(copy, rel)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        data = mutate(data)
+        if data is None:
+            os.unlink(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+        r = subprocess.run([fleet.ctl_bin, "evidence", "verify", copy], capture_output=True,
+                           timeout=30)
+        return r.returncode, r.stdout.decode(errors="replace")
+
+    def flip(data):
+        data[len(data) // 2] ^= 0x01
+        return data
+
+    middle = os.path.join("batches", INSTANCE_ID, batches[len(batches) // 2])
+    code, text = tampered(middle, flip)
+    if code != 1 or middle not in text or "signature does not verify" not in text:
+        raise Failure(f"flipped byte in {middle} not caught: exit {code}: {text}")
+    code, text = tampered("incident.json", lambda d: d.replace(b"etc-changed", b"etc-chanGed"))
+    if code != 1 or "incident.json: changed since export" not in text:
+        raise Failure(f"edited incident.json not caught: exit {code}: {text}")
+    if len(batches) >= 3:
+        code, text = tampered(middle, lambda d: None)
+        if code != 1 or "missing" not in text:
+            raise Failure(f"a removed batch not caught: exit {code}: {text}")
+    report = fleet.ctl("incident", "report", str(inc["id"])).stdout.decode(errors="replace")
+    if "## Timings" not in report or INSTANCE_ID not in report or "evidence:export" not in report:
+        raise Failure(f"incident report lacks timings, the instance or the export:\n{report}")
+    data = fleet.ctl_json("incident", "report", str(inc["id"]))
+    if not isinstance(data.get("timings", {}).get("contain_seconds"), (int, float)):
+        raise Failure(f"JSON report has no containment time: {data.get('timings')}")
+    if demo:
+        print(ok.stdout.decode(errors="replace"))
+
+# --- FIM: the scripted change set, one-shot and realtime ---------------------------------------
+
+NON_UTF8 = b"caf\xe9\xff"
+
+
+def b64raw(event):
+    """The event's path as the exact bytes the agent saw."""
+    import base64
+    return base64.b64decode(event["event"]["file"]["path"])
+
+
+def fim_prepare(d):
+    """The files the change set works on, in directory d (bytes or str)."""
+    d = os.fsencode(d)
+    for name, text in [(b"content", "original"), (b"mode", "m"), (b"owner", "o"), (b"renamed", "r"),
+                       (b"deleted", "d"), (b"linked", "l"), (b"becomes-dir", "f"),
+                       (b"longer", "12345"), (b"sneaky", "aaaa")]:
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    os.symlink(b"/etc/passwd", os.path.join(d, b"symlink"))
+
+
+def fim_apply(d, scratch):
+    """Content, mode, owner, rename, delete, hard link, symlink retarget, file replaced by a
+    directory, a non-UTF-8 name, a file one byte longer, and contents changed with the mtime put
+    back by `touch -r`."""
+    d = os.fsencode(d)
+    j = lambda name: os.path.join(d, name)
+    with open(j(b"content"), "w") as f:
+        f.write("tampered")  # same length: only the hash shows it
+    os.chmod(j(b"mode"), 0o4755)
+    os.chown(j(b"owner"), 1234, 5678)
+    os.rename(j(b"renamed"), j(b"renamed.new"))
+    os.unlink(j(b"deleted"))
+    os.link(j(b"linked"), j(b"hardlink"))
+    os.unlink(j(b"symlink"))
+    os.symlink(b"/etc/shadow", j(b"symlink"))
+    os.unlink(j(b"becomes-dir"))
+    os.mkdir(j(b"becomes-dir"))
+    with open(j(NON_UTF8), "w") as f:
+        f.write("bytes")
+    with open(j(b"longer"), "w") as f:
+        f.write("123456")
+    ref = os.path.join(scratch, "sneaky.times")
+    with open(ref, "w"):
+        pass
+    subprocess.run(["touch", "-r", j(b"sneaky"), ref], check=True)
+    with open(j(b"sneaky"), "w") as f:
+        f.write("bbbb")
+    subprocess.run(["touch", "-r", ref, j(b"sneaky")], check=True)
+
+
+# What `tripline-agent check` must say about each path after fim_apply.
+FIM_CHECK_EXPECTED = {
+    b"content": ("changed", ["sha256"]),
+    b"mode": ("changed", ["mode"]),
+    b"owner": ("changed", ["owner"]),
+    b"renamed": ("removed", None),
+    b"renamed.new": ("added", None),
+    b"deleted": ("removed", None),
+    b"linked": ("changed", ["links"]),
+    b"hardlink": ("added", None),
+    b"symlink": ("changed", ["target"]),
+    b"becomes-dir": ("changed", ["type", "size", "mode", "links"]),
+    NON_UTF8: ("added", None),
+    b"longer": ("changed", ["size", "sha256"]),
+    b"sneaky": ("changed", ["sha256"]),
+}
+
+
+def run_agent(fleet, *args):
+    return subprocess.run([fleet.agent_bin, *args], capture_output=True, timeout=120)
+
+
+def scenario_fim_check(fleet, demo=False):
+    """`tripline-agent scan` then `check`, like AIDE's --init and --check, without a collector:
+    every change of the scripted set is reported with the attributes that show it; exit 0 when
+    nothing changed, 1 when something did."""
+    import base64
+    tree = os.path.join(fleet.dir, "tree")
+    os.mkdir(tree)
+    fim_prepare(tree)
+    cfg = os.path.join(fleet.dir, "oneshot.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"state_dir: {fleet.dir}/oneshot-state\nfim:\n  paths:\n    - {tree}\n")
+    r = run_agent(fleet, "scan", "--config", cfg)
+    if r.returncode != 0 or b"baseline: 11 entries" not in r.stdout:
+        raise Failure(f"scan: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+    r = run_agent(fleet, "check", "--config", cfg)
+    if r.returncode != 0 or b"no changes" not in r.stdout:
+        raise Failure(f"check of an unchanged tree: exit {r.returncode}: {r.stdout!r} {r.stderr!r}")
+
+    fim_apply(tree, fleet.dir)
+    r = run_agent(fleet, "check", "--config", cfg, "--json")
+    if r.returncode != 1:
+        raise Failure(f"check after changes: exit {r.returncode}, want 1: {r.stderr!r}")
+    report = json.loads(r.stdout)
+    got = {}
+    for kind in ("added", "removed", "changed"):
+        for entry in report[kind]:
+            path = base64.b64decode(entry["path_base64"])
+            attrs = entry.get("attributes")
+            if attrs and path.endswith((b"/symlink", b"/becomes-dir")):
+                attrs = [a for a in attrs if a != "inode"]  # a freed inode may be reused at once
+            got[os.path.basename(path)] = (kind, attrs)
+    if got != FIM_CHECK_EXPECTED:
+        raise Failure(f"check --json reported {got}, want {FIM_CHECK_EXPECTED}")
+    text = run_agent(fleet, "check", "--config", cfg)
+    if text.returncode != 1 or b"changed: " + os.fsencode(tree) + b"/mode (mode)" not in text.stdout:
+        raise Failure(f"check text report: {text.stdout!r}")
+    if demo or fleet.verbose:
+        print(text.stdout.decode(errors="replace"))
+
+
+def wait_file_events(fleet, want, timeout=60):
+    """Waits until, for every (path bytes, change) in want, the collector holds such an event;
+    returns the events."""
+    def all_there():
+        evs = file_events(fleet.events())
+        have = {(b64raw(e), e["event"]["file"]["change"]) for e in evs}
+        missing = [w for w in want if w not in have]
+        if missing:
+            raise Failure(f"missing {missing[:5]} ({len(missing)} in all)")
+        return evs
+    return wait_for(f"{len(want)} file events at the collector", all_there, timeout)
+
+
+def agent_events(fleet, kind):
+    return [e for e in fleet.events() if e.get("event", {}).get("agent", {}).get("kind") == kind]
+
+
+def scenario_fim_realtime(fleet, demo=False):
+    """The scripted change set made under a watched directory while the agent runs reaches the
+    collector as realtime events: a rename as one RENAMED, a hard link as CREATED plus ATTRIB of
+    the other name, and every new state (retargeted symlink, file replaced by a directory)."""
+    import base64
+    fleet.start_ec2()
+    fleet.start_collector()
+    d = os.path.join(fleet.watched, "etc", "app")
+    os.mkdir(d)
+    fim_prepare(d)
+    fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    fim_apply(d, fleet.dir)
+    j = lambda name: os.path.join(os.fsencode(d), name)
+    want = [(j(b"content"), "MODIFIED"), (j(b"mode"), "ATTRIB"), (j(b"owner"), "ATTRIB"),
+            (j(b"renamed.new"), "RENAMED"), (j(b"deleted"), "DELETED"),
+            (j(b"hardlink"), "CREATED"), (j(b"linked"), "ATTRIB"),
+            (j(NON_UTF8), "CREATED"), (j(b"longer"), "MODIFIED"), (j(b"sneaky"), "MODIFIED")]
+    evs = wait_file_events(fleet, want)
+
+    # A name removed and made again (the symlink, the file that became a directory) is reported
+    # by the state the agent finds: DELETED then CREATED when it looks in between, else one
+    # MODIFIED. Either way the last event carries the new state.
+    def last_state(name, check):
+        def ok():
+            mine = [e["event"]["file"] for e in file_events(fleet.events()) if b64raw(e) == j(name)]
+            return mine and "after" in mine[-1] and check(mine[-1]["after"])
+        wait_for(f"the new state of {name}", ok)
+    last_state(b"symlink", lambda a: base64.b64decode(a.get("link_target", "")) == b"/etc/shadow")
+    last_state(b"becomes-dir", lambda a: (int(a["mode"]) & 0o170000) == 0o040000)
+    by = {}
+    for e in evs:
+        by.setdefault((b64raw(e), e["event"]["file"]["change"]), []).append(e["event"]["file"])
+    renamed = by[(j(b"renamed.new"), "RENAMED")][0]
+    if base64.b64decode(renamed["old_path"]) != j(b"renamed"):
+        raise Failure(f"RENAMED without the old path: {renamed}")
+    if (j(b"renamed"), "DELETED") in by or (j(b"renamed.new"), "CREATED") in by:
+        raise Failure("a paired rename was also reported as DELETED/CREATED")
+    owner = by[(j(b"owner"), "ATTRIB")][-1]["after"]
+    if (int(owner["uid"]), int(owner["gid"])) != (1234, 5678):
+        raise Failure(f"owner change: {owner}")
+
+
+def scenario_fim_while_down(fleet, demo=False):
+    """Changes made while the agent is stopped are reported when it starts again, from the
+    baseline it stored; nothing unchanged is reported again."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    d = os.path.join(fleet.watched, "etc", "app")
+    os.mkdir(d)
+    fim_prepare(d)
+    agent = fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    fleet.procs.remove(agent)
+    if agent.stop() != 0:
+        raise Failure(f"agent did not stop cleanly:\n{agent.tail()}")
+    fim_apply(d, fleet.dir)
+    fleet.start_agent()  # the same name: the same state dir, key and baseline
+    wait_for("the second baseline", lambda: len(agent_events(fleet, "BASELINE_COMPLETE")) >= 2)
+    j = lambda name: os.path.join(os.fsencode(d), name)
+    want = [(j(b"content"), "MODIFIED"), (j(b"mode"), "ATTRIB"), (j(b"owner"), "ATTRIB"),
+            (j(b"renamed"), "DELETED"), (j(b"renamed.new"), "CREATED"), (j(b"deleted"), "DELETED"),
+            (j(b"hardlink"), "CREATED"), (j(b"linked"), "ATTRIB"), (j(b"symlink"), "MODIFIED"),
+            (j(b"becomes-dir"), "MODIFIED"), (j(NON_UTF8), "CREATED"),
+            (j(b"longer"), "MODIFIED"), (j(b"sneaky"), "MODIFIED")]
+    evs = wait_file_events(fleet, want)
+    done = agent_events(fleet, "BASELINE_COMPLETE")[-1]["event"]["agent"]
+    if done.get("message") != "13 changes since the stored baseline":
+        raise Failure(f"second start: {done}")
+    unchanged = [e for e in evs if b64raw(e) == os.fsencode(os.path.join(fleet.watched, "etc", "hostname"))]
+    if unchanged:
+        raise Failure(f"an unchanged file was reported: {unchanged}")
+
+
+def scenario_fim_overflow(fleet, demo=False):
+    """A real inotify queue overflow: the agent is stopped (SIGSTOP) while more files are created
+    than fs.inotify.max_queued_events holds; when it runs again it reports INOTIFY_OVERFLOW,
+    rescans, and every file reaches the collector."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    agent = fleet.start_agent()
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    wait_for("the baseline", lambda: agent_events(fleet, "BASELINE_COMPLETE"))
+    with open("/proc/sys/fs/inotify/max_queued_events") as f:
+        queue = int(f.read())
+    n = queue + 4000
+    d = os.path.join(fleet.watched, "etc", "flood")
+    os.mkdir(d)
+    wait_file_events(fleet, [(os.fsencode(d), "CREATED")])
+    agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(n):
+            with open(os.path.join(d, f"f{i}"), "w") as f:
+                f.write("x")
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+    wait_for("INOTIFY_OVERFLOW", lambda: agent_events(fleet, "INOTIFY_OVERFLOW"), timeout=60)
+    want = {os.fsencode(os.path.join(d, f"f{i}")) for i in range(n)}
+
+    def all_there():
+        have = {b64raw(e) for e in file_events(fleet.events())
+                if e["event"]["file"]["change"] == "CREATED"}
+        missing = want - have
+        if missing:
+            raise Failure(f"{len(missing)} of {n} files not at the collector yet")
+        return True
+    wait_for(f"all {n} files at the collector", all_there, timeout=240, interval=1.0)
+    if demo or fleet.verbose:
+        print(f"{n} files created while the agent was stopped (queue {queue}): all reported")
+
+
 SCENARIOS = {
+    "evidence": scenario_evidence,
+    "operator_tokens": scenario_operator_tokens,
     "isolate": scenario_isolate,
     "unenrolled_key": scenario_unenrolled_key,
     "ec2_error": scenario_ec2_error,
     "collector_restart": scenario_collector_restart,
     "bad_config": scenario_bad_config,
     "unreachable_collector": scenario_unreachable_collector,
+    "fim_check": scenario_fim_check,
+    "fim_realtime": scenario_fim_realtime,
+    "fim_while_down": scenario_fim_while_down,
+    "fim_overflow": scenario_fim_overflow,
     "collector_kill9": scenario_collector_kill9,
     "agent_kill9": scenario_agent_kill9,
     "collector_down": scenario_collector_down,

@@ -196,6 +196,51 @@ TEST(AgentConfig, LoadFromFileNamesThePath) {
 namespace tripline::agent {
 namespace {
 
+TEST(AgentConfig, FimBaselineAndRealtimeOptionsAreRead) {
+  constexpr char kText[] = R"(state_dir: /tmp/state
+fim:
+  threads: 2
+  debounce: 250ms
+  debounce_max: 5s
+  fallback_scan_interval: 30s
+  max_watches: 1000
+  paths:
+    - path: /etc
+      attributes: [size, mode, owner, mtime, sha256]
+      one_filesystem: false
+    - /usr/bin
+)";
+  absl::StatusOr<AgentConfig> c = ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fim.threads, 2);
+  EXPECT_EQ(c->fim.debounce_ms, 250);
+  EXPECT_EQ(c->fim.debounce_max_ms, 5000);
+  EXPECT_EQ(c->fim.fallback_scan_interval_ms, 30000);
+  EXPECT_EQ(c->fim.max_watches, 1000);
+  EXPECT_THAT(c->fim.paths[0].attributes,
+              ::testing::ElementsAre("size", "mode", "owner", "mtime", "sha256"));
+  EXPECT_FALSE(c->fim.paths[0].one_filesystem);
+  EXPECT_THAT(c->fim.paths[1].attributes,
+              ::testing::ElementsAre("size", "mode", "owner", "inode", "links", "sha256"));
+  EXPECT_TRUE(c->fim.paths[1].one_filesystem);
+}
+
+TEST(AgentConfig, OneShotUseNeedsNoCollectorButTheDaemonDoes) {
+  constexpr char kText[] = "fim:\n  paths: [/etc]\n";
+  EXPECT_TRUE(ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot).ok());
+  absl::StatusOr<AgentConfig> daemon = ParseAgentConfig(kText, "agent.yaml");
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_THAT(std::string(daemon.status().message()), HasSubstr("agent_id"));
+}
+
+TEST(AgentConfig, UnknownAttributeNamesFileLineAndWord) {
+  constexpr char kText[] = "fim:\n  paths:\n    - path: /etc\n      attributes: [size, colour]\n";
+  absl::StatusOr<AgentConfig> c = ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("agent.yaml:4:"));
+  EXPECT_THAT(Message(c), HasSubstr("unknown attribute 'colour'"));
+}
+
 TEST(AgentConfig, SpoolDefaultsUnderStateDirAndReadsItsKeys) {
   absl::StatusOr<AgentConfig> c = ParseAgentConfig(kMinimal, "agent.yaml");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -47,12 +47,22 @@ TEST(CompareStates, ModeOrOwnerIsAttrib) {
   EXPECT_EQ(CompareStates(a, b), StateChange::kAttrib);
 }
 
-TEST(CompareStates, UnhashedSideComparesByMtime) {
-  FileState a = Regular("", 1);
-  FileState b = Regular(Sha256("x"), 1);
+TEST(CompareStates, UnhashedAfterComparesByMtime) {
+  FileState a = Regular(Sha256("x"), 1);
+  FileState b = Regular("", 1);  // e.g. unreadable now
   EXPECT_EQ(CompareStates(a, b), StateChange::kNone);
   b.set_mtime_ns(2);
   EXPECT_EQ(CompareStates(a, b), StateChange::kContent);
+  EXPECT_EQ(ChangedAttrs(a, b), (std::vector<std::string_view>{"mtime"}));
+}
+
+TEST(CompareStates, AHashWhereThereWasNoneIsAContentChange) {
+  // The file was being written (or unreadable) when last read: nothing vouches for its bytes.
+  FileState a = Regular("", 1);
+  FileState b = Regular(Sha256("x"), 1);
+  EXPECT_EQ(CompareStates(a, b), StateChange::kContent);
+  EXPECT_EQ(ChangedAttrs(a, b), (std::vector<std::string_view>{"sha256"}));
+  EXPECT_EQ(CompareStates(a, b, kAttrSize | kAttrMode), StateChange::kNone);  // hash not compared
 }
 
 TEST(CompareStates, DirectoryEntriesChangingIsNotADirectoryChange) {

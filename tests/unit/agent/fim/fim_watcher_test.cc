@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -87,13 +88,28 @@ class FimWatcherTest : public ::testing::Test {
   }
 
   // Starts a watcher on root_ and waits for its baseline.
-  void Start(std::vector<std::string> exclude = {}, bool recursive = true) {
-    FimRoot r{root_, recursive, std::move(exclude), int64_t{64} << 20};
-    watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, SystemClock(),
-                                            [this](Event e) { log_.Add(std::move(e)); });
+  void Start(std::vector<std::string> exclude = {}, bool recursive = true,
+             FimOptions options = {}) {
+    FimRoot r;
+    r.path = root_;
+    r.recursive = recursive;
+    r.exclude = std::move(exclude);
+    const size_t from = log_.size();
+    watcher_ =
+        std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, std::move(options), SystemClock(),
+                                     [this](Event e) { log_.Add(std::move(e)); });
     ASSERT_TRUE(watcher_->Start().ok());
-    baseline_ = log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE));
+    baseline_ = log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE), from);
     ASSERT_TRUE(baseline_.has_value());
+  }
+
+  // Index of the first event from `from` on that satisfies `pred`, or -1.
+  int IndexOf(const std::function<bool(const Event&)>& pred, size_t from = 0) {
+    std::vector<Event> events = log_.Snapshot();
+    for (size_t i = from; i < events.size(); ++i) {
+      if (pred(events[i])) return static_cast<int>(i);
+    }
+    return -1;
   }
 
   // Creates a marker file and waits for its CREATED: every change made before it has been
@@ -147,6 +163,9 @@ TEST_F(FimWatcherTest, CreateModifyDeleteCarryBeforeAndAfter) {
   EXPECT_FALSE(created->file().has_before());
   EXPECT_TRUE(created->file().has_after());
   EXPECT_GT(created->time_unix_ns(), 0);
+  // The first write's IN_CLOSE_WRITE may still be queued; were it read after the rewrite below
+  // truncated the file, it would (rightly) report the empty file in between.
+  Barrier();
 
   size_t mark = log_.size();
   WriteFile(f, "two!");
@@ -361,6 +380,183 @@ TEST_F(FimWatcherTest, RescanReportsWhatChangedAgainstTheBaseline) {
   Barrier();
   EXPECT_EQ(FileEventsFor(kept).size(), 1u);
   EXPECT_EQ(FileEventsFor(gone).size(), 1u);
+}
+
+TEST_F(FimWatcherTest, RestartReportsWhatChangedWhileTheAgentWasDown) {
+  const std::string kept = root_ + "/kept";
+  const std::string gone = root_ + "/gone";
+  const std::string live = root_ + "/live";
+  WriteFile(kept, "v1");
+  WriteFile(gone, "g");
+  FimOptions options;
+  options.baseline_path = dir_.Sub("fim-baseline.db");
+  Start({}, true, options);
+  EXPECT_EQ(baseline_->agent().message(), "new baseline");
+  WriteFile(live, "l");  // reported in real time, and stored: not reported again after restart
+  ASSERT_TRUE(log_.WaitFor([&](const Event& e) {
+    return e.has_file() && e.file().path() == live && e.file().after().sha256() == Sha256("l");
+  }));
+  watcher_->Stop();
+
+  WriteFile(kept, "v2");
+  ASSERT_EQ(::unlink(gone.c_str()), 0);
+  WriteFile(root_ + "/new", "n");
+  ASSERT_EQ(::chmod(live.c_str(), 0600), 0);
+  const size_t mark = log_.size();
+  Start({}, true, options);
+  EXPECT_EQ(baseline_->agent().message(), "4 changes since the stored baseline");
+  const int done = IndexOf(AgentIs(AgentEvent::BASELINE_COMPLETE), mark);
+  for (const auto& [change, path] :
+       std::vector<std::pair<FileEvent::Change, std::string>>{{FileEvent::MODIFIED, kept},
+                                                              {FileEvent::DELETED, gone},
+                                                              {FileEvent::CREATED, root_ + "/new"},
+                                                              {FileEvent::ATTRIB, live}}) {
+    const int at = IndexOf(FileIs(change, path), mark);
+    EXPECT_GE(at, 0) << path;
+    EXPECT_LT(at, done) << path;  // reported before realtime monitoring resumes
+  }
+  std::optional<Event> modified = log_.WaitFor(FileIs(FileEvent::MODIFIED, kept), mark);
+  ASSERT_TRUE(modified);
+  EXPECT_EQ(modified->file().before().sha256(), Sha256("v1"));
+  EXPECT_EQ(IndexOf(FileIs(FileEvent::CREATED, live), mark), -1);
+
+  // And a third start with nothing changed reports nothing.
+  watcher_->Stop();
+  Start({}, true, options);
+  EXPECT_EQ(baseline_->agent().message(), "0 changes since the stored baseline");
+}
+
+TEST_F(FimWatcherTest, ChangedRootOptionsTakeANewBaselineInsteadOfReportingNoise) {
+  WriteFile(root_ + "/a.swp", "x");
+  FimOptions options;
+  options.baseline_path = dir_.Sub("fim-baseline.db");
+  Start({"*.swp"}, true, options);
+  watcher_->Stop();
+  const size_t mark = log_.size();
+  Start({}, true, options);  // a.swp is now included: not "created", it was always there
+  EXPECT_EQ(baseline_->agent().message(), "new baseline");
+  EXPECT_EQ(IndexOf(FileIs(FileEvent::CREATED, root_ + "/a.swp"), mark), -1);
+}
+
+TEST_F(FimWatcherTest, AWriteBurstWithoutCloseIsOneDebouncedEvent) {
+  const std::string f = root_ + "/log";
+  WriteFile(f, "");
+  FimOptions options;
+  options.debounce_ms = 1000;
+  options.debounce_max_ms = 20000;
+  Start({}, true, options);
+  int fd = ::open(f.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(::write(fd, "0123456789", 10), 10);
+  // The file stays open: no IN_CLOSE_WRITE; the debounced IN_MODIFY must report it.
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::MODIFIED, f));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().after().size(), 10000u);
+  EXPECT_EQ(e->file().after().sha256().size(), 32u);
+  ASSERT_EQ(::close(fd), 0);  // closing changes nothing more
+  Barrier();
+  EXPECT_EQ(FileEventsFor(f).size(), 1u);
+}
+
+TEST_F(FimWatcherTest, CloseWriteReportsAtOnceWithoutWaitingForTheDebounce) {
+  const std::string f = root_ + "/conf";
+  WriteFile(f, "a");
+  FimOptions options;
+  options.debounce_ms = 60000;  // only IN_CLOSE_WRITE can report within the wait below
+  options.debounce_max_ms = 60000;
+  Start({}, true, options);
+  WriteFile(f, "b");
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::MODIFIED, f));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().after().sha256(), Sha256("b"));
+}
+
+TEST_F(FimWatcherTest, DirectoriesCreatedDeepAndWrittenAtOnceAreNeverMissed) {
+  Start();
+  // Repeated to give the race (a file created before its directory is watched) many chances.
+  for (int i = 0; i < 50; ++i) {
+    const std::string deep = root_ + "/t" + std::to_string(i) + "/a/b/c/d";
+    std::error_code ec;
+    std::filesystem::create_directories(deep, ec);
+    ASSERT_FALSE(ec);
+    WriteFile(deep + "/f", std::to_string(i));
+    ASSERT_EQ(::mkdir((deep + "/e").c_str(), 0755), 0);
+    WriteFile(deep + "/e/g", "g");
+  }
+  for (int i = 0; i < 50; ++i) {
+    const std::string deep = root_ + "/t" + std::to_string(i) + "/a/b/c/d";
+    std::optional<Event> f = log_.WaitFor([&](const Event& e) {
+      return e.has_file() && e.file().path() == deep + "/f" &&
+             e.file().after().sha256() == Sha256(std::to_string(i));
+    });
+    EXPECT_TRUE(f) << deep;
+    EXPECT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, deep + "/e/g"))) << deep;
+  }
+}
+
+TEST_F(FimWatcherTest, WatchLimitNamesTheSubtreeWhichIsThenScannedPeriodically) {
+  ASSERT_EQ(::mkdir((root_ + "/sub").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((root_ + "/sub/inner").c_str(), 0755), 0);
+  FimOptions options;
+  options.max_watches = 1;  // the root only
+  options.fallback_scan_interval_ms = 200;
+  Start({}, true, options);
+  std::optional<Event> limit = log_.WaitFor(AgentIs(AgentEvent::WATCH_LIMIT_REACHED));
+  ASSERT_TRUE(limit);
+  EXPECT_EQ(limit->agent().path(), root_ + "/sub");  // one event for the subtree
+  EXPECT_NE(limit->agent().message().find("max_watches"), std::string::npos);
+
+  WriteFile(root_ + "/sub/inner/planted", "p");  // no watch sees this; the periodic scan does
+  std::optional<Event> e = log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/sub/inner/planted"));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->file().after().sha256(), Sha256("p"));
+  WriteFile(root_ + "/top", "t");  // the watched root still reports in real time
+  EXPECT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/top")));
+  size_t limits = 0;
+  for (const Event& ev : log_.Snapshot()) {
+    limits += AgentIs(AgentEvent::WATCH_LIMIT_REACHED)(ev) ? 1 : 0;
+  }
+  EXPECT_EQ(limits, 1u);  // not repeated by every periodic scan
+}
+
+// A real IN_Q_OVERFLOW: the FIM thread is held while more files are created than the kernel
+// queues (fs.inotify.max_queued_events), then every one of them must be reported.
+TEST_F(FimWatcherTest, QueueOverflowRescansAndFindsEveryFile) {
+  int max_queued = 16384;
+  if (FILE* f = std::fopen("/proc/sys/fs/inotify/max_queued_events", "r")) {
+    if (std::fscanf(f, "%d", &max_queued) != 1) max_queued = 16384;
+    std::fclose(f);
+  }
+  const int files = max_queued + 2000;
+  absl::Mutex gate_mu;
+  bool open = false;
+  FimRoot r;
+  r.path = root_;
+  watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, SystemClock(), [&](Event e) {
+    const bool hold = e.has_agent() && e.agent().kind() == AgentEvent::BASELINE_COMPLETE;
+    log_.Add(std::move(e));
+    if (hold) {
+      absl::MutexLock lock(&gate_mu);
+      gate_mu.Await(absl::Condition(&open));
+    }
+  });
+  ASSERT_TRUE(watcher_->Start().ok());
+  ASSERT_TRUE(log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE)));
+  for (int i = 0; i < files; ++i) WriteFile(root_ + "/f" + std::to_string(i), "x");
+  {
+    absl::MutexLock lock(&gate_mu);
+    open = true;
+  }
+  ASSERT_TRUE(log_.WaitFor(AgentIs(AgentEvent::INOTIFY_OVERFLOW)));
+  ASSERT_TRUE(log_.WaitFor(AgentIs(AgentEvent::RESCAN_DONE)));
+  Barrier();
+  std::unordered_set<std::string> created;
+  for (const Event& e : log_.Snapshot()) {
+    if (e.has_file() && e.file().change() == FileEvent::CREATED) created.insert(e.file().path());
+  }
+  for (int i = 0; i < files; ++i) {
+    ASSERT_EQ(created.count(root_ + "/f" + std::to_string(i)), 1u) << i;
+  }
 }
 
 TEST(IsExcluded, GlobWithoutSlashMatchesBaseNameWithSlashFullPath) {

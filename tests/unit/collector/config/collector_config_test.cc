@@ -34,6 +34,39 @@ response:
   EXPECT_EQ(c->log_level, "debug");
 }
 
+TEST(CollectorConfig, OperatorAccessDefaultsAndCertificates) {
+  const std::string base =
+      "enrollment_token_file: /e\ndatabase: /var/lib/t/c.db\ntls:\n  plaintext: true\n";
+  absl::StatusOr<CollectorConfig> c = ParseCollectorConfig(base, "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->operator_token_file.empty());  // the bootstrap token is optional
+  EXPECT_EQ(c->operators.token_key_file, "/var/lib/t/operator-token.key");
+
+  c = ParseCollectorConfig(
+      "enrollment_token_file: /e\ntls:\n  cert_file: /c\n  key_file: /k\n"
+      "  client_ca_file: /ca\noperators:\n  token_key_file: /k2\n  certificates:\n"
+      "    - {common_name: alice.ops, role: respond}\n    - {common_name: ci}\n",
+      "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->operators.token_key_file, "/k2");
+  ASSERT_EQ(c->operators.cert_roles.size(), 2u);
+  EXPECT_EQ(c->operators.cert_roles[0], std::make_pair(std::string("alice.ops"),
+                                                       std::string("respond")));
+  EXPECT_EQ(c->operators.cert_roles[1].second, "read");
+
+  auto err = [&](const std::string& extra) {
+    absl::StatusOr<CollectorConfig> r = ParseCollectorConfig(base + extra, "c.yaml");
+    return r.ok() ? std::string("ok") : std::string(r.status().message());
+  };
+  EXPECT_NE(err("operators:\n  certificates:\n    - {common_name: a, role: root}\n")
+                .find("c.yaml:7:"),
+            std::string::npos);
+  // Without a client CA the collector never sees a certificate: refuse the promise.
+  EXPECT_NE(err("operators:\n  certificates:\n    - {common_name: a}\n").find("client_ca_file"),
+            std::string::npos);
+  EXPECT_NE(err("operators:\n  tokens: 3\n").find("tokens"), std::string::npos);
+}
+
 TEST(CollectorConfig, UnknownKeyIsReportedBeforeMissingOnes) {
   absl::StatusOr<CollectorConfig> c =
       ParseCollectorConfig("listen: 127.0.0.1:0\ndatabase: x.db\ntreshold: 3\n", "bad.yaml");

@@ -134,6 +134,22 @@ TEST(Ingest, GapInBatchSeqIsRefusedAsDataLoss) {
   EXPECT_NE(c.IncidentsOf("integrity")[0].summary.find("gap"), std::string::npos);
 }
 
+TEST(Ingest, ReorderedBatchesAreRefusedAndNothingAfterTheBreakIsStored) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  std::vector<SignedBatch> batches = Batches(agent, 3);  // honestly signed and chained
+  TestAgent::PublishOutcome out = agent.Publish({batches[0], batches[2], batches[1]}, 3);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DATA_LOSS) << out.status.error_message();
+  ASSERT_TRUE(WaitFor([&] { return !c.IncidentsOf("integrity").empty(); }));
+  // The batch accepted before the break is kept, even though the stream closed with an error.
+  EXPECT_TRUE(WaitFor([&] { return *c.store()->CountBatches(kAgent) == 1; }));
+  c.Stop();  // drains the store thread
+  c.Start();
+  EXPECT_EQ(*c.store()->CountBatches(kAgent), 1);
+}
+
 TEST(Ingest, WrongPrevDigestIsAFork) {
   TestCollector c(kNoRules);
   c.Start();

@@ -122,6 +122,12 @@ TEST(CollectorStore, OpenIncidentIsFoundUntilResolved) {
   EXPECT_EQ(*w->FindOpenIncident("r", "i-1"), id);
   ASSERT_TRUE(w->SetIncidentStatus(id, "resolved", 3).ok());
   EXPECT_FALSE(w->FindOpenIncident("r", "i-1")->has_value());
+  // A late containment does not undo an operator's resolution; a reopen does.
+  ASSERT_TRUE(w->SetIncidentStatus(id, "contained", 4).ok());
+  EXPECT_EQ((*w->GetIncident(id))->status, "resolved");
+  ASSERT_TRUE(w->SetIncidentStatus(id, "open", 4).ok());
+  EXPECT_EQ((*w->GetIncident(id))->status, "open");
+  ASSERT_TRUE(w->SetIncidentStatus(id, "resolved", 4).ok());
   ASSERT_TRUE(w->AppendIncidentSummary(id, "one", 4).ok());
   ASSERT_TRUE(w->AppendIncidentSummary(id, "two", 5).ok());
   ASSERT_TRUE(w->Commit().ok());
