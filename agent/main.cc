@@ -18,7 +18,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "agent/batch/batcher.h"
-#include "agent/batch/outbox.h"
 #include "agent/config/agent_config.h"
 #include "agent/fim/fim_watcher.h"
 #include "agent/fim/one_shot.h"
@@ -26,6 +25,7 @@
 #include "agent/logs/journal_reader.h"
 #include "agent/logs/log_tailer.h"
 #include "agent/logs/offset_ledger.h"
+#include "agent/spool/spool.h"
 #include "agent/transport/publisher.h"
 #include "platform/crypto/digest.h"
 #include "platform/fs/file_util.h"
@@ -176,23 +176,32 @@ int main(int argc, char** argv) {
     if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
     ledger = *std::move(opened);
   }
-  Outbox outbox;
+  absl::StatusOr<std::unique_ptr<Spool>> opened = Spool::Open(SpoolOptions{
+      .dir = config->spool.dir, .max_bytes = static_cast<uint64_t>(config->spool.max_bytes)});
+  if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
+  Spool& spool = **opened;
+  const SpoolRecovery recovered = spool.recovery();
+  spdlog::info("agent: spool opened dir={} unacked={} acked_seq={} head_seq={} torn_tail_bytes={}",
+               config->spool.dir, recovered.records, recovered.acked_seq,
+               recovered.head ? recovered.head->seq : 0, recovered.dropped_tail_bytes);
   BatcherOptions batch_options{.max_events = static_cast<size_t>(config->batch.max_events),
                                .linger = absl::Milliseconds(config->batch.linger_ms)};
   if (ledger) {
     batch_options.on_seal = [&ledger](uint64_t seq, const tripline::v1::EventBatch& batch) {
       if (absl::Status st = ledger->RecordSealed(seq, batch); !st.ok()) {
         spdlog::error("logs: cannot record batch_seq={} (its lines may be sent again after a "
-                      "restart): {}", seq, st.ToString());
+                      "restart): {}",
+                      seq, st.ToString());
       }
     };
-    outbox.SetDurableListener([&ledger](uint64_t seq) {
+    // A batch is durable once it is fdatasync'd in the spool (or acked): its lines' offsets move.
+    spool.SetDurableListener([&ledger](uint64_t seq) {
       if (absl::Status st = ledger->Durable(seq); !st.ok()) {
         spdlog::error("logs: cannot record durable_seq={}: {}", seq, st.ToString());
       }
     });
   }
-  Batcher batcher(identity->agent_id, *identity->key, clock, &outbox, std::move(batch_options));
+  Batcher batcher(identity->agent_id, *identity->key, clock, &spool, std::move(batch_options));
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STARTED, "agent started"));
 
   PublisherOptions publish;
@@ -215,22 +224,48 @@ int main(int argc, char** argv) {
         [&batcher](tripline::v1::Event ev) { return batcher.Add(std::move(ev)); },
         LogTailerOptions{.rotate_wait = absl::Milliseconds(config->logs.rotate_wait_ms)});
   }
-  Publisher publisher(*identity, &outbox, publish, [&](const ChainHead& head) {
-    // Tailing starts once the collector has said which batches of the last run landed.
-    bool recovered = true;
-    if (ledger) {
-      if (absl::Status st = ledger->Recover(head.durable_seq); !st.ok()) {
-        spdlog::error("logs: cannot recover offsets, not tailing: {}", st.ToString());
-        recovered = false;
-      }
+  // The chain goes on from the spool's last batch when the spool is intact; a fresh spool, or one
+  // whose torn tail was cut, waits for the collector's head and continues the further of the two.
+  // Log offsets recover before the first new batch can be sealed: a batch of the last run that
+  // is neither in the spool nor at the collector had its seq given up, and the next batch reuses
+  // it; its lines must be read again, not counted as delivered.
+  const bool resume_from_spool = recovered.head && recovered.dropped_tail_bytes == 0;
+  bool offsets_ok = true;
+  auto recover_offsets = [&](uint64_t landed) {
+    if (!ledger) return;
+    if (absl::Status st = ledger->Recover(landed); !st.ok()) {
+      spdlog::error("logs: cannot recover offsets, not tailing: {}", st.ToString());
+      offsets_ok = false;
     }
-    batcher.Start(head.durable_seq, head.durable_digest);
-    if (tailer && recovered) {
+  };
+  if (resume_from_spool) {
+    recover_offsets(recovered.head->seq);
+    batcher.Start(recovered.head->seq, recovered.head->digest);
+  }
+  Publisher publisher(*identity, &spool, publish, [&](const ChainHead& head) {
+    if (!resume_from_spool) {
+      // Landed: what the collector has and what the spool still holds for it.
+      recover_offsets(
+          std::max<uint64_t>(head.durable_seq, recovered.head ? recovered.head->seq : 0));
+    }
+    if (resume_from_spool) {
+      if (head.durable_seq > recovered.head->seq) {
+        spdlog::error("agent: collector durable_seq={} is past the spool's last batch {}; was the "
+                      "state directory restored from a backup?",
+                      head.durable_seq, recovered.head->seq);
+      }
+    } else if (recovered.head && recovered.head->seq > head.durable_seq) {
+      batcher.Start(recovered.head->seq, recovered.head->digest);
+    } else {
+      batcher.Start(head.durable_seq, head.durable_digest);
+    }
+    // Tailing starts after the offsets recovered.
+    if (tailer && offsets_ok) {
       if (absl::Status st = tailer->Start(); !st.ok()) {
         spdlog::error("logs: cannot start tailing: {}", st.ToString());
       }
     }
-    if (journal && recovered) {
+    if (journal && offsets_ok) {
       if (absl::Status st = journal->Start(); !st.ok()) {
         spdlog::error("logs: cannot start reading the journal: {}", st.ToString());
       }
@@ -267,7 +302,7 @@ int main(int argc, char** argv) {
   stop.WaitForNotification();
 
   // Orderly stop: nothing blocks from here on; stop watching, seal what is queued (with STOPPED
-  // last), give the collector up to 2 s to ack, then leave.
+  // last) into the spool, give the collector up to 2 s to ack, then leave.
   batcher.SetNonBlocking();
   if (tailer) tailer->Stop();
   if (journal) journal->Stop();
@@ -278,12 +313,14 @@ int main(int argc, char** argv) {
   if (publisher.enrollments() == 0) {
     spdlog::warn("agent: stopped before the collector ever answered Enroll; nothing was sent");
   } else if (all_acked) {
-    spdlog::info("agent: stopped, every batch acked acked_seq={}", outbox.acked_seq());
+    spdlog::info("agent: stopped, every batch acked acked_seq={}", spool.acked_seq());
   } else {
-    spdlog::warn("agent: stopped with unacked batches unacked={} acked_seq={}", outbox.size(),
-                 outbox.acked_seq());
+    spdlog::info("agent: stopped with unacked batches in the spool, sent after restart unacked={} "
+                 "acked_seq={}",
+                 spool.size(), spool.acked_seq());
   }
   publisher.Stop();
+  spool.Close();
   tripline::StopSignalWatcher();
   return 0;
 }

@@ -5,12 +5,12 @@
 
 namespace tripline::agent {
 
-Batcher::Batcher(std::string agent_id, const SigningKey& key, const Clock& clock, Outbox* outbox,
+Batcher::Batcher(std::string agent_id, const SigningKey& key, const Clock& clock, Spool* spool,
                  BatcherOptions options)
     : agent_id_(std::move(agent_id)),
       key_(key),
       clock_(clock),
-      outbox_(outbox),
+      spool_(spool),
       options_(BatcherOptions{
           .max_events = options.max_events == 0 ? 1 : options.max_events,
           .linger = options.linger,
@@ -46,7 +46,7 @@ void Batcher::Start(uint64_t durable_seq, std::string durable_digest) {
 }
 
 void Batcher::SetNonBlocking() {
-  outbox_->SetNonBlocking();
+  spool_->SetNonBlocking();
   absl::MutexLock lock(&mu_);
   non_blocking_ = true;
   changed_.SignalAll();
@@ -91,6 +91,21 @@ void Batcher::Run() {
     }
     Seal(take);
     take.clear();
+    QueuePressureNotices();
+  }
+}
+
+void Batcher::QueuePressureNotices() {
+  while (std::optional<PressureNotice> notice = spool_->TakePressureNotice()) {
+    tripline::v1::Event ev;
+    ev.set_time_unix_ns(notice->time_unix_ns);
+    ev.mutable_agent()->set_kind(tripline::v1::AgentEvent::SPOOL_PRESSURE);
+    ev.mutable_agent()->set_message(notice->message);
+    absl::MutexLock lock(&mu_);
+    ev.set_seq(next_event_seq_++);
+    if (queue_.empty()) oldest_queued_ = absl::Now();
+    queue_.push_back(std::move(ev));  // past the cap: this thread must not wait on itself
+    changed_.SignalAll();
   }
 }
 
@@ -113,8 +128,8 @@ void Batcher::Seal(std::deque<tripline::v1::Event>& events) {
   spdlog::debug("batch: sealed batch_seq={} events={} bytes={}", seq, batch.events_size(),
                 signed_batch->batch().size());
   if (options_.on_seal) options_.on_seal(seq, batch);
-  if (!outbox_->Push(SealedBatch{seq, std::move(signed_batch)})) {
-    spdlog::warn("batch: outbox full during shutdown, batch dropped batch_seq={}", seq);
+  if (!spool_->Push(SealedBatch{seq, std::move(signed_batch)})) {
+    spdlog::warn("batch: spool refused the batch during shutdown, dropped batch_seq={}", seq);
   }
 }
 

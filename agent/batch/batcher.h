@@ -1,13 +1,14 @@
 // Groups events into batches, and seals each batch exactly once: assigns its batch_seq, chains it
 // to the previous batch (prev_digest = ChainDigest(previous batch bytes)), signs the serialized
-// bytes with the agent key and pushes the SignedBatch to the Outbox. Resends reuse those bytes.
+// bytes with the agent key and pushes the SignedBatch to the Spool. Resends reuse those bytes.
 //
 // A batch closes when it holds max_events events, when its oldest event has waited `linger`, when
 // it reaches kMaxBatchBytes of serialized events, or at Stop().
 //
-// Back-pressure: Add() blocks while max_queued_events events wait (which happens when the Outbox is
-// full and the batcher thread is blocked pushing to it). Nothing is dropped, except after
-// SetNonBlocking() at shutdown.
+// Back-pressure: Add() blocks while max_queued_events events wait (which happens when the Spool is
+// at its cap or cannot write, and the batcher thread is blocked pushing to it). Nothing is dropped,
+// except after SetNonBlocking() at shutdown. Each back-pressure episode the Spool reports becomes a
+// SPOOL_PRESSURE AgentEvent, queued past the cap so the report itself never blocks.
 //
 // Threads: producers call Add() from any thread (the FIM thread, main). One batcher thread, started
 // by Start() once the chain head is known (after the first Enroll), owns the chain state (next
@@ -24,7 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/batch/outbox.h"
+#include "agent/spool/spool.h"
 #include "platform/crypto/signing_key.h"
 #include "platform/runtime/clock.h"
 #include "tripline/v1/event.pb.h"
@@ -45,8 +46,8 @@ struct BatcherOptions {
 
 class Batcher {
  public:
-  // `key`, `clock` and `outbox` outlive the batcher.
-  Batcher(std::string agent_id, const SigningKey& key, const Clock& clock, Outbox* outbox,
+  // `key`, `clock` and `spool` outlive the batcher.
+  Batcher(std::string agent_id, const SigningKey& key, const Clock& clock, Spool* spool,
           BatcherOptions options);
   ~Batcher();  // Stop()
   Batcher(const Batcher&) = delete;
@@ -61,7 +62,7 @@ class Batcher {
   // prev_digest `durable_digest`. Only the first call has an effect.
   void Start(uint64_t durable_seq, std::string durable_digest);
 
-  // Shutdown: Add() and the push to the Outbox stop blocking.
+  // Shutdown: Add() and the push to the Spool stop blocking.
   void SetNonBlocking();
 
   // Seals everything queued (if started), then joins the thread. Idempotent.
@@ -70,12 +71,13 @@ class Batcher {
  private:
   void Run();
   void Seal(std::deque<tripline::v1::Event>& events);
+  void QueuePressureNotices();
 
   // Constant after construction.
   const std::string agent_id_;
   const SigningKey& key_;
   const Clock& clock_;
-  Outbox* const outbox_;
+  Spool* const spool_;
   const BatcherOptions options_;
 
   // Shared between producers and the batcher thread.

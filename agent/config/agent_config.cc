@@ -117,7 +117,8 @@ absl::StatusOr<LogSourceConfig> ParseLogSource(const ConfigNode& node) {
 absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   AgentConfig c;
   RETURN_IF_ERROR(root.ExpectKeys(
-      {"agent_id", "state_dir", "log_level", "collector", "fim", "logs", "batch", "transport"}));
+      {"agent_id", "state_dir", "log_level", "collector", "fim", "logs", "batch", "transport",
+       "spool"}));
 
   const bool daemon = use == AgentConfigUse::kDaemon;
   if (daemon || root.Child("agent_id").has_value()) {
@@ -208,6 +209,17 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
     if (c.transport.backoff_max_ms < c.transport.backoff_initial_ms) {
       return transport->Error("backoff_max must be at least backoff_initial");
     }
+  }
+
+  c.spool.dir = c.state_dir + "/spool";
+  if (std::optional<ConfigNode> spool = root.Child("spool")) {
+    RETURN_IF_ERROR(spool->ExpectKeys({"dir", "max_bytes"}));
+    ASSIGN_OR_RETURN(c.spool.dir, spool->String("dir", c.spool.dir));
+    if (c.spool.dir.empty() || c.spool.dir[0] != '/') {
+      return spool->Error(absl::StrFormat("dir must be an absolute path, got '%s'", c.spool.dir));
+    }
+    ASSIGN_OR_RETURN(c.spool.max_bytes, spool->Int("max_bytes", c.spool.max_bytes, int64_t{1} << 16,
+                                                   int64_t{1} << 40));
   }
   return c;
 }

@@ -83,6 +83,12 @@ struct AgentConfig {
     int64_t backoff_initial_ms = 200;
     int64_t backoff_max_ms = 30000;
   } transport;
+
+  // Sealed batches wait here, on disk, until the collector acks them (agent/spool).
+  struct Spool {
+    std::string dir;  // default: <state_dir>/spool
+    int64_t max_bytes = int64_t{256} << 20;  // at the cap, sealing pauses (back-pressure)
+  } spool;
 };
 
 // What the config is for: the daemon needs its identity and collector; the one-shot `scan` and

@@ -32,10 +32,10 @@ uint64_t SeedFromOs() {
 
 }  // namespace
 
-Publisher::Publisher(const AgentIdentity& identity, Outbox* outbox, PublisherOptions options,
+Publisher::Publisher(const AgentIdentity& identity, Spool* spool, PublisherOptions options,
                      FirstEnrollmentFn on_first_enrollment)
     : identity_(identity),
-      outbox_(outbox),
+      spool_(spool),
       options_(std::move(options)),
       on_first_enrollment_(std::move(on_first_enrollment)),
       rng_(SeedFromOs()) {}
@@ -58,7 +58,7 @@ absl::Status Publisher::Start() {
   return absl::OkStatus();
 }
 
-bool Publisher::WaitForAcks(absl::Time deadline) { return outbox_->WaitUntilEmpty(deadline); }
+bool Publisher::WaitForAcks(absl::Time deadline) { return spool_->WaitUntilEmpty(deadline); }
 
 void Publisher::Stop() {
   {
@@ -67,7 +67,7 @@ void Publisher::Stop() {
     if (call_ != nullptr) call_->TryCancel();
     stop_cv_.SignalAll();
   }
-  outbox_->Interrupt();
+  spool_->Interrupt();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -162,16 +162,17 @@ void Publisher::Connect(bool* got_ack, absl::Duration* next_delay) {
   }
   spdlog::info("transport: enrolled agent_id={} durable_seq={}", identity_.agent_id,
                head->durable_seq);
-  if (!enrolled_once_) {
-    enrolled_once_ = true;
-    if (on_first_enrollment_) on_first_enrollment_(*head);
-  } else if (head->durable_seq < outbox_->acked_seq()) {
+  if (head->durable_seq < spool_->acked_seq()) {
     spdlog::error(
         "transport: collector's durable_seq={} is behind acked_seq={}; acked batches "
         "are gone from the collector",
-        head->durable_seq, outbox_->acked_seq());
+        head->durable_seq, spool_->acked_seq());
   }
-  outbox_->AckThrough(head->durable_seq);
+  spool_->AckThrough(head->durable_seq);
+  if (!enrolled_once_) {
+    enrolled_once_ = true;
+    if (on_first_enrollment_) on_first_enrollment_(*head);
+  }
   Stream(*stub, got_ack);
 }
 
@@ -180,7 +181,7 @@ void Publisher::Stream(tripline::v1::Ingest::StubInterface& stub, bool* got_ack)
   context.AddMetadata(kAgentIdMetadata, identity_.agent_id);
   // Read the generation before anything can interrupt this stream, then check for a stop that
   // came before it.
-  const uint64_t generation = outbox_->generation();
+  const uint64_t generation = spool_->generation();
   if (!SetCall(&context)) {
     SetCall(nullptr);
     return;
@@ -192,25 +193,25 @@ void Publisher::Stream(tripline::v1::Ingest::StubInterface& stub, bool* got_ack)
     absl::MutexLock lock(&mu_);
     ++connections_;
   }
-  const uint64_t first = outbox_->acked_seq() + 1;
+  const uint64_t first = spool_->acked_seq() + 1;
   spdlog::info("transport: connected address={} resume_seq={} unacked={}", options_.address, first,
-               outbox_->size());
+               spool_->size());
 
   std::atomic<bool> acked{false};
   std::thread reader([&] {
     tripline::v1::PublishAck ack;
     while (stream->Read(&ack)) {
-      outbox_->AckThrough(ack.durable_seq());
+      spool_->AckThrough(ack.durable_seq());
       acked.store(true);
     }
-    outbox_->Interrupt();  // the stream is over: wake the writer
+    spool_->Interrupt();  // the stream is over: wake the writer
   });
 
   uint64_t next = first;
   uint64_t sent = 0;
   for (;;) {
-    next = std::max(next, outbox_->acked_seq() + 1);
-    std::optional<SealedBatch> batch = outbox_->WaitForSendable(next, options_.window, generation);
+    next = std::max(next, spool_->acked_seq() + 1);
+    std::optional<SealedBatch> batch = spool_->WaitForSendable(next, options_.window, generation);
     if (!batch) break;
     if (!stream->Write(*batch->signed_batch)) break;
     next = batch->seq + 1;
@@ -228,11 +229,11 @@ void Publisher::Stream(tripline::v1::Ingest::StubInterface& stub, bool* got_ack)
   }
   if (stopping) {
     spdlog::info("transport: disconnected reason=shutdown sent={} acked_seq={}", sent,
-                 outbox_->acked_seq());
+                 spool_->acked_seq());
   } else {
     spdlog::warn("transport: disconnected reason={} message=\"{}\" sent={} acked_seq={}",
                  CodeName(status.error_code()), Printable(status.error_message()), sent,
-                 outbox_->acked_seq());
+                 spool_->acked_seq());
   }
 }
 

@@ -1,5 +1,5 @@
 // The agent's link to the collector: Enroll, then one Publish bidi stream that carries the
-// Outbox's batches in order and brings back PublishAcks.
+// Spool's batches in order (only those already fdatasync'd) and brings back PublishAcks.
 //
 // Per connection: a fresh channel; Enroll (learns durable_seq: acked batches are dropped and the
 // stream resumes at the first unacked seq); the stream with metadata "tripline-agent-id"; at most
@@ -10,9 +10,13 @@
 // backoff_max: an operator may fix them, so the agent never exits over them.
 //
 // Threads: Start() runs the sender thread (enrolls, opens streams, writes batches); each stream
-// also has a reader thread (acks -> Outbox::AckThrough) that lives no longer than the stream.
-// Stop() cancels whatever call is in progress and joins both. The Outbox is the only state shared
+// also has a reader thread (acks -> Spool::AckThrough) that lives no longer than the stream.
+// Stop() cancels whatever call is in progress and joins both. The Spool is the only state shared
 // with the batcher.
+//
+// Before the first connection the spool's acked seq may lag the collector (acks after the last
+// cursor write): Enroll's durable_seq is acked into the spool first, then handed to
+// on_first_enrollment, so a chain that starts from the collector's head continues it.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/batch/outbox.h"
+#include "agent/spool/spool.h"
 #include "agent/identity/agent_identity.h"
 #include "grpcpp/grpcpp.h"
 #include "platform/net/grpc_credentials.h"
@@ -46,8 +50,8 @@ class Publisher {
   // Called once, on the sender thread, after the first successful Enroll: where the chain goes on.
   using FirstEnrollmentFn = std::function<void(const ChainHead&)>;
 
-  // `identity` and `outbox` outlive the publisher.
-  Publisher(const AgentIdentity& identity, Outbox* outbox, PublisherOptions options,
+  // `identity` and `spool` outlive the publisher.
+  Publisher(const AgentIdentity& identity, Spool* spool, PublisherOptions options,
             FirstEnrollmentFn on_first_enrollment);
   ~Publisher();  // Stop()
   Publisher(const Publisher&) = delete;
@@ -80,7 +84,7 @@ class Publisher {
 
   // Constant after construction (credentials set by Start() before the thread runs).
   const AgentIdentity& identity_;
-  Outbox* const outbox_;
+  Spool* const spool_;
   const PublisherOptions options_;
   const FirstEnrollmentFn on_first_enrollment_;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;

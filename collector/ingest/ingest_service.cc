@@ -26,7 +26,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // One Publish stream. All state below mu_ is shared between gRPC's reactions and the store
 // writer's completions; decisions are taken under mu_ and the gRPC operations they imply
 // (StartRead, StartWrite, Finish) are started after unlocking, Finish last.
-class PublishReactor : public grpc::ServerBidiReactor<SignedBatch, PublishAck> {
+class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   PublishReactor(IngestService* service, grpc::CallbackServerContext* context)
       : service_(service) {
@@ -162,7 +162,11 @@ class PublishReactor : public grpc::ServerBidiReactor<SignedBatch, PublishAck> {
 
   void MaybeWriteLocked(Ops* ops) {
     if (write_in_flight_ || !pending_ack_ || finished_ || finish_status_) return;
-    ack_out_.set_durable_seq(*pending_ack_);
+    PublishAck ack;
+    ack.set_durable_seq(*pending_ack_);
+    bool own_buffer = false;
+    ack_out_.Clear();
+    (void)grpc::SerializationTraits<PublishAck>::Serialize(ack, &ack_out_, &own_buffer);
     pending_ack_.reset();
     write_in_flight_ = true;
     ops->write = true;
@@ -198,14 +202,21 @@ class PublishReactor : public grpc::ServerBidiReactor<SignedBatch, PublishAck> {
   // Decides on the batch in request_. read_pending_ stays true meanwhile, so a completion on the
   // writer thread cannot start the next read into request_ under our feet.
   void Handle(Ops* ops) {
-    SignedBatch& sb = request_;
+    // The method is registered raw so that bytes which are no SignedBatch at all reach us (the
+    // generated handler would end such a stream as if the client had half-closed).
+    const size_t message_bytes = request_.Length();
+    SignedBatch sb;
+    if (!grpc::SerializationTraits<SignedBatch>::Deserialize(&request_, &sb).ok()) {
+      return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrFormat("a message of %d bytes is not a tripline.v1.SignedBatch",
+                                    message_bytes),
+                    ops);
+    }
     if (sb.batch().size() > kMaxBatchBytes) {
-      std::lock_guard<std::mutex> lock(mu_);
-      RequestFinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                       absl::StrFormat("batch of %d bytes exceeds the %d-byte cap",
-                                                       sb.batch().size(), kMaxBatchBytes)),
-                          ops);
-      return;
+      return Refuse(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                    absl::StrFormat("batch of %d bytes exceeds the %d-byte cap",
+                                    sb.batch().size(), kMaxBatchBytes),
+                    ops);
     }
     if (sb.signature().size() != kSignatureBytes) {
       return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
@@ -253,6 +264,8 @@ class PublishReactor : public grpc::ServerBidiReactor<SignedBatch, PublishAck> {
         spdlog::debug("ingest: agent={} duplicate batch {}", Printable(agent_id_),
                       batch->batch_seq());
         item.kind = WriteItem::Kind::kDuplicate;
+        item.batch_digest = std::move(digest);  // compared with the stored batch
+        item.batch = std::move(batch);
         break;
       case AgentRegistry::Verdict::kGap:
         return Refuse(grpc::StatusCode::DATA_LOSS,
@@ -297,8 +310,8 @@ class PublishReactor : public grpc::ServerBidiReactor<SignedBatch, PublishAck> {
   IngestService* const service_;
   std::string agent_id_;
   std::string public_key_;
-  SignedBatch request_;  // gRPC's between StartRead and OnReadDone
-  PublishAck ack_out_;   // gRPC's between StartWrite and OnWriteDone
+  grpc::ByteBuffer request_;  // a SignedBatch; gRPC's between StartRead and OnReadDone
+  grpc::ByteBuffer ack_out_;  // a PublishAck; gRPC's between StartWrite and OnWriteDone
 
   std::mutex mu_;
   size_t in_flight_ = 0;       // items the writer has not answered; guarded by mu_
@@ -372,7 +385,7 @@ grpc::ServerUnaryReactor* IngestService::Enroll(grpc::CallbackServerContext* con
   return reactor;
 }
 
-grpc::ServerBidiReactor<SignedBatch, PublishAck>* IngestService::Publish(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Publish(
     grpc::CallbackServerContext* context) {
   return new PublishReactor(this, context);
 }

@@ -6,14 +6,17 @@
 // Publish: one PublishReactor per stream, named by metadata "tripline-agent-id". Per SignedBatch:
 // size cap -> signature against the pinned key (before parsing) -> parse -> agent_id equals the
 // stream's -> chain: a duplicate (seq already accepted) is acked with the durable seq once what is
-// queued before it has committed; the next seq with the right prev_digest goes to the store
+// queued before it has committed, after the writer has checked its bytes against the stored batch; the next seq with the right prev_digest goes to the store
 // writer, and its ack follows the commit; anything else is recorded as an integrity incident and
 // ends the stream. Status codes:
 //   UNAUTHENTICATED      stream without an enrolled agent id; batch signature does not verify
-//   INVALID_ARGUMENT     batch bytes are not an EventBatch; batch_seq 0; signature of wrong size
+//   INVALID_ARGUMENT     a message that is not a SignedBatch; batch bytes are not an EventBatch;
+//                        batch_seq 0; signature of wrong size
 //   PERMISSION_DENIED    batch names another agent than the stream; wrong enrollment token
-//   DATA_LOSS            chain break: a gap in batch_seq, or prev_digest not the previous batch's
-//   RESOURCE_EXHAUSTED   batch over 4 MiB; the collector's write queue is full (retry later)
+//   DATA_LOSS            chain break: a gap in batch_seq, prev_digest not the previous batch's,
+//                        or a seq already stored arriving with other bytes (a fork)
+//   RESOURCE_EXHAUSTED   batch over 4 MiB (an integrity incident too); the collector's write
+//                        queue is full (retry later); a message over the receive cap (gRPC's)
 //   UNAVAILABLE          the store failed to commit (retry); the collector is shutting down
 //   FAILED_PRECONDITION  Enroll of a known agent id with another key
 // At most `max_in_flight` unacked batches per stream: reading pauses until acks catch up.
@@ -40,7 +43,11 @@ inline constexpr int kMaxReceiveBytes = (4 << 20) + (64 << 10);
 // Agent ids: 1..128 of [A-Za-z0-9._-].
 bool ValidAgentId(const std::string& agent_id);
 
-class IngestService final : public tripline::v1::Ingest::CallbackService {
+// Publish is a raw method (ByteBuffer in and out): the reactor parses each message itself, so a
+// message that is not a SignedBatch is refused and recorded like any other forgery.
+class IngestService final
+    : public tripline::v1::Ingest::WithCallbackMethod_Enroll<
+          tripline::v1::Ingest::WithRawCallbackMethod_Publish<tripline::v1::Ingest::Service>> {
  public:
   struct Options {
     std::string enrollment_token;  // never logged
@@ -52,7 +59,7 @@ class IngestService final : public tripline::v1::Ingest::CallbackService {
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context,
                                    const tripline::v1::EnrollRequest* request,
                                    tripline::v1::EnrollResponse* response) override;
-  grpc::ServerBidiReactor<tripline::v1::SignedBatch, tripline::v1::PublishAck>* Publish(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Publish(
       grpc::CallbackServerContext* context) override;
 
   AgentRegistry* registry() const { return registry_; }

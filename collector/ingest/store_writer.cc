@@ -240,8 +240,24 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
           w.AdvanceAgentChain(item.agent_id, batch.batch_seq(), item.batch_digest, now));
       return absl::OkStatus();
     }
-    case WriteItem::Kind::kDuplicate:
+    case WriteItem::Kind::kDuplicate: {
+      // A resend carries the same bytes; other bytes under a seq already stored are a fork of
+      // history (a replay of altered batches, or an agent that lost its spool and re-sealed).
+      if (item.batch_digest.empty() || item.batch == nullptr) return absl::OkStatus();
+      const uint64_t seq = item.batch->batch_seq();
+      ASSIGN_OR_RETURN(std::optional<std::string> stored, w.GetBatchBytes(item.agent_id, seq));
+      if (!stored || ChainDigest(*stored) == item.batch_digest) return absl::OkStatus();
+      const std::string reason = absl::StrFormat(
+          "chain fork: batch %d arrived again with other contents than the batch %d already "
+          "stored",
+          seq, seq);
+      ASSIGN_OR_RETURN(RecordOutcome outcome,
+                       RecordIntegrityFailure(w, item.agent_id, reason, now));
+      spdlog::error("incident: integrity id={} agent={}: {}", outcome.incident_id,
+                    Printable(item.agent_id), reason);
+      result->status = absl::DataLossError(reason);
       return absl::OkStatus();
+    }
     case WriteItem::Kind::kIntegrity: {
       ASSIGN_OR_RETURN(RecordOutcome outcome,
                        RecordIntegrityFailure(w, item.agent_id, item.reason, now));

@@ -287,11 +287,22 @@ absl::Status CollectorStore::Writer::InsertBatch(const std::string& agent_id, ui
                                                  const std::string& batch_bytes,
                                                  const std::string& signature,
                                                  int64_t received_ns) {
-  ASSIGN_OR_RETURN(Statement s, db_->Prepare("INSERT INTO batches (agent_id, batch_seq, batch, "
-                                             "signature, received_ns) VALUES (?, ?, ?, ?, ?)"));
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->PrepareCached("INSERT INTO batches (agent_id, batch_seq, batch, "
+                                      "signature, received_ns) VALUES (?, ?, ?, ?, ?)"));
   s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq)).BindBlob(3, batch_bytes);
   s.BindBlob(4, signature).Bind(5, received_ns);
   return s.Run();
+}
+
+absl::StatusOr<std::optional<std::string>> CollectorStore::Writer::GetBatchBytes(
+    const std::string& agent_id, uint64_t batch_seq) {
+  ASSIGN_OR_RETURN(Statement s, db_->PrepareCached("SELECT batch FROM batches WHERE agent_id = ? "
+                                                   "AND batch_seq = ?"));
+  s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(s.ColumnText(0));
 }
 
 absl::StatusOr<int64_t> CollectorStore::Writer::InsertEvent(
@@ -299,7 +310,7 @@ absl::StatusOr<int64_t> CollectorStore::Writer::InsertEvent(
     const std::string& kind, const std::string& path, const std::string& change,
     const std::string& event_bytes, int64_t received_ns) {
   ASSIGN_OR_RETURN(Statement s,
-                   db_->Prepare("INSERT INTO events (agent_id, batch_seq, seq, time_ns, kind, "
+                   db_->PrepareCached("INSERT INTO events (agent_id, batch_seq, seq, time_ns, kind, "
                                 "path, change, event, received_ns) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(batch_seq)).Bind(3, static_cast<int64_t>(seq));

@@ -130,6 +130,9 @@ class CollectorStore {
     absl::Status InsertBatch(const std::string& agent_id, uint64_t batch_seq,
                              const std::string& batch_bytes, const std::string& signature,
                              int64_t received_ns);
+    // The signed bytes stored for (agent, batch_seq), or nullopt when there is no such batch.
+    absl::StatusOr<std::optional<std::string>> GetBatchBytes(const std::string& agent_id,
+                                                             uint64_t batch_seq);
     // `kind` is file|log|agent; path and change are empty unless it is a file event.
     absl::StatusOr<int64_t> InsertEvent(const std::string& agent_id, uint64_t batch_seq,
                                         uint64_t seq, int64_t time_ns, const std::string& kind,

@@ -11,10 +11,17 @@
 namespace tripline {
 
 Statement::Statement(Statement&& other) noexcept
-    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), cached_(other.cached_) {}
 
 Statement::~Statement() {
-  if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+  if (stmt_ == nullptr) return;
+  if (!cached_) {
+    sqlite3_finalize(stmt_);
+    return;
+  }
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+  db_->cache_[sqlite3_sql(stmt_)].push_back(stmt_);
 }
 
 Statement& Statement::Bind(int index, int64_t value) {
@@ -94,7 +101,12 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   return db;
 }
 
-Database::~Database() { sqlite3_close_v2(db_); }
+Database::~Database() {
+  for (auto& [sql, stmts] : cache_) {
+    for (sqlite3_stmt* stmt : stmts) sqlite3_finalize(stmt);
+  }
+  sqlite3_close_v2(db_);
+}
 
 absl::Status Database::LastError(std::string_view what) const {
   int code = sqlite3_errcode(db_);
@@ -134,6 +146,21 @@ absl::StatusOr<Statement> Database::Prepare(std::string_view sql) {
     return LastError("prepare " + std::string(sql.substr(0, 60)));
   }
   return Statement(this, stmt);
+}
+
+absl::StatusOr<Statement> Database::PrepareCached(std::string_view sql) {
+  auto it = cache_.find(sql);
+  if (it != cache_.end() && !it->second.empty()) {
+    sqlite3_stmt* stmt = it->second.back();
+    it->second.pop_back();
+    return Statement(this, stmt, /*cached=*/true);
+  }
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                         &stmt, nullptr) != SQLITE_OK) {
+    return LastError("prepare " + std::string(sql.substr(0, 60)));
+  }
+  return Statement(this, stmt, /*cached=*/true);
 }
 
 int64_t Database::LastInsertId() const { return sqlite3_last_insert_rowid(db_); }

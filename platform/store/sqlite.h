@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,9 +47,11 @@ class Statement {
 
  private:
   friend class Database;
-  Statement(Database* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(Database* db, sqlite3_stmt* stmt, bool cached = false)
+      : db_(db), stmt_(stmt), cached_(cached) {}
   Database* db_;
   sqlite3_stmt* stmt_;
+  bool cached_;  // goes back to db_'s cache instead of being finalized
 };
 
 class Database {
@@ -63,6 +66,10 @@ class Database {
 
   absl::Status Exec(std::string_view sql);
   absl::StatusOr<Statement> Prepare(std::string_view sql);
+  // Like Prepare, but the compiled statement is kept when the Statement is destroyed and reused
+  // by the next call with the same text: for hot paths (an insert per event). Like the
+  // connection itself, not for concurrent use.
+  absl::StatusOr<Statement> PrepareCached(std::string_view sql);
   int64_t LastInsertId() const;
   int Changes() const;
 
@@ -75,9 +82,11 @@ class Database {
   const std::string& path() const { return path_; }
 
  private:
+  friend class Statement;
   Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
+  std::map<std::string, std::vector<sqlite3_stmt*>, std::less<>> cache_;  // by SQL text
 };
 
 // BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit() succeeded.

@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "platform/crypto/batch_signature.h"
 #include "platform/crypto/digest.h"
+#include "tests/support/temp_dir.h"
 
 namespace tripline::agent {
 namespace {
@@ -24,8 +25,15 @@ tripline::v1::Event FileEvent(const std::string& path) {
   return e;
 }
 
-// Waits (bounded) until the outbox holds `n` batches.
-bool WaitForBatches(const Outbox& outbox, size_t n) {
+std::unique_ptr<Spool> OpenSpool(const std::string& dir, uint64_t max_bytes = 1 << 20) {
+  absl::StatusOr<std::unique_ptr<Spool>> spool =
+      Spool::Open(SpoolOptions{.dir = dir, .max_bytes = max_bytes});
+  EXPECT_TRUE(spool.ok()) << spool.status();
+  return *std::move(spool);
+}
+
+// Waits (bounded) until the spool holds `n` batches.
+bool WaitForBatches(const Spool& outbox, size_t n) {
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (outbox.size() < n) {
     if (absl::Now() > deadline) return false;
@@ -40,7 +48,7 @@ tripline::v1::EventBatch Parse(const SealedBatch& b) {
   return batch;
 }
 
-SealedBatch Get(Outbox& outbox, uint64_t seq) {
+SealedBatch Get(Spool& outbox, uint64_t seq) {
   return *outbox.WaitForSendable(seq, 1 << 20, outbox.generation());
 }
 
@@ -48,7 +56,9 @@ class BatcherTest : public ::testing::Test {
  protected:
   std::unique_ptr<SigningKey> key_ = SigningKey::Generate();
   FixedClock clock_;
-  Outbox outbox_;
+  tripline::testing::TempDir dir_;
+  std::unique_ptr<Spool> spool_ = OpenSpool(dir_.Sub("spool"));
+  Spool& outbox_ = *spool_;
 };
 
 TEST_F(BatcherTest, BatchClosesAtMaxEvents) {
@@ -125,8 +135,10 @@ TEST_F(BatcherTest, EventsAddedBeforeStartAreSealedAfterIt) {
   EXPECT_EQ(batch.events(0).file().path(), "/early");
 }
 
-TEST_F(BatcherTest, FullOutboxBlocksInsteadOfDropping) {
-  Outbox tiny(1);
+TEST_F(BatcherTest, FullSpoolBlocksInsteadOfDroppingAndSaysSo) {
+  // A cap below two batches: every batch waits for the ack of the one before.
+  std::unique_ptr<Spool> spool = OpenSpool(dir_.Sub("tiny"), 1);
+  Spool& tiny = *spool;
   Batcher batcher(
       "i-1", *key_, clock_, &tiny,
       BatcherOptions{.max_events = 1, .linger = absl::ZeroDuration(), .max_queued_events = 2});
@@ -135,17 +147,28 @@ TEST_F(BatcherTest, FullOutboxBlocksInsteadOfDropping) {
   std::thread producer([&] {
     for (int i = 0; i < kEvents; ++i) ASSERT_TRUE(batcher.Add(FileEvent(std::to_string(i))));
   });
-  // Consume like a collector that acks one batch at a time.
-  for (uint64_t seq = 1; seq <= kEvents; ++seq) {
+  // Consume like a collector that acks one batch at a time, until every file event arrived; the
+  // spool's pressure notices arrive as AgentEvents in between.
+  int next_path = 0, pressure_events = 0;
+  for (uint64_t seq = 1; next_path < kEvents; ++seq) {
     std::optional<SealedBatch> b = tiny.WaitForSendable(seq, 1, tiny.generation());
     ASSERT_TRUE(b);
     tripline::v1::EventBatch batch = Parse(*b);
     ASSERT_EQ(batch.events_size(), 1);
-    EXPECT_EQ(batch.events(0).seq(), seq);
-    EXPECT_EQ(batch.events(0).file().path(), std::to_string(seq - 1));
     tiny.AckThrough(seq);
+    if (batch.events(0).has_agent()) {
+      EXPECT_EQ(batch.events(0).agent().kind(), tripline::v1::AgentEvent::SPOOL_PRESSURE);
+      EXPECT_NE(batch.events(0).agent().message().find("cap"), std::string::npos);
+      ++pressure_events;
+      continue;
+    }
+    EXPECT_EQ(batch.events(0).file().path(), std::to_string(next_path++));
   }
   producer.join();
+  batcher.SetNonBlocking();  // the last pressure notice may still be queued: nobody acks it
+  EXPECT_EQ(next_path, kEvents);
+  EXPECT_GE(tiny.pressure_episodes(), 1u);
+  EXPECT_GE(pressure_events, 1);
 }
 
 TEST_F(BatcherTest, NonBlockingModeDropsWhenFull) {
@@ -156,33 +179,6 @@ TEST_F(BatcherTest, NonBlockingModeDropsWhenFull) {
   ASSERT_TRUE(batcher.Add(FileEvent("b")));
   batcher.SetNonBlocking();
   EXPECT_FALSE(batcher.Add(FileEvent("c")));
-}
-
-TEST(Outbox, AckDropsBatchesAndWindowLimitsWhatIsSendable) {
-  Outbox outbox;
-  for (uint64_t seq = 1; seq <= 4; ++seq) {
-    ASSERT_TRUE(outbox.Push(SealedBatch{seq, std::make_shared<tripline::v1::SignedBatch>()}));
-  }
-  ASSERT_TRUE(outbox.WaitForSendable(2, 2, outbox.generation()));
-  // seq 3 is beyond acked(0) + window(2): the wait ends only by interruption.
-  std::atomic<bool> returned{false};
-  const uint64_t generation = outbox.generation();
-  std::thread waiter([&] {
-    EXPECT_FALSE(outbox.WaitForSendable(3, 2, generation));
-    returned = true;
-  });
-  outbox.Interrupt();
-  waiter.join();
-  EXPECT_TRUE(returned);
-  outbox.AckThrough(2);
-  EXPECT_EQ(outbox.size(), 2u);
-  EXPECT_EQ(outbox.acked_seq(), 2u);
-  std::optional<SealedBatch> b = outbox.WaitForSendable(3, 2, outbox.generation());
-  ASSERT_TRUE(b);
-  EXPECT_EQ(b->seq, 3u);
-  EXPECT_FALSE(outbox.WaitUntilEmpty(absl::Now() + absl::Milliseconds(1)));
-  outbox.AckThrough(4);
-  EXPECT_TRUE(outbox.WaitUntilEmpty(absl::Now()));
 }
 
 }  // namespace

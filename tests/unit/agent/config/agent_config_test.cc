@@ -241,5 +241,31 @@ TEST(AgentConfig, UnknownAttributeNamesFileLineAndWord) {
   EXPECT_THAT(Message(c), HasSubstr("unknown attribute 'colour'"));
 }
 
+TEST(AgentConfig, SpoolDefaultsUnderStateDirAndReadsItsKeys) {
+  absl::StatusOr<AgentConfig> c = ParseAgentConfig(kMinimal, "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->spool.dir, "/var/lib/tripline/spool");
+  EXPECT_EQ(c->spool.max_bytes, int64_t{256} << 20);
+  c = ParseAgentConfig(std::string(kMinimal) + "spool:\n  dir: /srv/spool\n  max_bytes: 1048576\n",
+                       "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->spool.dir, "/srv/spool");
+  EXPECT_EQ(c->spool.max_bytes, 1048576);
+}
+
+TEST(AgentConfig, SpoolRejectsARelativeDirAndATinyCap) {
+  absl::StatusOr<AgentConfig> c =
+      ParseAgentConfig(std::string(kMinimal) + "spool:\n  dir: spool\n", "agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("agent.yaml:"));
+  EXPECT_THAT(Message(c), HasSubstr("absolute"));
+  c = ParseAgentConfig(std::string(kMinimal) + "spool:\n  max_bytes: 10\n", "agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("max_bytes"));
+  c = ParseAgentConfig(std::string(kMinimal) + "spool:\n  size: 10\n", "agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("size"));
+}
+
 }  // namespace
 }  // namespace tripline::agent

@@ -9,6 +9,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "platform/crypto/batch_signature.h"
+#include "tests/support/temp_dir.h"
 
 namespace tripline::agent {
 namespace {
@@ -175,31 +176,56 @@ tripline::v1::Event Ev(int i) {
   return e;
 }
 
-// The agent side as main.cc wires it: the batcher starts when the first Enroll answers.
+std::unique_ptr<Spool> OpenSpool(const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(SpoolOptions{.dir = dir});
+  EXPECT_TRUE(spool.ok()) << spool.status();
+  return *std::move(spool);
+}
+
+// The agent side as main.cc wires it: the chain goes on from an intact spool at once, otherwise
+// from the further of the spool's and the collector's heads after the first Enroll.
 struct Agent {
-  Agent(int port, uint64_t window)
-      : identity(TestIdentity()),
-        batcher(identity.agent_id, *identity.key, SystemClock(), &outbox,
+  // `shared`: an identity that outlives this agent (a restart of the same agent); else a new one.
+  Agent(int port, uint64_t window, const std::string& spool_dir,
+        const AgentIdentity* shared = nullptr)
+      : own(shared != nullptr ? AgentIdentity{} : TestIdentity()),
+        identity(shared != nullptr ? *shared : own),
+        spool(OpenSpool(spool_dir)),
+        outbox(*spool),
+        recovered(spool->recovery()),
+        batcher(identity.agent_id, *identity.key, SystemClock(), spool.get(),
                 BatcherOptions{.max_events = 1, .linger = absl::ZeroDuration()}),
-        publisher(identity, &outbox, Options(port, window), [this](const ChainHead& head) {
-          batcher.Start(head.durable_seq, head.durable_digest);
-        }) {}
+        publisher(identity, spool.get(), Options(port, window), [this](const ChainHead& head) {
+          if (resume_from_spool()) return;
+          if (recovered.head && recovered.head->seq > head.durable_seq) {
+            batcher.Start(recovered.head->seq, recovered.head->digest);
+          } else {
+            batcher.Start(head.durable_seq, head.durable_digest);
+          }
+        }) {
+    if (resume_from_spool()) batcher.Start(recovered.head->seq, recovered.head->digest);
+  }
   ~Agent() {
     publisher.Stop();
     batcher.Stop();
   }
-  AgentIdentity identity;
-  Outbox outbox;
+  bool resume_from_spool() const { return recovered.head && recovered.dropped_tail_bytes == 0; }
+  AgentIdentity own;
+  const AgentIdentity& identity;
+  std::unique_ptr<Spool> spool;
+  Spool& outbox;
+  SpoolRecovery recovered;
   Batcher batcher;
   Publisher publisher;
 };
 
 TEST(Publisher, DeliversBatchesInOrderAndForgetsAckedOnes) {
+  tripline::testing::TempDir dir;
   CollectorState state;
   FakeCollector collector(&state);
   const int port = collector.Start(0);
   ASSERT_GT(port, 0);
-  Agent agent(port, 64);
+  Agent agent(port, 64, dir.path());
   ASSERT_TRUE(agent.publisher.Start().ok());
   for (int i = 0; i < 20; ++i) agent.batcher.Add(Ev(i));
   ASSERT_TRUE(state.WaitUntil([&] { return state.durable_seq == 20; }));
@@ -211,6 +237,7 @@ TEST(Publisher, DeliversBatchesInOrderAndForgetsAckedOnes) {
 }
 
 TEST(Publisher, CollectorRestartOnSamePortResendsOnlyUnackedAndContinues) {
+  tripline::testing::TempDir dir;
   CollectorState state;
   constexpr uint64_t kWindow = 2;
   {
@@ -220,7 +247,7 @@ TEST(Publisher, CollectorRestartOnSamePortResendsOnlyUnackedAndContinues) {
   auto first = std::make_unique<FakeCollector>(&state);
   const int port = first->Start(0);
   ASSERT_GT(port, 0);
-  Agent agent(port, kWindow);
+  Agent agent(port, kWindow, dir.path());
   ASSERT_TRUE(agent.publisher.Start().ok());
   for (int i = 0; i < 5; ++i) agent.batcher.Add(Ev(i));
   // 1..3 acked; 4 and 5 sent (the window allows two unacked) and held.
@@ -256,6 +283,7 @@ TEST(Publisher, CollectorRestartOnSamePortResendsOnlyUnackedAndContinues) {
 }
 
 TEST(Publisher, RefusedEnrollmentIsRetriedNotFatal) {
+  tripline::testing::TempDir dir;
   CollectorState state;
   {
     absl::MutexLock lock(&state.mu);
@@ -264,7 +292,7 @@ TEST(Publisher, RefusedEnrollmentIsRetriedNotFatal) {
   FakeCollector collector(&state);
   const int port = collector.Start(0);
   ASSERT_GT(port, 0);
-  Agent agent(port, 64);
+  Agent agent(port, 64, dir.path());
   ASSERT_TRUE(agent.publisher.Start().ok());
   agent.batcher.Add(Ev(1));
   ASSERT_TRUE(state.WaitUntil([&] { return state.durable_seq == 1; }));
@@ -274,6 +302,7 @@ TEST(Publisher, RefusedEnrollmentIsRetriedNotFatal) {
 }
 
 TEST(Publisher, CollectorThatIsNotUpYetIsRetriedUntilItIs) {
+  tripline::testing::TempDir dir;
   CollectorState state;
   int port = 0;
   {
@@ -281,7 +310,7 @@ TEST(Publisher, CollectorThatIsNotUpYetIsRetriedUntilItIs) {
     port = probe.Start(0);
     ASSERT_GT(port, 0);
   }
-  Agent agent(port, 64);
+  Agent agent(port, 64, dir.path());
   ASSERT_TRUE(agent.publisher.Start().ok());
   agent.batcher.Add(Ev(1));
   agent.batcher.Add(Ev(2));
@@ -298,23 +327,63 @@ TEST(Publisher, AgentRestartContinuesTheCollectorsChain) {
   const int port = collector.Start(0);
   ASSERT_GT(port, 0);
   AgentIdentity identity = TestIdentity();
-  for (int run = 0; run < 2; ++run) {
-    Outbox outbox;
-    Batcher batcher(identity.agent_id, *identity.key, SystemClock(), &outbox,
-                    BatcherOptions{.max_events = 1, .linger = absl::ZeroDuration()});
-    Publisher publisher(identity, &outbox, Options(port, 8), [&](const ChainHead& head) {
-      batcher.Start(head.durable_seq, head.durable_digest);
-    });
-    ASSERT_TRUE(publisher.Start().ok());
-    batcher.Add(Ev(run));
-    batcher.Add(Ev(run));
+  tripline::testing::TempDir dir;
+  for (int run = 0; run < 3; ++run) {
+    // Run 1 keeps the spool of run 0; run 2 starts with its spool moved aside (fresh).
+    const std::string spool_dir = dir.Sub(run < 2 ? "spool" : "spool-fresh");
+    Agent agent(port, 8, spool_dir, &identity);
+    ASSERT_TRUE(agent.publisher.Start().ok());
+    agent.batcher.Add(Ev(run));
+    agent.batcher.Add(Ev(run));
     const uint64_t want = 2 * (run + 1);
     ASSERT_TRUE(state.WaitUntil([&] { return state.durable_seq == want; }));
-    publisher.Stop();
-    batcher.Stop();
   }
   absl::MutexLock lock(&state.mu);
   EXPECT_TRUE(state.failures.empty());
+  EXPECT_EQ(state.received.size(), 6u);
+}
+
+// kill -9 of the agent while the collector is down: the batches sealed before it are in the spool,
+// and the next run sends them first and continues the chain after them.
+TEST(Publisher, BatchesSpooledBeforeAnAgentCrashAreSentByTheNextRun) {
+  tripline::testing::TempDir dir;
+  CollectorState state;
+  int port = 0;
+  {
+    FakeCollector probe(&state);
+    port = probe.Start(0);
+    ASSERT_GT(port, 0);
+  }
+  AgentIdentity identity = TestIdentity();
+  {
+    FakeCollector collector(&state);
+    ASSERT_EQ(collector.Start(port), port);
+    Agent agent(port, 8, dir.path(), &identity);
+    ASSERT_TRUE(agent.publisher.Start().ok());
+    agent.batcher.Add(Ev(0));
+    ASSERT_TRUE(state.WaitUntil([&] { return state.durable_seq == 1; }));
+    collector.Stop();
+    for (int i = 1; i <= 5; ++i) agent.batcher.Add(Ev(i));
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (agent.spool->committed_seq() < 6 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    ASSERT_EQ(agent.spool->committed_seq(), 6u);
+    // No orderly close: what a kill leaves is what fdatasync made durable.
+  }
+  FakeCollector collector(&state);
+  ASSERT_EQ(collector.Start(port), port);
+  Agent agent(port, 8, dir.path(), &identity);
+  EXPECT_TRUE(agent.resume_from_spool());
+  EXPECT_EQ(agent.recovered.records, 5u);
+  ASSERT_TRUE(agent.publisher.Start().ok());
+  agent.batcher.Add(Ev(6));
+  ASSERT_TRUE(state.WaitUntil([&] { return state.durable_seq == 7; }));
+  absl::MutexLock lock(&state.mu);
+  EXPECT_TRUE(state.failures.empty()) << state.failures.front();
+  std::map<uint64_t, int> count;
+  for (uint64_t s : state.received) ++count[s];
+  for (uint64_t s = 1; s <= 7; ++s) EXPECT_EQ(count[s], 1) << "seq " << s;
 }
 
 }  // namespace

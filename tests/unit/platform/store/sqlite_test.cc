@@ -75,3 +75,32 @@ TEST(Sqlite, ErrorsNameTheDatabase) {
 
 }  // namespace
 }  // namespace tripline
+
+namespace tripline {
+namespace {
+
+TEST(Database, CachedStatementsAreReusedWithFreshBindings) {
+  tripline::testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(dir.Sub("cache.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE((*db)->Exec("CREATE TABLE t (k INTEGER, v TEXT)").ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<Statement> s = (*db)->PrepareCached("INSERT INTO t (k, v) VALUES (?, ?)");
+    ASSERT_TRUE(s.ok()) << s.status();
+    if (i != 1) s->Bind(2, "x");  // the second insert binds no v: it must not inherit "x"
+    s->Bind(1, i);
+    ASSERT_TRUE(s->Run().ok());
+  }
+  absl::StatusOr<Statement> q = (*db)->PrepareCached("SELECT k, v FROM t ORDER BY k");
+  ASSERT_TRUE(q.ok());
+  std::vector<std::string> rows;
+  while (*q->Step()) {
+    rows.push_back(std::to_string(q->ColumnInt(0)) + (q->ColumnIsNull(1) ? "-" : q->ColumnText(1)));
+  }
+  EXPECT_EQ(rows, (std::vector<std::string>{"0x", "1-", "2x"}));
+  absl::StatusOr<Statement> bad = (*db)->PrepareCached("SELECT nope FROM t");
+  EXPECT_FALSE(bad.ok());
+}
+
+}  // namespace
+}  // namespace tripline
