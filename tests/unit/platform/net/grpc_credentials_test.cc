@@ -8,48 +8,11 @@
 
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/test_pki.h"
 #include "tripline/v1/ingest.grpc.pb.h"
 
 namespace tripline {
 namespace {
-
-// A CA (and a second, unrelated one), a server certificate for 127.0.0.1 and a client
-// certificate, all signed by the first CA.
-class TestPki {
- public:
-  TestPki() {
-    ok_ = MakeCa("ca") && MakeCa("other-ca") &&
-          MakeLeaf("server", "collector", "serverAuth", "subjectAltName=IP:127.0.0.1") &&
-          MakeLeaf("client", "i-0123456789abcdef0", "clientAuth", "");
-  }
-  bool ok() const { return ok_; }
-  std::string Path(const std::string& name) const { return dir_.Sub(name); }
-
- private:
-  bool Run(const std::string& cmd) {
-    return std::system(("cd '" + dir_.path() + "' && " + cmd + " >/dev/null 2>&1").c_str()) == 0;
-  }
-  bool MakeCa(const std::string& name) {
-    return Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
-               name + ".key -out " + name + ".pem -days 1 -subj /CN=" + name);
-  }
-  bool MakeLeaf(const std::string& name, const std::string& cn, const std::string& usage,
-                const std::string& san) {
-    std::ofstream ext(dir_.Sub(name + ".ext"));
-    ext << "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=" << usage
-        << "\n";
-    if (!san.empty()) ext << san << "\n";
-    ext.close();
-    return Run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + name +
-               ".key -out " + name + ".csr -subj /CN=" + cn) &&
-           Run("openssl x509 -req -in " + name + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-               "-out " + name + ".pem -days 1 -extfile " + name + ".ext");
-  }
-
-  tripline::testing::TempDir dir_;
-  bool ok_ = false;
-};
 
 class EnrollAnswers final : public tripline::v1::Ingest::Service {
   grpc::Status Enroll(grpc::ServerContext*, const tripline::v1::EnrollRequest*,
@@ -98,7 +61,7 @@ class Tls : public ::testing::Test {
                             mtls ? pki_.Path("ca.pem") : ""};
   }
 
-  TestPki pki_;
+  tripline::testing::TestPki pki_;
   EnrollAnswers service_;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -129,8 +92,9 @@ TEST_F(Tls, MutualTlsRequiresAClientCertificateFromTheClientCa) {
   ASSERT_GT(port, 0);
   grpc::Status without = Call(port, ClientTlsOptions{false, pki_.Path("ca.pem"), "", ""});
   EXPECT_EQ(without.error_code(), grpc::StatusCode::UNAVAILABLE) << without.error_message();
-  grpc::Status with = Call(port, ClientTlsOptions{false, pki_.Path("ca.pem"),
-                                                  pki_.Path("client.pem"), pki_.Path("client.key")});
+  grpc::Status with =
+      Call(port, ClientTlsOptions{false, pki_.Path("ca.pem"), pki_.Path("client.pem"),
+                                  pki_.Path("client.key")});
   EXPECT_TRUE(with.ok()) << with.error_message();
 }
 
