@@ -8,9 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "platform/runtime/clock.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "collector/rules/rule_replay.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::collector {
@@ -85,9 +86,8 @@ void ToProto(const ActionRecord& a, Action* out) {
 
 bool ValidInstanceId(const std::string& id) {
   if (id.size() < 3 || id.size() > 64 || id.rfind("i-", 0) != 0) return false;
-  return std::all_of(id.begin() + 2, id.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z');
-  });
+  return std::all_of(id.begin() + 2, id.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); });
 }
 
 constexpr size_t kMaxNoteBytes = 4096;
@@ -490,7 +490,8 @@ absl::StatusOr<int64_t> OperatorService::QueueAction(const std::string& kind,
   if (!id.ok()) return id.status();
   if (incident_id > 0) {
     absl::Status st = w->AppendIncidentSummary(
-        incident_id, absl::StrFormat("operator asked for %s of %s (action %d)", kind, instance_id, *id),
+        incident_id,
+        absl::StrFormat("operator asked for %s of %s (action %d)", kind, instance_id, *id),
         action.created_ns);
     if (!st.ok()) return st;
   }
@@ -504,8 +505,9 @@ absl::StatusOr<int64_t> OperatorService::QueueAction(const std::string& kind,
 namespace {
 grpc::Status CheckMode(const std::string& mode) {
   if (mode.empty() || mode == "auto" || mode == "dry-run") return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      absl::StrFormat("mode '%s' is not one of auto, dry-run", Printable(mode, 32)));
+  return grpc::Status(
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrFormat("mode '%s' is not one of auto, dry-run", Printable(mode, 32)));
 }
 }  // namespace
 
@@ -514,9 +516,9 @@ grpc::Status OperatorService::Isolate(grpc::ServerContext* context, const Isolat
   Caller caller;
   if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
   if (!ValidInstanceId(req->instance_id())) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrFormat("'%s' is not an instance id (i-...)",
-                                        Printable(req->instance_id(), 80)));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrFormat("'%s' is not an instance id (i-...)", Printable(req->instance_id(), 80)));
   }
   if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
   if (req->incident_id() != 0) {
@@ -527,8 +529,9 @@ grpc::Status OperatorService::Isolate(grpc::ServerContext* context, const Isolat
                           absl::StrFormat("no incident %d", req->incident_id()));
     }
   }
-  absl::StatusOr<int64_t> id = QueueAction("isolate", req->instance_id(), req->incident_id(),
-                                           req->mode(), "operator asked for isolation", caller.name);
+  absl::StatusOr<int64_t> id =
+      QueueAction("isolate", req->instance_id(), req->incident_id(), req->mode(),
+                  "operator asked for isolation", caller.name);
   if (!id.ok()) return Internal(id.status());
   resp->set_action_id(*id);
   return grpc::Status::OK;
@@ -545,9 +548,9 @@ grpc::Status OperatorService::Respond(grpc::ServerContext* context,
                                         Printable(req->action(), 40)));
   }
   if (!ValidInstanceId(req->instance_id())) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrFormat("'%s' is not an instance id (i-...)",
-                                        Printable(req->instance_id(), 80)));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrFormat("'%s' is not an instance id (i-...)", Printable(req->instance_id(), 80)));
   }
   if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
   if (req->incident_id() != 0) {
@@ -605,7 +608,8 @@ grpc::Status OperatorService::ApproveIncident(grpc::ServerContext* context,
                                               ApproveIncidentResponse* resp) {
   Caller caller;
   if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
-  absl::StatusOr<std::vector<ActionRecord>> actions = store_->ListActions(req->incident_id(), 10000);
+  absl::StatusOr<std::vector<ActionRecord>> actions =
+      store_->ListActions(req->incident_id(), 10000);
   if (!actions.ok()) return Internal(actions.status());
   if (req->incident_id() <= 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "an incident id is required");
@@ -623,18 +627,74 @@ grpc::Status OperatorService::ApproveIncident(grpc::ServerContext* context,
     resp->add_action_ids(a.id);
   }
   if (resp->action_ids_size() == 0) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrFormat("incident %d has no action waiting for approval",
-                                        req->incident_id()));
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrFormat("incident %d has no action waiting for approval", req->incident_id()));
   }
   if (absl::Status st = w->AppendIncidentSummary(
-          req->incident_id(), absl::StrFormat("%s approved %d action(s)", caller.name, resp->action_ids_size()),
-          now);
+          req->incident_id(),
+          absl::StrFormat("%s approved %d action(s)", caller.name, resp->action_ids_size()), now);
       !st.ok()) {
     return Internal(st);
   }
   if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
   if (on_action_) on_action_();
+  return grpc::Status::OK;
+}
+
+grpc::Status OperatorService::TestRule(grpc::ServerContext* context, const TestRuleRequest* req,
+                                       TestRuleResponse* resp) {
+  if (grpc::Status st = Authorize(context, Role::kRespond); !st.ok()) return st;
+  constexpr size_t kMaxRulesBytes = 1 << 20;
+  constexpr uint32_t kMaxReplayEvents = 200000;
+  if (req->rules_yaml().size() > kMaxRulesBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rules_yaml: at most 1 MiB");
+  }
+  absl::StatusOr<RuleSet> rules = ParseRules(req->rules_yaml(), "rules_yaml");
+  if (!rules.ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(rules.status().message()));
+  }
+  if (req->since_unix_ns() < 0 || req->until_unix_ns() < 0 ||
+      (req->until_unix_ns() != 0 && req->until_unix_ns() <= req->since_unix_ns())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the time range is empty or negative (until must be after since)");
+  }
+  const uint32_t max_events =
+      req->max_events() == 0 ? kMaxReplayEvents : std::min(req->max_events(), kMaxReplayEvents);
+  RuleReplay replay(&*rules);
+  EventQuery q;
+  q.agent_id = req->agent_id();
+  q.since_ns = req->since_unix_ns();
+  q.until_ns = req->until_unix_ns();
+  q.limit = kMaxLimit;
+  uint64_t scanned = 0;
+  for (;;) {
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    absl::StatusOr<std::vector<EventRecord>> page = store_->QueryEvents(q);
+    if (!page.ok()) return Internal(page.status());
+    for (const EventRecord& e : *page) {
+      if (scanned == max_events) {
+        resp->set_truncated(true);
+        break;
+      }
+      Event event;
+      if (!event.ParseFromString(e.event)) continue;
+      replay.Feed(e.agent_id, e.id, event);
+      ++scanned;
+      q.after_id = e.id;
+    }
+    if (resp->truncated() || static_cast<int>(page->size()) < q.limit) break;
+  }
+  for (const RuleFiring& f : replay.firings()) {
+    tripline::v1::RuleFiring* out = resp->add_firings();
+    out->set_rule_id(f.rule_id);
+    out->set_agent_id(f.agent_id);
+    out->set_first_unix_ns(f.first_time_ns);
+    for (int64_t id : f.event_ids) out->add_event_ids(id);
+    out->set_group(f.group);
+  }
+  resp->set_events_scanned(scanned);
+  resp->set_matches(static_cast<uint64_t>(replay.matches()));
   return grpc::Status::OK;
 }
 

@@ -60,6 +60,9 @@ class OperatorService final : public tripline::v1::Operator::Service {
                               const tripline::v1::ExportEvidenceRequest* req,
                               tripline::v1::ExportEvidenceResponse* resp) override;
 
+  grpc::Status TestRule(grpc::ServerContext* context, const tripline::v1::TestRuleRequest* req,
+                        tripline::v1::TestRuleResponse* resp) override;
+
   // What ReloadRules calls: reloads and returns the number of rules in force, or the error (the
   // old rules stay). Set before the server starts; without it ReloadRules is UNIMPLEMENTED.
   using RulesReloader = std::function<absl::StatusOr<size_t>()>;

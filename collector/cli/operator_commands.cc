@@ -222,31 +222,28 @@ grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const Outp
       });
 }
 
-grpc::Status Isolate(OperatorStub& stub, const v1::IsolateRequest& request,
-                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+grpc::Status Isolate(OperatorStub& stub, const v1::IsolateRequest& request, const CallOptions& call,
+                     const OutputOptions& output, std::ostream& out) {
   return Call<v1::IsolateRequest, v1::IsolateResponse>(
-      stub, &OperatorStub::Isolate, request, call, output, out,
-      [&](const v1::IsolateResponse& r) {
+      stub, &OperatorStub::Isolate, request, call, output, out, [&](const v1::IsolateResponse& r) {
         return absl::StrCat("isolation of ", Printable(request.instance_id()), " queued: action ",
                             r.action_id(), " (triplinectl actions to follow it)\n");
       });
 }
 
-grpc::Status Release(OperatorStub& stub, const v1::ReleaseRequest& request,
-                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+grpc::Status Release(OperatorStub& stub, const v1::ReleaseRequest& request, const CallOptions& call,
+                     const OutputOptions& output, std::ostream& out) {
   return Call<v1::ReleaseRequest, v1::ReleaseResponse>(
-      stub, &OperatorStub::Release, request, call, output, out,
-      [&](const v1::ReleaseResponse& r) {
+      stub, &OperatorStub::Release, request, call, output, out, [&](const v1::ReleaseResponse& r) {
         return absl::StrCat("release of ", Printable(r.instance_id()), " queued: action ",
                             r.action_id(), "\n");
       });
 }
 
-grpc::Status Respond(OperatorStub& stub, const v1::RespondRequest& request,
-                     const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+grpc::Status Respond(OperatorStub& stub, const v1::RespondRequest& request, const CallOptions& call,
+                     const OutputOptions& output, std::ostream& out) {
   return Call<v1::RespondRequest, v1::RespondResponse>(
-      stub, &OperatorStub::Respond, request, call, output, out,
-      [&](const v1::RespondResponse& r) {
+      stub, &OperatorStub::Respond, request, call, output, out, [&](const v1::RespondResponse& r) {
         return absl::StrCat(request.action(), " of ", Printable(request.instance_id()),
                             " queued: action ", r.action_id(), "\n");
       });
@@ -262,6 +259,30 @@ grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const Call
         std::string ids;
         for (int64_t id : r.action_ids()) absl::StrAppend(&ids, ids.empty() ? "" : ", ", id);
         return absl::StrCat("incident ", incident_id, ": approved action(s) ", ids, "\n");
+      });
+}
+
+grpc::Status TestRules(OperatorStub& stub, const v1::TestRuleRequest& request,
+                       const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  return Call<v1::TestRuleRequest, v1::TestRuleResponse>(
+      stub, &OperatorStub::TestRule, request, call, output, out,
+      [&](const v1::TestRuleResponse& r) {
+        Table t({"RULE", "AGENT", "FIRST EVENT", "EVENTS", "GROUP", "EVENT IDS"});
+        for (const auto& f : r.firings()) {
+          std::string ids;
+          for (int i = 0; i < f.event_ids_size() && i < 10; ++i) {
+            absl::StrAppend(&ids, i == 0 ? "" : ",", f.event_ids(i));
+          }
+          if (f.event_ids_size() > 10) absl::StrAppend(&ids, ",...");
+          t.AddRow({Printable(f.rule_id()), Printable(f.agent_id()),
+                    FormatUtcTime(f.first_unix_ns()), absl::StrCat(f.event_ids_size()),
+                    f.group().empty() ? "-" : Printable(f.group()), ids});
+        }
+        return absl::StrCat(
+            t.Render(output.columns),
+            absl::StrFormat("%d incident(s) would open; %d match(es) in %d event(s) scanned%s\n",
+                            r.firings_size(), r.matches(), r.events_scanned(),
+                            r.truncated() ? " (truncated: narrow --since/--until)" : ""));
       });
 }
 

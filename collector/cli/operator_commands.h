@@ -76,6 +76,10 @@ grpc::Status Respond(OperatorStub& stub, const tripline::v1::RespondRequest& req
 grpc::Status ApproveIncident(OperatorStub& stub, int64_t incident_id, const CallOptions& call,
                              const OutputOptions& output, std::ostream& out);
 
+// What the rules of request.rules_yaml would have opened over the stored events.
+grpc::Status TestRules(OperatorStub& stub, const tripline::v1::TestRuleRequest& request,
+                       const CallOptions& call, const OutputOptions& output, std::ostream& out);
+
 // Exit status for a call's outcome: 0 OK; 3 when the collector could not be reached in time
 // (UNAVAILABLE, DEADLINE_EXCEEDED); 1 for any other error the collector answered with.
 int ExitCodeFor(const grpc::Status& status);

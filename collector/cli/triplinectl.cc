@@ -132,7 +132,7 @@ _triplinectl() {
     triplinectl) words="agents events incidents incident actions evidence rules completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
     incident) words="show report ack contain resolve reopen note assign unassign" ;;
     evidence) words="export verify" ;;
-    rules) words="reload" ;;
+    rules) words="reload test" ;;
     events) words="--agent --kind --limit --after --path --text --since --until --follow" ;;
     incidents) words="--status --limit" ;;
     --status) words="open acknowledged contained resolved" ;;
@@ -371,12 +371,23 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   auto* rules_reload = rules->add_subcommand(
       "reload", "load the rules file(s) again; a bad file keeps the old rules (needs admin)");
 
+  std::string test_file, test_since = "24h", test_until;
+  tripline::v1::TestRuleRequest test_request;
+  auto* rules_test = rules->add_subcommand(
+      "test", "run the rules in FILE over stored events, acting on nothing: what would fire");
+  rules_test->add_option("FILE", test_file, "a rules file")->required();
+  rules_test->add_option("--since", test_since, "from: 24h, 7d (ago) or RFC 3339")
+      ->capture_default_str();
+  rules_test->add_option("--until", test_until, "before: 1h (ago) or RFC 3339 (default: now)");
+  rules_test->add_option("--agent", *test_request.mutable_agent_id(), "only this agent's events");
+
   std::string shell;
   auto* completion = app.add_subcommand("completion", "print a shell completion script");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
   int64_t approve_id = 0;
-  auto* approve = incident->add_subcommand("approve", "let the incident's isolation waiting for "
-                                                      "approval go ahead");
+  auto* approve = incident->add_subcommand("approve",
+                                           "let the incident's isolation waiting for "
+                                           "approval go ahead");
   approve->add_option("ID", approve_id, "incident id")->required()->check(CLI::PositiveNumber);
 
   std::string isolate_target;
@@ -531,6 +542,25 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     }
     update.set_unassign(unassign->parsed());
     status = UpdateIncident(*stub, update, call, output, out);
+  } else if (rules_test->parsed()) {
+    absl::StatusOr<std::string> yaml = ReadFileToString(test_file, 1 << 20);
+    if (!yaml.ok()) return Report(err, kExitUsage, std::string(yaml.status().message()));
+    test_request.set_rules_yaml(*std::move(yaml));
+    for (auto [text, field] :
+         {std::pair{&test_since, "--since"}, std::pair{&test_until, "--until"}}) {
+      if (text->empty()) continue;
+      absl::StatusOr<int64_t> t = ParseWhen(*text, env.now_unix_ns);
+      if (!t.ok()) {
+        return Report(err, kExitUsage,
+                      absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message()));
+      }
+      if (field == std::string_view("--since")) {
+        test_request.set_since_unix_ns(*t);
+      } else {
+        test_request.set_until_unix_ns(*t);
+      }
+    }
+    status = TestRules(*stub, test_request, call, output, out);
   } else if (rules_reload->parsed()) {
     status = ReloadRules(*stub, call, output, out);
   } else if (report->parsed()) {

@@ -1400,8 +1400,18 @@ def scenario_rules_reload(fleet, demo=False):
     with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
         f.write("tampered\n")
     wait_rule_incident(fleet)
+    # Replaying the rules over what is stored finds what fired live, and acts on nothing.
+    live = wait_rule_incident(fleet)
+    actions_before = len(fleet.ctl_json("actions").get("actions", []))
     with open(rules, "w") as f:
         f.write(good)
+    replay = fleet.ctl_json("rules", "test", rules, "--since", "1h")
+    fired = [f for f in replay.get("firings", []) if f["rule_id"] == live["rule_id"]]
+    if len(fired) != 1 or fired[0]["agent_id"] != INSTANCE_ID or \
+            set(fired[0]["event_ids"]) != set(live.get("event_ids", [])):
+        raise Failure(f"replay differs from the live incident {live}: {replay}")
+    if len(fleet.ctl_json("actions").get("actions", [])) != actions_before:
+        raise Failure("rules test acted")
     out = fleet.ctl("rules", "reload").stdout.decode()
     if "rule(s) in force" not in out:
         raise Failure(f"rules reload: {out}")
