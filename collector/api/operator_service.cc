@@ -122,6 +122,23 @@ constexpr size_t kMaxGlobBytes = 4096;
 constexpr size_t kMaxTextBytes = 1024;
 constexpr std::chrono::milliseconds kWatchInterval{200};
 
+// An operator's change as an audit row: done, by `caller`, at `now`.
+ActionRecord OperatorAction(const Caller& caller, int64_t now, std::string kind, std::string target,
+                            std::string detail, int64_t incident_id = 0,
+                            std::string agent_id = "") {
+  ActionRecord a;
+  a.incident_id = incident_id;
+  a.agent_id = std::move(agent_id);
+  a.kind = std::move(kind);
+  a.target = std::move(target);
+  a.status = "done";
+  a.detail = std::move(detail);
+  a.actor = caller.name;
+  a.created_ns = now;
+  a.updated_ns = now;
+  return a;
+}
+
 grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
   const std::string& kind = req.kind();
   if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
@@ -293,17 +310,10 @@ grpc::Status OperatorService::UpdateIncident(grpc::ServerContext* context,
   }
   IncidentRecord& inc = **incident;
   auto audit = [&](const std::string& kind, const std::string& detail) {
-    ActionRecord a;
-    a.incident_id = inc.id;
-    a.agent_id = inc.agent_id;
-    a.kind = kind;
-    a.target = absl::StrFormat("incident %d", inc.id);
-    a.status = "done";
-    a.detail = detail;
-    a.actor = caller.name;
-    a.created_ns = now;
-    a.updated_ns = now;
-    return w->InsertAction(a).status();
+    return w
+        ->InsertAction(OperatorAction(caller, now, kind, absl::StrFormat("incident %d", inc.id),
+                                      detail, inc.id, inc.agent_id))
+        .status();
   };
 
   if (!req->status().empty() && req->status() != inc.status) {
@@ -405,16 +415,10 @@ grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
     // Chain of custody: who took the evidence, and when. Recorded before it is handed over.
     absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
     if (!w.ok()) return Internal(w.status());
-    ActionRecord a;
-    a.incident_id = req->incident_id();
-    a.agent_id = (*incident)->agent_id;
-    a.kind = "evidence:export";
-    a.target = absl::StrFormat("incident %d", req->incident_id());
-    a.status = "done";
-    a.detail = absl::StrFormat("%d batches, %d events", resp->batches_size(), resp->events_size());
-    a.actor = caller.name;
-    a.created_ns = now;
-    a.updated_ns = now;
+    ActionRecord a = OperatorAction(
+        caller, now, "evidence:export", absl::StrFormat("incident %d", req->incident_id()),
+        absl::StrFormat("%d batches, %d events", resp->batches_size(), resp->events_size()),
+        req->incident_id(), (*incident)->agent_id);
     if (absl::Status st = w->InsertAction(a).status(); !st.ok()) return Internal(st);
     if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
   }
@@ -436,15 +440,13 @@ grpc::Status OperatorService::ReloadRules(grpc::ServerContext* context, const Re
   }
   absl::StatusOr<size_t> count = reload_rules_();
   const int64_t now = SystemClock().NowUnixNanos();
-  ActionRecord a;
-  a.kind = "rules:reload";
-  a.status = count.ok() ? "done" : "failed";
-  a.detail =
-      count.ok() ? absl::StrFormat("%d rule(s) in force", *count) : "the old rules stay in force";
-  if (!count.ok()) a.error_message = std::string(count.status().message());
-  a.actor = caller.name;
-  a.created_ns = now;
-  a.updated_ns = now;
+  ActionRecord a = OperatorAction(
+      caller, now, "rules:reload", "",
+      count.ok() ? absl::StrFormat("%d rule(s) in force", *count) : "the old rules stay in force");
+  if (!count.ok()) {
+    a.status = "failed";
+    a.error_message = std::string(count.status().message());
+  }
   absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
   if (!w.ok()) return Internal(w.status());
   if (absl::Status st = w->InsertAction(a).status(); !st.ok()) return Internal(st);

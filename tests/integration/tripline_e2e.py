@@ -1402,6 +1402,10 @@ def scenario_rules_reload(fleet, demo=False):
     wait_rule_incident(fleet)
     # Replaying the rules over what is stored finds what fired live, and acts on nothing.
     live = wait_rule_incident(fleet)
+    # The rule isolates: let that recipe finish so the action count below is the replay's alone.
+    wait_for("the isolation to finish", lambda: any(
+        a.get("kind") == "isolate" and a.get("status") in ("done", "failed")
+        for a in fleet.ctl_json("actions").get("actions", [])), timeout=60)
     actions_before = len(fleet.ctl_json("actions").get("actions", []))
     with open(rules, "w") as f:
         f.write(good)
