@@ -48,11 +48,21 @@ class LocalEndpoint {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  // SIGTERM, then SIGKILL if the endpoint has not exited within 10 s: a wedged child must not
+  // hang the test binary.
   ~LocalEndpoint() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     int status = 0;
-    waitpid(pid_, &status, 0);
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   LocalEndpoint(const LocalEndpoint&) = delete;
   LocalEndpoint& operator=(const LocalEndpoint&) = delete;

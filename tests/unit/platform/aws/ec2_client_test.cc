@@ -6,23 +6,17 @@
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "tests/support/local_endpoint.h"
 #include "tests/support/temp_dir.h"
-
-extern char** environ;
 
 namespace tripline::aws {
 namespace {
@@ -89,72 +83,35 @@ size_t CountOf(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
-// The endpoint as a child process, started in a temp dir and stopped (SIGTERM) when destroyed.
+// The endpoint as a child process (tests/support/local_endpoint.h), seeded from kSeed, with its
+// call log in its temp dir.
 class FakeEc2 {
  public:
-  explicit FakeEc2(std::vector<std::string> extra_args = {}) {
-    const std::string seed = dir_.Sub("seed.json");
-    std::ofstream(seed) << kSeed;
-    const std::string ready = dir_.Sub("ready");
-    std::vector<std::string> args = {"/usr/bin/python3", TRIPLINE_EC2_ENDPOINT_SCRIPT,
-                                     "--listen",         "127.0.0.1:0",
-                                     "--ready-file",     ready,
-                                     "--region",         "us-east-1",
-                                     "--access-key",     kAccessKey,
-                                     "--secret-key",     kSecretKey,
-                                     "--seed",           seed,
-                                     "--log-file",       dir_.Sub("calls.jsonl")};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
-      pid_ = -1;
-      return;
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::ifstream in(ready);
-      std::string addr;
-      if (in && std::getline(in, addr) && !addr.empty()) {
-        address_ = addr;
-        return;
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  explicit FakeEc2(std::vector<std::string> extra_args = {})
+      : endpoint_(TRIPLINE_EC2_ENDPOINT_SCRIPT, Args(seed_dir_, std::move(extra_args))) {}
 
-  ~FakeEc2() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-
-  bool running() const { return !address_.empty(); }
-  std::string endpoint() const { return "http://" + address_; }
+  bool running() const { return endpoint_.running(); }
+  std::string endpoint() const { return endpoint_.url(); }
   std::string Calls() const { return AdminRequest(endpoint() + "/_tripline/calls"); }
   std::string Inject(const std::string& json) const {
     return AdminRequest(endpoint() + "/_tripline/inject", &json);
   }
 
  private:
-  testing::TempDir dir_;
-  pid_t pid_ = -1;
-  std::string address_;
+  // Writes the seed first: the endpoint reads it when it starts.
+  static std::vector<std::string> Args(const testing::TempDir& dir,
+                                       std::vector<std::string> extra) {
+    const std::string seed = dir.Sub("seed.json");
+    std::ofstream(seed) << kSeed;
+    std::vector<std::string> args = {
+        "--region", "us-east-1", "--access-key", kAccessKey,   "--secret-key",
+        kSecretKey, "--seed",    seed,           "--log-file", dir.Sub("calls.jsonl")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  testing::TempDir seed_dir_;  // before endpoint_: built first
+  testing::LocalEndpoint endpoint_;
 };
 
 Ec2Client::Options OptionsFor(const std::string& endpoint) {
