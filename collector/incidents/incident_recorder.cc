@@ -12,8 +12,8 @@ using tripline::v1::FileEvent;
 std::string DescribeEvent(const Event& event) {
   if (event.has_file()) {
     const FileEvent& f = event.file();
-    std::string out = absl::StrFormat("%s %s", FileEvent::Change_Name(f.change()),
-                                      Printable(f.path()));
+    std::string out =
+        absl::StrFormat("%s %s", FileEvent::Change_Name(f.change()), Printable(f.path()));
     if (f.change() == FileEvent::RENAMED && !f.old_path().empty()) {
       out += absl::StrFormat(" (from %s)", Printable(f.old_path()));
     }
@@ -23,6 +23,36 @@ std::string DescribeEvent(const Event& event) {
   if (event.has_agent()) return "agent event";
   return "event";
 }
+
+namespace {
+
+// The response a rule asks for once it opened `out->incident_id`: an isolate action in the rule's
+// response_mode (empty: the worker's default), or a line on the incident when responses are off.
+absl::Status QueueRuleResponse(CollectorStore::Writer& writer, const Rule& rule,
+                               const std::string& agent_id, bool auto_respond, int64_t now_ns,
+                               RecordOutcome* out) {
+  if (!rule.Isolates()) return absl::OkStatus();
+  if (!auto_respond) {
+    return writer.AppendIncidentSummary(out->incident_id,
+                                        "isolation not started: response mode is off", now_ns);
+  }
+  ActionRecord action;
+  action.incident_id = out->incident_id;
+  action.agent_id = agent_id;
+  action.kind = kIsolateActionKind;
+  action.target = agent_id;
+  action.status = "pending";
+  action.actor = "collector";
+  action.mode = rule.response_mode;
+  action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
+  action.created_ns = now_ns;
+  action.updated_ns = now_ns;
+  RETURN_IF_ERROR(writer.InsertAction(action).status());
+  out->isolation_queued = true;
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, const Rule& rule,
                                               const std::string& agent_id, int64_t event_id,
@@ -43,40 +73,20 @@ absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, co
   incident.status = "open";
   incident.opened_ns = now_ns;
   incident.updated_ns = now_ns;
-  incident.summary = absl::StrFormat("rule %s matched event %d: %s", rule.id, event_id,
-                                     DescribeEvent(event));
+  incident.summary =
+      absl::StrFormat("rule %s matched event %d: %s", rule.id, event_id, DescribeEvent(event));
   ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
   out.opened = true;
   RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, event_id, now_ns));
-  if (rule.Isolates()) {
-    if (auto_respond) {
-      ActionRecord action;
-      action.incident_id = out.incident_id;
-      action.agent_id = agent_id;
-      action.kind = kIsolateActionKind;
-      action.target = agent_id;
-      action.status = "pending";
-      action.actor = "collector";
-      action.mode = rule.response_mode;  // empty: the response worker's default
-      action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
-      action.created_ns = now_ns;
-      action.updated_ns = now_ns;
-      RETURN_IF_ERROR(writer.InsertAction(action).status());
-      out.isolation_queued = true;
-    } else {
-      RETURN_IF_ERROR(writer.AppendIncidentSummary(
-          out.incident_id, "isolation not started: response mode is off", now_ns));
-    }
-  }
+  RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
   return out;
 }
 
 absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& writer, const Rule& rule,
                                                    const std::string& agent_id,
                                                    const LogRuleOutcome& outcome, int64_t event_id,
-                                                   const Event& event,
-                                                   const LogMatchFields& fields, bool auto_respond,
-                                                   int64_t now_ns) {
+                                                   const Event& event, const LogMatchFields& fields,
+                                                   bool auto_respond, int64_t now_ns) {
   RecordOutcome out;
   if (outcome.kind == LogRuleOutcome::Kind::kLink) {
     out.incident_id = outcome.incident_id;
@@ -110,25 +120,7 @@ absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& write
   for (int64_t id : outcome.event_ids) {
     RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, id, now_ns));
   }
-  if (rule.Isolates()) {
-    if (auto_respond) {
-      ActionRecord action;
-      action.incident_id = out.incident_id;
-      action.agent_id = agent_id;
-      action.kind = kIsolateActionKind;
-      action.target = agent_id;
-      action.status = "pending";
-      action.actor = "collector";
-      action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
-      action.created_ns = now_ns;
-      action.updated_ns = now_ns;
-      RETURN_IF_ERROR(writer.InsertAction(action).status());
-      out.isolation_queued = true;
-    } else {
-      RETURN_IF_ERROR(writer.AppendIncidentSummary(
-          out.incident_id, "isolation not started: response mode is off", now_ns));
-    }
-  }
+  RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
   return out;
 }
 
@@ -136,7 +128,8 @@ absl::StatusOr<RecordOutcome> RecordIntegrityFailure(CollectorStore::Writer& wri
                                                      const std::string& agent_id,
                                                      const std::string& reason, int64_t now_ns) {
   RecordOutcome out;
-  ASSIGN_OR_RETURN(std::optional<int64_t> open, writer.FindOpenIncident(kIntegrityRuleId, agent_id));
+  ASSIGN_OR_RETURN(std::optional<int64_t> open,
+                   writer.FindOpenIncident(kIntegrityRuleId, agent_id));
   if (open) {
     out.incident_id = *open;
     RETURN_IF_ERROR(writer.AppendIncidentSummary(*open, reason, now_ns));

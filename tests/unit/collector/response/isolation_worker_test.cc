@@ -721,3 +721,42 @@ TEST_F(Recipe, OperatorRequestIsItsOwnApprovalButDryRunModeHolds) {
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+// The same holds for a log rule: its response_mode reaches the isolate action.
+TEST(Guardrails, LogRuleResponseModeApproveWaitsForTheOperator) {
+  auto ec2 = std::make_shared<FakeInstanceNetwork::State>();
+  AddInstance(*ec2, TwoInterfaceInstance(kInstance));
+  TestCollector c(R"(rules:
+  - id: root-login
+    title: root logged in
+    severity: high
+    match:
+      kind: log
+      source: [auth]
+      regex: 'Accepted password for root'
+    response: [isolate]
+    response_mode: approve
+)",
+                  ec2);
+  c.Start();
+  TestAgent agent(kInstance, c.channel());
+  tripline::v1::Event line;
+  line.set_seq(1);
+  line.set_time_unix_ns(1700000000000000000LL);
+  line.mutable_log()->set_source("auth");
+  line.mutable_log()->set_line("sshd[7]: Accepted password for root from 203.0.113.9 port 22");
+  Publish(agent, {line});
+  ASSERT_TRUE(WaitFor([&] {
+    auto a = Actions(c.store(), 0);
+    return !a.empty() && a[0].status == "approval";
+  }));
+  EXPECT_EQ(Actions(c.store(), 0)[0].mode, "approve");
+  std::lock_guard<std::mutex> lock(ec2->mu);
+  EXPECT_TRUE(ec2->calls.empty());
+}
+
+}  // namespace
+}  // namespace tripline::collector
