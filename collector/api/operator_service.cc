@@ -139,6 +139,14 @@ ActionRecord OperatorAction(const Caller& caller, int64_t now, std::string kind,
   return a;
 }
 
+// Agent-time bounds of a query: 0 is unbounded; until, when given, must be after since.
+grpc::Status CheckTimeRange(int64_t since_ns, int64_t until_ns) {
+  if (since_ns < 0 || until_ns < 0 || (until_ns != 0 && until_ns <= since_ns)) {
+    return Invalid("the time range is empty or negative (until must be after since)");
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
   const std::string& kind = req.kind();
   if (!kind.empty() && kind != "file" && kind != "log" && kind != "agent") {
@@ -152,9 +160,8 @@ grpc::Status ToEventQuery(const QueryEventsRequest& req, EventQuery* q) {
   if (req.text().size() > kMaxTextBytes) {
     return Invalid(absl::StrFormat("text: at most %d bytes", kMaxTextBytes));
   }
-  if (req.since_unix_ns() < 0 || req.until_unix_ns() < 0 ||
-      (req.until_unix_ns() != 0 && req.until_unix_ns() <= req.since_unix_ns())) {
-    return Invalid("the time range is empty or negative (until must be after since)");
+  if (grpc::Status st = CheckTimeRange(req.since_unix_ns(), req.until_unix_ns()); !st.ok()) {
+    return st;
   }
   q->agent_id = req.agent_id();
   q->kind = kind;
@@ -656,10 +663,8 @@ grpc::Status OperatorService::TestRule(grpc::ServerContext* context, const TestR
   if (!rules.ok()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(rules.status().message()));
   }
-  if (req->since_unix_ns() < 0 || req->until_unix_ns() < 0 ||
-      (req->until_unix_ns() != 0 && req->until_unix_ns() <= req->since_unix_ns())) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the time range is empty or negative (until must be after since)");
+  if (grpc::Status st = CheckTimeRange(req->since_unix_ns(), req->until_unix_ns()); !st.ok()) {
+    return st;
   }
   const uint32_t max_events =
       req->max_events() == 0 ? kMaxReplayEvents : std::min(req->max_events(), kMaxReplayEvents);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -81,6 +82,23 @@ absl::StatusOr<int64_t> ParseWhen(const std::string& text, int64_t now_unix_ns) 
   return absl::InvalidArgumentError(
       "want a duration ago such as 24h or 90m, or an RFC 3339 time such as "
       "2026-01-02T15:04:05Z");
+}
+
+// --since/--until texts (either may be empty: 0, unbounded) as Unix nanoseconds; on a bad text,
+// the message for the user.
+std::string ParseTimeRange(const std::string& since, const std::string& until, int64_t now_unix_ns,
+                           int64_t* since_ns, int64_t* until_ns) {
+  for (auto [text, field, out] :
+       {std::tuple{&since, "--since", since_ns}, std::tuple{&until, "--until", until_ns}}) {
+    *out = 0;
+    if (text->empty()) continue;
+    absl::StatusOr<int64_t> t = ParseWhen(*text, now_unix_ns);
+    if (!t.ok()) {
+      return absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message());
+    }
+    *out = *t;
+  }
+  return "";
 }
 
 // ~/.config/tripline/ctl.yaml (or $TRIPLINE_CTL_CONFIG): defaults below flags and environment.
@@ -512,20 +530,14 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     events_request.set_kind(kind);
     events_request.set_limit(events_limit);
     events_request.set_after_id(after_id);
-    for (auto [text, field] :
-         {std::pair{&since_text, "--since"}, std::pair{&until_text, "--until"}}) {
-      if (text->empty()) continue;
-      absl::StatusOr<int64_t> t = ParseWhen(*text, env.now_unix_ns);
-      if (!t.ok()) {
-        return Report(err, kExitUsage,
-                      absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message()));
-      }
-      if (field == std::string_view("--since")) {
-        events_request.set_since_unix_ns(*t);
-      } else {
-        events_request.set_until_unix_ns(*t);
-      }
+    int64_t since_ns = 0, until_ns = 0;
+    if (std::string bad =
+            ParseTimeRange(since_text, until_text, env.now_unix_ns, &since_ns, &until_ns);
+        !bad.empty()) {
+      return Report(err, kExitUsage, bad);
     }
+    events_request.set_since_unix_ns(since_ns);
+    events_request.set_until_unix_ns(until_ns);
     status = follow ? FollowEvents(*stub, events_request, call, output, out)
                     : QueryEvents(*stub, events_request, call, output, out);
   } else if (incidents->parsed()) {
@@ -546,20 +558,14 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     absl::StatusOr<std::string> yaml = ReadFileToString(test_file, 1 << 20);
     if (!yaml.ok()) return Report(err, kExitUsage, std::string(yaml.status().message()));
     test_request.set_rules_yaml(*std::move(yaml));
-    for (auto [text, field] :
-         {std::pair{&test_since, "--since"}, std::pair{&test_until, "--until"}}) {
-      if (text->empty()) continue;
-      absl::StatusOr<int64_t> t = ParseWhen(*text, env.now_unix_ns);
-      if (!t.ok()) {
-        return Report(err, kExitUsage,
-                      absl::StrFormat("%s %s: %s", field, Printable(*text), t.status().message()));
-      }
-      if (field == std::string_view("--since")) {
-        test_request.set_since_unix_ns(*t);
-      } else {
-        test_request.set_until_unix_ns(*t);
-      }
+    int64_t since_ns = 0, until_ns = 0;
+    if (std::string bad =
+            ParseTimeRange(test_since, test_until, env.now_unix_ns, &since_ns, &until_ns);
+        !bad.empty()) {
+      return Report(err, kExitUsage, bad);
     }
+    test_request.set_since_unix_ns(since_ns);
+    test_request.set_until_unix_ns(until_ns);
     status = TestRules(*stub, test_request, call, output, out);
   } else if (rules_reload->parsed()) {
     status = ReloadRules(*stub, call, output, out);
