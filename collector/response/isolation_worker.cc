@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "collector/incidents/incident_recorder.h"
 #include "collector/response/recorded_instance.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -21,10 +22,6 @@ constexpr int64_t kHourNs = int64_t{3600} * 1000000000;
 
 std::string Groups(const std::vector<std::string>& groups) {
   return groups.empty() ? std::string("(none)") : absl::StrJoin(groups, ",");
-}
-
-std::string Rfc3339(int64_t unix_ns) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
 }
 
 // What isolation by security groups cannot cut; goes onto every contained incident.
@@ -641,7 +638,7 @@ bool IsolationWorker::Run::Isolate() {
            [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
              std::map<std::string, std::string> tags = {
                  {"tripline:incident", incident_tag},
-                 {"tripline:isolated-at", Rfc3339(action_.created_ns)},
+                 {"tripline:isolated-at", Rfc3339Utc(action_.created_ns)},
                  {"tripline:action", absl::StrCat(action_.id)}};
              std::vector<std::string> shown;
              for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);
@@ -693,11 +690,11 @@ bool IsolationWorker::Run::Isolate() {
         const std::string policy = absl::StrFormat(
             R"({"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*",)"
             R"("Resource":"*","Condition":{"DateLessThan":{"aws:TokenIssueTime":"%s"}}}]})",
-            Rfc3339(cutoff));
+            Rfc3339Utc(cutoff));
         STEP_OR_CONTINUE(
             Step(key, "iam:PutRolePolicy", role,
                  absl::StrFormat("%s: %s denies sessions issued before %s", role, policy_name,
-                                 Rfc3339(cutoff)),
+                                 Rfc3339Utc(cutoff)),
                  [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
                    if (dry) {
                      *detail = absl::StrCat("not sent: IAM has no DryRun; ", *detail);
@@ -892,7 +889,7 @@ bool IsolationWorker::Run::Release() {
       Step("tags", "ec2:CreateTags", id, "",
            [&](aws::CallInfo* info, std::string* detail) -> absl::StatusOr<std::string> {
              std::map<std::string, std::string> tags = {
-                 {"tripline:released-at", Rfc3339(action_.created_ns)},
+                 {"tripline:released-at", Rfc3339Utc(action_.created_ns)},
                  {"tripline:release-action", absl::StrCat(action_.id)}};
              std::vector<std::string> shown;
              for (const auto& [k, v] : tags) shown.push_back(k + "=" + v);

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include "absl/time/time.h"
+
 
 namespace tripline {
 namespace {
@@ -23,6 +25,10 @@ class RealClock final : public Clock {
 const Clock& SystemClock() {
   static const RealClock clock;
   return clock;
+}
+
+std::string Rfc3339Utc(int64_t unix_ns) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
 }
 
 }  // namespace tripline

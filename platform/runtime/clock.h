@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace tripline {
 
@@ -16,5 +17,8 @@ class Clock {
 
 // The real clocks (CLOCK_REALTIME, CLOCK_MONOTONIC). Never null; lives for the program.
 const Clock& SystemClock();
+
+// "2026-11-23T19:40:43Z": a Unix time in nanoseconds as people read it in logs and incidents.
+std::string Rfc3339Utc(int64_t unix_ns);
 
 }  // namespace tripline
