@@ -185,7 +185,9 @@ int main(int argc, char** argv) {
                config->spool.dir, recovered.records, recovered.acked_seq,
                recovered.head ? recovered.head->seq : 0, recovered.dropped_tail_bytes);
   BatcherOptions batch_options{.max_events = static_cast<size_t>(config->batch.max_events),
-                               .linger = absl::Milliseconds(config->batch.linger_ms)};
+                               .linger = absl::Milliseconds(config->batch.linger_ms),
+                               .heartbeat = absl::Milliseconds(config->batch.heartbeat_ms),
+                               .version = tripline::agent::AgentVersion()};
   if (ledger) {
     batch_options.on_seal = [&ledger](uint64_t seq, const tripline::v1::EventBatch& batch) {
       if (absl::Status st = ledger->RecordSealed(seq, batch); !st.ok()) {

@@ -15,6 +15,8 @@ Batcher::Batcher(std::string agent_id, const SigningKey& key, const Clock& clock
           .max_events = options.max_events == 0 ? 1 : options.max_events,
           .linger = options.linger,
           .max_queued_events = std::max(options.max_queued_events, options.max_events),
+          .heartbeat = options.heartbeat,
+          .version = std::move(options.version),
           .on_seal = std::move(options.on_seal)}) {}
 
 Batcher::~Batcher() { Stop(); }
@@ -64,18 +66,21 @@ void Batcher::Stop() {
 void Batcher::Run() {
   std::deque<tripline::v1::Event> take;
   for (;;) {
+    const absl::Time heartbeat_due = QueueHeartbeatIfDue();
     {
       absl::MutexLock lock(&mu_);
       for (;;) {
+        if (absl::Now() >= heartbeat_due && !stopping_) break;
         if (queue_.size() >= options_.max_events) break;
         if (!queue_.empty() && (stopping_ || absl::Now() >= oldest_queued_ + options_.linger)) {
           break;
         }
         if (queue_.empty() && stopping_) return;
         if (queue_.empty()) {
-          changed_.Wait(&mu_);
+          changed_.WaitWithDeadline(&mu_, heartbeat_due);
         } else {
-          changed_.WaitWithDeadline(&mu_, oldest_queued_ + options_.linger);
+          changed_.WaitWithDeadline(&mu_,
+                                    std::min(heartbeat_due, oldest_queued_ + options_.linger));
         }
       }
       size_t bytes = 0;
@@ -89,10 +94,30 @@ void Batcher::Run() {
       // What is left waited as long as what we took: close it on the same schedule.
       changed_.SignalAll();
     }
-    Seal(take);
+    if (!take.empty()) Seal(take);
     take.clear();
     QueuePressureNotices();
   }
+}
+
+absl::Time Batcher::QueueHeartbeatIfDue() {
+  if (options_.heartbeat <= absl::ZeroDuration()) return absl::InfiniteFuture();
+  const absl::Time now = absl::Now();
+  if (now < next_heartbeat_) return next_heartbeat_;
+  next_heartbeat_ = now + options_.heartbeat;
+  tripline::v1::Event ev;
+  ev.set_time_unix_ns(clock_.NowUnixNanos());
+  tripline::v1::AgentEvent* hb = ev.mutable_agent();
+  hb->set_kind(tripline::v1::AgentEvent::HEARTBEAT);
+  hb->set_version(options_.version);
+  hb->set_spool_batches(spool_->size());
+  hb->set_spool_bytes(spool_->bytes());
+  absl::MutexLock lock(&mu_);
+  ev.set_seq(next_event_seq_++);
+  if (queue_.empty()) oldest_queued_ = now;
+  queue_.push_back(std::move(ev));  // past the cap: this thread must not wait on itself
+  changed_.SignalAll();
+  return next_heartbeat_;
 }
 
 void Batcher::QueuePressureNotices() {

@@ -10,6 +10,11 @@
 // except after SetNonBlocking() at shutdown. Each back-pressure episode the Spool reports becomes a
 // SPOOL_PRESSURE AgentEvent, queued past the cap so the report itself never blocks.
 //
+// Heartbeats: the batcher thread itself seals a HEARTBEAT every `heartbeat`, so a healthy agent
+// with nothing to report still sends a batch the collector can see; it carries the spool's backlog
+// (batches and bytes not yet acked). While the thread is blocked at the spool's cap no heartbeat is
+// made: the collector then sees the agent fall silent, which is what happened.
+//
 // Threads: producers call Add() from any thread (the FIM thread, main). One batcher thread, started
 // by Start() once the chain head is known (after the first Enroll), owns the chain state (next
 // batch_seq, prev_digest) and does the sealing; events added before Start() wait in the queue.
@@ -39,6 +44,10 @@ struct BatcherOptions {
   size_t max_events = 512;
   absl::Duration linger = absl::Milliseconds(10);
   size_t max_queued_events = 8192;
+  // A HEARTBEAT AgentEvent (with the spool's backlog) is sealed this often, the first one right
+  // after Start(); zero turns heartbeats off.
+  absl::Duration heartbeat = absl::ZeroDuration();
+  std::string version = {};  // AgentEvent.version of the heartbeats
   // Called on the batcher thread for each sealed batch, before it is pushed to the Outbox (so
   // before it can be sent): the log tailer records which lines the batch covers.
   std::function<void(uint64_t batch_seq, const tripline::v1::EventBatch& batch)> on_seal = {};
@@ -72,6 +81,9 @@ class Batcher {
   void Run();
   void Seal(std::deque<tripline::v1::Event>& events);
   void QueuePressureNotices();
+  // Queues a HEARTBEAT when one is due (past the cap, like pressure notices) and returns when the
+  // next one is due; absl::InfiniteFuture() when heartbeats are off.
+  absl::Time QueueHeartbeatIfDue();
 
   // Constant after construction.
   const std::string agent_id_;
@@ -94,6 +106,7 @@ class Batcher {
   // Owned by the batcher thread (set by Start() before it runs).
   uint64_t next_batch_seq_ = 1;
   std::string prev_digest_;
+  absl::Time next_heartbeat_ = absl::InfinitePast();
   std::thread thread_;
 };
 

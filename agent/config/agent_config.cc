@@ -192,9 +192,11 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   }
 
   if (std::optional<ConfigNode> batch = root.Child("batch")) {
-    RETURN_IF_ERROR(batch->ExpectKeys({"max_events", "linger"}));
+    RETURN_IF_ERROR(batch->ExpectKeys({"max_events", "linger", "heartbeat"}));
     ASSIGN_OR_RETURN(c.batch.max_events, batch->Int("max_events", c.batch.max_events, 1, 65536));
     ASSIGN_OR_RETURN(c.batch.linger_ms, batch->DurationMs("linger", c.batch.linger_ms, 0, 60000));
+    ASSIGN_OR_RETURN(c.batch.heartbeat_ms,
+                     batch->DurationMs("heartbeat", c.batch.heartbeat_ms, 1000, 3600 * 1000));
   }
 
   if (std::optional<ConfigNode> transport = root.Child("transport")) {

@@ -76,6 +76,8 @@ struct AgentConfig {
   struct Batch {
     int64_t max_events = 512;
     int64_t linger_ms = 10;
+    // A HEARTBEAT AgentEvent this often, so the collector tells a quiet agent from a silent one.
+    int64_t heartbeat_ms = 60000;
   } batch;
 
   struct Transport {

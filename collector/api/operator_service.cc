@@ -41,6 +41,9 @@ void ToProto(const AgentRecord& a, Agent* out) {
   out->set_last_seen_unix_ns(a.last_seen_ns);
   out->set_durable_seq(a.durable_seq);
   out->set_isolation_state(a.isolation_state);
+  out->set_heartbeat_unix_ns(a.heartbeat_ns);
+  out->set_spool_backlog_batches(a.spool_batches);
+  out->set_spool_backlog_bytes(a.spool_bytes);
 }
 
 void ToProto(const EventRecord& e, StoredEvent* out) {

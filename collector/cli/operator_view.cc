@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 
 namespace tripline::cli {
@@ -70,6 +71,10 @@ std::string AgentSummary(const AgentEvent& a) {
                         : absl::StrCat("kind(", static_cast<int>(a.kind()), ")");
   if (!a.message().empty()) absl::StrAppend(&out, " ", Printable(a.message(), kMaxText));
   if (!a.path().empty()) absl::StrAppend(&out, " ", Printable(a.path(), kMaxPath));
+  if (a.kind() == AgentEvent::HEARTBEAT) {
+    absl::StrAppend(&out, " spool ", a.spool_batches(), " batch(es) ",
+                    FormatBytes(a.spool_bytes()));
+  }
   return out;
 }
 
@@ -93,7 +98,7 @@ std::string ActionDetail(const Action& a) {
 
 std::string FormatUtcTime(int64_t unix_ns) {
   if (unix_ns == 0) return "-";
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
+  return Rfc3339Utc(unix_ns);
 }
 
 std::string FormatAgo(int64_t then_unix_ns, int64_t now_unix_ns) {
@@ -113,6 +118,26 @@ std::string FormatAgo(int64_t then_unix_ns, int64_t now_unix_ns) {
     amount = absl::StrCat(seconds / 86400, "d");
   }
   return future ? "in " + amount : amount + " ago";
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes) / 1024;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) {
+    v /= 1024;
+    ++u;
+  }
+  return absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+std::string SpoolBacklog(const tripline::v1::Agent& agent) {
+  if (agent.heartbeat_unix_ns() == 0) return "-";
+  if (agent.spool_backlog_batches() == 0) return "0";
+  return absl::StrCat(agent.spool_backlog_batches(),
+                      agent.spool_backlog_batches() == 1 ? " batch, " : " batches, ",
+                      FormatBytes(agent.spool_backlog_bytes()));
 }
 
 std::string EventKind(const Event& event) {
@@ -159,11 +184,11 @@ std::string EventLine(const tripline::v1::StoredEvent& e) {
 }
 
 Table AgentsTable(const tripline::v1::ListAgentsResponse& response, int64_t now_unix_ns) {
-  Table t({"ID", "HOSTNAME", "VERSION", "LAST SEEN", "DURABLE SEQ", "ISOLATION"});
+  Table t({"ID", "HOSTNAME", "VERSION", "LAST SEEN", "DURABLE SEQ", "SPOOL BACKLOG", "ISOLATION"});
   for (const auto& a : response.agents()) {
     t.AddRow({Text(a.agent_id()), Text(a.hostname()), Text(a.version()),
               FormatAgo(a.last_seen_unix_ns(), now_unix_ns), absl::StrCat(a.durable_seq()),
-              Text(a.isolation_state())});
+              SpoolBacklog(a), Text(a.isolation_state())});
   }
   return t;
 }

@@ -21,6 +21,13 @@ std::string FormatUtcTime(int64_t unix_ns);
 // "in 4s" for a time in the future (clock skew); "never" for 0.
 std::string FormatAgo(int64_t then_unix_ns, int64_t now_unix_ns);
 
+// "512 B", "3.4 KiB", "1.2 MiB", "7.0 GiB".
+std::string FormatBytes(uint64_t bytes);
+
+// An agent's spool backlog from its last heartbeat: "0", "12 batches, 1.5 MiB", or "-" before
+// the first heartbeat.
+std::string SpoolBacklog(const tripline::v1::Agent& agent);
+
 // "file", "log", "agent", or "?" for an event without a body.
 std::string EventKind(const tripline::v1::Event& event);
 

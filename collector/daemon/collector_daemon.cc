@@ -76,6 +76,27 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
       d->store_.get(), d->registry_.get(), std::make_shared<const RuleSet>(std::move(parts.rules)),
       writer_options, *d->clock_, [worker] { worker->Wake(); });
 
+  AbsenceMonitor::Options absence_options;
+  absence_options.auto_respond = writer_options.auto_respond;
+  StoreWriter* writer = d->writer_.get();
+  absence_options.rules = [writer] { return writer->rules(); };
+  absence_options.on_actions_queued = [worker] { worker->Wake(); };
+  if (!d->notifier_->empty()) {
+    Notifier* notifier = d->notifier_.get();
+    absence_options.on_opened = [notifier](const IncidentRecord& incident) {
+      Notification n;
+      n.incident_id = incident.id;
+      n.instance = incident.agent_id;
+      n.outcome = "silent";
+      n.title = absl::StrFormat("Tripline: %s silent (incident %d, %s: %s)", incident.agent_id,
+                                incident.id, incident.severity, incident.title);
+      n.text = incident.summary;
+      notifier->Enqueue(std::move(n));
+    };
+  }
+  d->absence_ =
+      std::make_unique<AbsenceMonitor>(d->store_.get(), std::move(absence_options), *d->clock_);
+
   IngestService::Options ingest_options;
   ingest_options.enrollment_token = parts.enrollment_token;
   ingest_options.max_in_flight = parts.max_in_flight;
@@ -112,6 +133,7 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   d->writer_->Start();
   d->notifier_->Start();
   d->worker_->Start();
+  d->absence_->Start();
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -177,6 +199,7 @@ void CollectorDaemon::Stop() {
     // running meanwhile, so every reactor's items are answered and each stream can finish.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   }
+  if (absence_ != nullptr) absence_->Stop();
   if (writer_ != nullptr) writer_->Stop();  // commits what was accepted
   if (worker_ != nullptr) worker_->Stop();  // after its current call
   if (notifier_ != nullptr) notifier_->Stop();

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "collector/api/operator_service.h"
 #include "collector/config/collector_config.h"
+#include "collector/incidents/absence_monitor.h"
 #include "collector/ingest/agent_registry.h"
 #include "collector/ingest/ingest_service.h"
 #include "collector/ingest/store_writer.h"
@@ -78,6 +79,7 @@ class CollectorDaemon {
   std::unique_ptr<Notifier> notifier_;  // before worker_: the worker calls it
   std::unique_ptr<IsolationWorker> worker_;
   std::unique_ptr<StoreWriter> writer_;
+  std::unique_ptr<AbsenceMonitor> absence_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<OperatorTokens> tokens_;
   std::unique_ptr<OperatorAuthorizer> authorizer_;

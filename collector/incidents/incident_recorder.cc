@@ -1,6 +1,7 @@
 #include "collector/incidents/incident_recorder.h"
 
 #include "absl/strings/str_format.h"
+#include "platform/runtime/clock.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -25,6 +26,21 @@ std::string DescribeEvent(const Event& event) {
 }
 
 namespace {
+
+// A new open incident of `rule` about `agent_id`.
+IncidentRecord NewIncident(const Rule& rule, const std::string& agent_id, std::string summary,
+                           int64_t now_ns) {
+  IncidentRecord incident;
+  incident.agent_id = agent_id;
+  incident.rule_id = rule.id;
+  incident.title = rule.title;
+  incident.severity = rule.severity;
+  incident.status = "open";
+  incident.opened_ns = now_ns;
+  incident.updated_ns = now_ns;
+  incident.summary = std::move(summary);
+  return incident;
+}
 
 // The response a rule asks for once it opened `out->incident_id`: an isolate action in the rule's
 // response_mode (empty: the worker's default), or a line on the incident when responses are off.
@@ -65,17 +81,12 @@ absl::StatusOr<RecordOutcome> RecordRuleMatch(CollectorStore::Writer& writer, co
     RETURN_IF_ERROR(writer.LinkIncidentEvent(*open, event_id, now_ns));
     return out;
   }
-  IncidentRecord incident;
-  incident.agent_id = agent_id;
-  incident.rule_id = rule.id;
-  incident.title = rule.title;
-  incident.severity = rule.severity;
-  incident.status = "open";
-  incident.opened_ns = now_ns;
-  incident.updated_ns = now_ns;
-  incident.summary =
-      absl::StrFormat("rule %s matched event %d: %s", rule.id, event_id, DescribeEvent(event));
-  ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
+  ASSIGN_OR_RETURN(out.incident_id,
+                   writer.InsertIncident(NewIncident(
+                       rule, agent_id,
+                       absl::StrFormat("rule %s matched event %d: %s", rule.id, event_id,
+                                       DescribeEvent(event)),
+                       now_ns)));
   out.opened = true;
   RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, event_id, now_ns));
   RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
@@ -106,20 +117,34 @@ absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& write
     summary += absl::StrFormat(" %s=\"%s\"", k, Printable(v, 256));
   }
   summary += absl::StrFormat("; line: \"%s\"", Printable(event.log().line(), 512));
-  IncidentRecord incident;
-  incident.agent_id = agent_id;
-  incident.rule_id = rule.id;
-  incident.title = rule.title;
-  incident.severity = rule.severity;
-  incident.status = "open";
-  incident.opened_ns = now_ns;
-  incident.updated_ns = now_ns;
-  incident.summary = summary;
-  ASSIGN_OR_RETURN(out.incident_id, writer.InsertIncident(incident));
+  ASSIGN_OR_RETURN(out.incident_id,
+                   writer.InsertIncident(NewIncident(rule, agent_id, summary, now_ns)));
   out.opened = true;
   for (int64_t id : outcome.event_ids) {
     RETURN_IF_ERROR(writer.LinkIncidentEvent(out.incident_id, id, now_ns));
   }
+  RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
+  return out;
+}
+
+absl::StatusOr<RecordOutcome> RecordAbsence(CollectorStore::Writer& writer, const Rule& rule,
+                                            const std::string& agent_id, int64_t last_seen_ns,
+                                            bool auto_respond, int64_t now_ns) {
+  const std::string since = last_seen_ns > 0 ? absl::StrFormat("since %s", Rfc3339Utc(last_seen_ns))
+                                             : std::string("since its enrollment");
+  const std::string what = absl::StrFormat(
+      "rule %s: agent %s sent nothing, not even a heartbeat, for more than %ds (%s)", rule.id,
+      Printable(agent_id), rule.absence_ns / 1000000000, since);
+  RecordOutcome out;
+  ASSIGN_OR_RETURN(std::optional<int64_t> open, writer.FindOpenIncident(rule.id, agent_id));
+  if (open) {
+    out.incident_id = *open;
+    RETURN_IF_ERROR(writer.AppendIncidentSummary(*open, "silent again: " + what, now_ns));
+    return out;
+  }
+  ASSIGN_OR_RETURN(out.incident_id,
+                   writer.InsertIncident(NewIncident(rule, agent_id, what, now_ns)));
+  out.opened = true;
   RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
   return out;
 }

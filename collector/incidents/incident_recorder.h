@@ -48,6 +48,14 @@ absl::StatusOr<RecordOutcome> RecordIntegrityFailure(CollectorStore::Writer& wri
                                                      const std::string& agent_id,
                                                      const std::string& reason, int64_t now_ns);
 
+// Records that absence rule `rule` found `agent_id` silent (nothing since `last_seen_ns`; 0: never
+// heard after enrollment): appends to the (rule, agent) incident still open, or opens one with the
+// rule's response. Not inside the store writer: the AbsenceMonitor calls it in its own
+// transaction.
+absl::StatusOr<RecordOutcome> RecordAbsence(CollectorStore::Writer& writer, const Rule& rule,
+                                            const std::string& agent_id, int64_t last_seen_ns,
+                                            bool auto_respond, int64_t now_ns);
+
 // A one-line, printable description of a file event: "MODIFIED /etc/passwd".
 std::string DescribeEvent(const tripline::v1::Event& event);
 

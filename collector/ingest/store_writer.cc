@@ -201,6 +201,13 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
       RETURN_IF_ERROR(w.InsertBatch(item.agent_id, batch.batch_seq(), item.batch_bytes,
                                     item.signature, now));
       for (const Event& e : batch.events()) {
+        if (e.has_agent() && e.agent().kind() == tripline::v1::AgentEvent::HEARTBEAT) {
+          // Kept in the signed batch, not as an event row: 1,440 rows a day per agent would
+          // bury the events people look for. The agent's row shows the latest.
+          RETURN_IF_ERROR(w.RecordHeartbeat(item.agent_id, e.time_unix_ns(),
+                                            e.agent().spool_batches(), e.agent().spool_bytes()));
+          continue;
+        }
         const std::string bytes = e.SerializeAsString();
         const std::string path = e.has_file() ? e.file().path()
                                  : e.has_log() ? e.log().path()

@@ -136,9 +136,45 @@ absl::Status ParseThreshold(const ConfigNode& node, Rule* rule) {
   return absl::OkStatus();
 }
 
+// kind: agent, an absence rule: `match: {kind: agent, agents: [globs]}` and
+// `absence: {silent_for: 5m}`.
+absl::Status ParseAbsence(const ConfigNode& node, const ConfigNode& match, Rule* rule) {
+  for (const char* key : {"paths", "changes", "source", "field", "regex", "where"}) {
+    if (match.Child(key)) {
+      return match.Child(key)->Error(absl::StrFormat(
+          "%s: not for kind: agent (its rules fire on silence: match.agents and absence)", key));
+    }
+  }
+  for (const char* key : {"threshold", "suppress"}) {
+    if (node.Child(key))
+      return node.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
+  }
+  if (std::optional<ConfigNode> agents = match.Child("agents")) {
+    ASSIGN_OR_RETURN(std::vector<ConfigNode> elements, ScalarOrList(*agents));
+    for (const ConfigNode& e : elements) {
+      ASSIGN_OR_RETURN(std::string pattern, e.AsString());
+      absl::StatusOr<PathGlob> glob = PathGlob::Compile(pattern);
+      if (!glob.ok()) return e.Error(std::string(glob.status().message()));
+      rule->agents.push_back(*std::move(glob));
+    }
+  }
+  std::optional<ConfigNode> absence = node.Child("absence");
+  if (!absence) {
+    return node.Error("kind: agent needs absence: {silent_for: DURATION} (e.g. silent_for: 5m)");
+  }
+  RETURN_IF_ERROR(absence->ExpectKeys({"silent_for"}));
+  if (!absence->Child("silent_for"))
+    return absence->Error("absence: silent_for is required (e.g. 5m)");
+  // At least 2 s: the collector looks at last-seen times every second.
+  ASSIGN_OR_RETURN(int64_t silent_ms,
+                   absence->DurationMs("silent_for", 0, 2000, int64_t{30} * 24 * 3600 * 1000));
+  rule->absence_ns = silent_ms * 1000000;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
-  RETURN_IF_ERROR(node.ExpectKeys(
-      {"id", "title", "severity", "match", "response", "response_mode", "threshold", "suppress"}));
+  RETURN_IF_ERROR(node.ExpectKeys({"id", "title", "severity", "match", "response", "response_mode",
+                                   "threshold", "suppress", "absence"}));
   if (node.IsNull()) return node.Error("expected a rule (id, title, severity, match)");
   Rule rule;
   rule.where = node.Where();
@@ -153,19 +189,19 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
                    node.Enum("severity", "", {"low", "medium", "high", "critical"}));
 
   ASSIGN_OR_RETURN(ConfigNode match, node.Required("match"));
-  RETURN_IF_ERROR(
-      match.ExpectKeys({"kind", "paths", "changes", "source", "field", "regex", "where"}));
+  RETURN_IF_ERROR(match.ExpectKeys(
+      {"kind", "paths", "changes", "source", "field", "regex", "where", "agents"}));
   ASSIGN_OR_RETURN(ConfigNode kind_node, match.Required("kind"));
   ASSIGN_OR_RETURN(std::string kind, kind_node.AsString());
   if (kind == "log") {
     rule.kind = RuleKind::kLog;
     RETURN_IF_ERROR(ParseLogMatch(match, &rule));
+  } else if (kind == "agent") {
+    rule.kind = RuleKind::kAgent;
+    RETURN_IF_ERROR(ParseAbsence(node, match, &rule));
   } else if (kind != "file") {
-    if (kind == "agent") {
-      return kind_node.Error(absl::StrFormat(
-          "kind '%s' is not supported by this version yet (only 'file' and 'log')", kind));
-    }
-    return kind_node.Error(absl::StrFormat("unknown kind '%s' (expected 'file' or 'log')", kind));
+    return kind_node.Error(
+        absl::StrFormat("unknown kind '%s' (expected 'file', 'log' or 'agent')", kind));
   } else {
     for (const char* key : {"source", "field", "regex", "where"}) {
       if (match.Child(key)) return match.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
@@ -173,6 +209,10 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
     for (const char* key : {"threshold", "suppress"}) {
       if (node.Child(key)) return node.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
     }
+  }
+  if (rule.kind != RuleKind::kAgent) {
+    if (match.Child("agents")) return match.Child("agents")->Error("agents: only for kind: agent");
+    if (node.Child("absence")) return node.Child("absence")->Error("absence: only for kind: agent");
   }
   if (rule.kind == RuleKind::kLog) {
     if (node.Child("threshold")) RETURN_IF_ERROR(ParseThreshold(node, &rule));
@@ -254,6 +294,13 @@ absl::Status ParseInto(std::string_view text, const std::string& name, std::vect
 
 bool Rule::Isolates() const {
   return std::find(responses.begin(), responses.end(), RuleResponse::kIsolate) != responses.end();
+}
+
+bool Rule::CoversAgent(std::string_view agent_id) const {
+  if (kind != RuleKind::kAgent) return false;
+  if (agents.empty()) return true;
+  return std::any_of(agents.begin(), agents.end(),
+                     [&](const PathGlob& g) { return g.Matches(agent_id); });
 }
 
 bool Rule::Matches(const Event& event) const {

@@ -22,7 +22,9 @@ namespace tripline::collector {
 // The response a rule asks for when it matches.
 enum class RuleResponse { kIsolate };
 
-enum class RuleKind { kFile, kLog };
+// kAgent: an absence rule, evaluated on the agents' last-seen times by the AbsenceMonitor, never
+// on events.
+enum class RuleKind { kFile, kLog, kAgent };
 
 // Named values a log match yields: the agent's parsed fields, then the regex's named captures
 // (a capture replaces a parsed field of the same name), plus "source" and "path".
@@ -71,7 +73,14 @@ struct Rule {
   // threshold's window, else 5 minutes.
   int64_t suppress_ns = 0;
 
+  // kind agent: the agents (globs on the agent id; empty: all) and how long one may send nothing,
+  // not even a heartbeat, before the rule fires.
+  std::vector<PathGlob> agents;
+  int64_t absence_ns = 0;
+
   bool Isolates() const;
+  // kind agent: true when `agent_id` is one of `agents`.
+  bool CoversAgent(std::string_view agent_id) const;
   // kind log: true when `event` is a LogEvent of one of `sources` and `paths`, the regex matches
   // (the line, or `field`) and every condition holds; `*fields` gets the match's fields.
   bool MatchesLog(const tripline::v1::Event& event, LogMatchFields* fields) const;

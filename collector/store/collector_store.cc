@@ -109,6 +109,19 @@ ALTER TABLE actions ADD COLUMN result TEXT NOT NULL DEFAULT '';
 ALTER TABLE actions ADD COLUMN mode TEXT NOT NULL DEFAULT '';
 CREATE INDEX actions_by_kind_target ON actions(kind, target, id);
 )sql",
+      // 5: the agents' heartbeats (spool backlog) and the silences absence rules are tracking.
+      R"sql(
+ALTER TABLE agents ADD COLUMN heartbeat_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN spool_batches INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN spool_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE absence_episodes (
+  rule_id         TEXT NOT NULL,
+  agent_id        TEXT NOT NULL,
+  silent_since_ns INTEGER NOT NULL,
+  incident_id     INTEGER NOT NULL,
+  PRIMARY KEY (rule_id, agent_id)
+) WITHOUT ROWID;
+)sql",
   };
   return kSchema;
 }
@@ -129,7 +142,7 @@ OperatorTokenRecord ReadToken(const Statement& s) {
 
 constexpr char kAgentColumns[] =
     "agent_id, public_key, hostname, version, enrolled_ns, last_seen_ns, durable_seq, "
-    "durable_digest, isolation_state";
+    "durable_digest, isolation_state, heartbeat_ns, spool_batches, spool_bytes";
 
 AgentRecord ReadAgent(const Statement& s) {
   AgentRecord a;
@@ -142,6 +155,9 @@ AgentRecord ReadAgent(const Statement& s) {
   a.durable_seq = static_cast<uint64_t>(s.ColumnInt(6));
   a.durable_digest = s.ColumnText(7);
   a.isolation_state = s.ColumnText(8);
+  a.heartbeat_ns = s.ColumnInt(9);
+  a.spool_batches = static_cast<uint64_t>(s.ColumnInt(10));
+  a.spool_bytes = static_cast<uint64_t>(s.ColumnInt(11));
   return a;
 }
 
@@ -272,6 +288,33 @@ absl::Status CollectorStore::Writer::AdvanceAgentChain(const std::string& agent_
                                 "last_seen_ns = ? WHERE agent_id = ?"));
   s.Bind(1, static_cast<int64_t>(durable_seq)).BindBlob(2, durable_digest).Bind(3, last_seen_ns);
   s.Bind(4, agent_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::RecordHeartbeat(const std::string& agent_id, int64_t sent_ns,
+                                                     uint64_t spool_batches, uint64_t spool_bytes) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("UPDATE agents SET heartbeat_ns = ?, spool_batches = ?, "
+                                "spool_bytes = ? WHERE agent_id = ?"));
+  s.Bind(1, sent_ns).Bind(2, static_cast<int64_t>(spool_batches));
+  s.Bind(3, static_cast<int64_t>(spool_bytes)).Bind(4, agent_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::PutAbsenceEpisode(const AbsenceEpisode& episode) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->Prepare("INSERT OR REPLACE INTO absence_episodes (rule_id, agent_id, "
+                                "silent_since_ns, incident_id) VALUES (?, ?, ?, ?)"));
+  s.Bind(1, episode.rule_id).Bind(2, episode.agent_id).Bind(3, episode.silent_since_ns);
+  s.Bind(4, episode.incident_id);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::DeleteAbsenceEpisode(const std::string& rule_id,
+                                                          const std::string& agent_id) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("DELETE FROM absence_episodes WHERE rule_id = ? AND "
+                                             "agent_id = ?"));
+  s.Bind(1, rule_id).Bind(2, agent_id);
   return s.Run();
 }
 
@@ -469,6 +512,15 @@ absl::StatusOr<std::vector<AgentRecord>> CollectorStore::ListAgents() {
   ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
                                     "SELECT %s FROM agents ORDER BY agent_id", kAgentColumns)));
   return Collect<AgentRecord>(s, ReadAgent);
+}
+
+absl::StatusOr<std::vector<AbsenceEpisode>> CollectorStore::ListAbsenceEpisodes() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare("SELECT rule_id, agent_id, silent_since_ns, "
+                                                  "incident_id FROM absence_episodes"));
+  return Collect<AbsenceEpisode>(s, [](const Statement& row) {
+    return AbsenceEpisode{row.ColumnText(0), row.ColumnText(1), row.ColumnInt(2), row.ColumnInt(3)};
+  });
 }
 
 absl::StatusOr<std::optional<AgentRecord>> CollectorStore::GetAgent(const std::string& agent_id) {

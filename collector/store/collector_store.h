@@ -30,6 +30,19 @@ struct AgentRecord {
   uint64_t durable_seq = 0;
   std::string durable_digest;   // ChainDigest of the last committed batch; GenesisDigest() if none
   std::string isolation_state;  // "", "isolating", "isolated", "failed"
+  // From the last HEARTBEAT: when the agent sent it (0: none yet) and its spool backlog then.
+  int64_t heartbeat_ns = 0;
+  uint64_t spool_batches = 0;
+  uint64_t spool_bytes = 0;
+};
+
+// An agent an absence rule found silent: since when (its last_seen_ns then) and the incident
+// that silence opened (or was appended to). Deleted once the agent is heard again.
+struct AbsenceEpisode {
+  std::string rule_id;
+  std::string agent_id;
+  int64_t silent_since_ns = 0;
+  int64_t incident_id = 0;
 };
 
 struct EventRecord {
@@ -125,6 +138,10 @@ class CollectorStore {
     absl::Status AdvanceAgentChain(const std::string& agent_id, uint64_t durable_seq,
                                    const std::string& durable_digest, int64_t last_seen_ns);
     absl::Status SetIsolationState(const std::string& agent_id, const std::string& state);
+    absl::Status RecordHeartbeat(const std::string& agent_id, int64_t sent_ns,
+                                 uint64_t spool_batches, uint64_t spool_bytes);
+    absl::Status PutAbsenceEpisode(const AbsenceEpisode& episode);
+    absl::Status DeleteAbsenceEpisode(const std::string& rule_id, const std::string& agent_id);
 
     // Batches and their events. InsertEvent returns the new event id.
     absl::Status InsertBatch(const std::string& agent_id, uint64_t batch_seq,
@@ -185,6 +202,7 @@ class CollectorStore {
   // Reads (read connection). Lists are ordered by id.
   absl::StatusOr<std::vector<AgentRecord>> ListAgents();
   absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
+  absl::StatusOr<std::vector<AbsenceEpisode>> ListAbsenceEpisodes();
   absl::StatusOr<std::vector<EventRecord>> QueryEvents(const EventQuery& query);
   absl::StatusOr<std::vector<EventRecord>> IncidentEvents(int64_t incident_id);
   // The newest event's id, 0 when there is none.

@@ -232,8 +232,10 @@ response:
         self.collector_addr = self.read_ready(ready, self.collector)
         return self.collector
 
-    def write_agent_config(self, name, agent_id=INSTANCE_ID, extra="", watch_extra=None):
-        """`extra`: YAML appended as is (e.g. a spool section); `watch_extra`: one more FIM root."""
+    def write_agent_config(self, name, agent_id=INSTANCE_ID, extra="", watch_extra=None,
+                           heartbeat=None):
+        """`extra`: YAML appended as is (e.g. a spool section); `watch_extra`: one more FIM root;
+        `heartbeat`: the agent's heartbeat interval (default: the agent's own)."""
         state = os.path.join(self.dir, name + "-state")
         cfg = os.path.join(self.dir, name + ".yaml")
         with open(cfg, "w") as f:
@@ -253,15 +255,18 @@ fim:
 batch:
   max_events: 512
   linger: 10ms
+""" + (f"  heartbeat: {heartbeat}\n" if heartbeat else "") + """\
 transport:
   backoff_initial: 100ms
   backoff_max: 2s
 """ + extra)
         return cfg
 
-    def start_agent(self, name="agent", agent_id=INSTANCE_ID, extra="", watch_extra=None):
+    def start_agent(self, name="agent", agent_id=INSTANCE_ID, extra="", watch_extra=None,
+                    heartbeat=None):
         return self.start(name, [self.agent_bin, "--config",
-                                 self.write_agent_config(name, agent_id, extra, watch_extra)])
+                                 self.write_agent_config(name, agent_id, extra, watch_extra,
+                                                         heartbeat)])
 
     def close(self, failed=False):
         for p in reversed(self.procs):
@@ -1337,16 +1342,21 @@ def scenario_fim_overflow(fleet, demo=False):
         print(f"{n} files created while the agent was stopped (queue {queue}): all reported")
 
 
-def scenario_python_client(fleet, demo=False):
-    """A client written with nothing but Python's grpcio and modules generated from proto/ by
-    protoc queries incidents, and is refused without a token: the API is not triplinectl's alone."""
+def tampered_world(fleet):
+    """EC2 endpoint, collector and agent running, a watched file changed: returns the incident."""
     fleet.start_ec2()
     fleet.start_collector()
     fleet.start_agent()
     wait_for("the agent to enroll", fleet.agent_enrolled)
     with open(os.path.join(fleet.watched, "etc", "hostname"), "a") as f:
         f.write("tampered\n")
-    inc = wait_rule_incident(fleet)
+    return wait_rule_incident(fleet)
+
+
+def scenario_python_client(fleet, demo=False):
+    """A client written with nothing but Python's grpcio and modules generated from proto/ by
+    protoc queries incidents, and is refused without a token: the API is not triplinectl's alone."""
+    inc = tampered_world(fleet)
     gen = os.path.join(fleet.dir, "py")
     os.makedirs(gen)
     subprocess.run(["protoc", "-I", os.path.join(ROOT, "proto"), "--python_out", gen,
@@ -1425,7 +1435,57 @@ def scenario_rules_reload(fleet, demo=False):
         raise Failure(f"reloads not audited: {kinds}")
 
 
+def scenario_absence(fleet, demo=False):
+    """Heartbeats keep an idle agent alive in the collector's eyes and report its spool backlog;
+    an agent killed outright opens the absence rule's incident once, and the incident says when
+    it is heard again. Heartbeats are not stored as event rows."""
+    fleet.start_ec2()
+    cfg = fleet.write_collector_config()
+    with open(os.path.join(fleet.dir, "rules.yaml"), "a") as f:
+        f.write(f"""\
+  - id: agent-silent
+    title: Agent stopped reporting
+    severity: high
+    match: {{kind: agent, agents: ["{INSTANCE_ID}"]}}
+    absence: {{silent_for: 4s}}
+""")
+    fleet.start_collector(cfg)
+    agent = fleet.start_agent(heartbeat="1s")
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+
+    def agent_row():
+        return next(a for a in fleet.ctl_json("agents")["agents"] if a["agent_id"] == INSTANCE_ID)
+
+    first = int(wait_for("a heartbeat", lambda: int(agent_row().get("heartbeat_unix_ns", 0))))
+    # Idle but alive for longer than the rule allows: heartbeats keep the rule quiet.
+    wait_for("6 s of heartbeats", lambda: int(agent_row().get("heartbeat_unix_ns", 0))
+             >= first + 6_000_000_000, timeout=30)
+    silent = [i for i in fleet.incidents() if i["rule_id"] == "agent-silent"]
+    if silent:
+        raise Failure(f"absence fired on an agent sending heartbeats: {silent}")
+    table = fleet.ctl("agents").stdout.decode()
+    if "SPOOL BACKLOG" not in table:
+        raise Failure(f"agents table without the spool backlog:\n{table}")
+    kinds = {e["event"].get("agent", {}).get("kind") for e in fleet.events()}
+    if "HEARTBEAT" in kinds:
+        raise Failure("heartbeats were stored as event rows")
+
+    agent.stop(signal.SIGKILL)
+    incident = wait_for("the absence incident", lambda: next(
+        (i for i in fleet.incidents() if i["rule_id"] == "agent-silent"), None), timeout=30)
+    if incident["agent_id"] != INSTANCE_ID or "sent nothing" not in incident.get("summary", ""):
+        raise Failure(f"absence incident: {incident}")
+    fleet.start_agent(heartbeat="1s")
+    again = wait_for("the incident to say the agent is back", lambda: (lambda i: i if "reporting again" in i.get("summary", "") else None)(
+        fleet.incident(incident["id"])["incident"]), timeout=30)
+    if len([i for i in fleet.incidents() if i["rule_id"] == "agent-silent"]) != 1:
+        raise Failure(f"one silence, several incidents: {fleet.incidents()}")
+    if demo:
+        print(again["summary"])
+
+
 SCENARIOS = {
+    "absence": scenario_absence,
     "rules_reload": scenario_rules_reload,
     "python_client": scenario_python_client,
     "evidence": scenario_evidence,

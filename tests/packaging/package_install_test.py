@@ -336,12 +336,16 @@ class PackageTest:
         for lib in ("adduser", "libgrpc++", "libsqlite3", "libcurl4", "libc6"):
             expect(lib in depends, f"tripline-collector: Depends lacks {lib}: {depends}")
         conf = run(["dpkg-query", "-W", "-f=${Conffiles}", "tripline-collector"]).stdout
-        for f in ("collector.yaml", "rules.d/file-integrity.yaml"):
+        shipped = sorted(os.path.basename(p) for p in
+                         glob.glob(os.path.join(ROOT, "packaging", "config", "rules", "*.yaml")))
+        expect("file-integrity.yaml" in shipped, f"shipped rules: {shipped}")
+        rules = [f"rules.d/{name}" for name in shipped]
+        for f in ["collector.yaml"] + rules:
             expect(f"{ETC}/{f} " in conf, f"{f} is not a conffile: {conf}")
         for path in ("/usr/sbin/tripline-collector", "/usr/bin/triplinectl"):
             expect_mode(path, 0o755, "root", "root")
-        for path in (f"{ETC}/collector.yaml", f"{ETC}/rules.d/file-integrity.yaml",
-                     "/lib/systemd/system/tripline-collector.service"):
+        for path in [f"{ETC}/collector.yaml", "/lib/systemd/system/tripline-collector.service"] + \
+                [f"{ETC}/{f}" for f in rules]:
             expect_mode(path, 0o644, "root", "root")
         expect_mode("/var/lib/tripline-collector", 0o750, USER, USER)
         # The agent's token is kept (never overwritten) and made readable to the service's group.

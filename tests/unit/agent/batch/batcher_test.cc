@@ -98,6 +98,40 @@ TEST_F(BatcherTest, BatchClosesAtLinger) {
   EXPECT_EQ(Parse(Get(outbox_, 2)).events_size(), 1);
 }
 
+TEST_F(BatcherTest, HeartbeatsCarryTheSpoolBacklogEvenWhenNothingElseHappens) {
+  Batcher batcher("i-1", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 512,
+                                 .linger = absl::Milliseconds(1),
+                                 .heartbeat = absl::Milliseconds(50),
+                                 .version = "9.9.9"});
+  batcher.Start(0, GenesisDigest());
+  // Nothing is added and nothing is acked: the heartbeats come anyway, and each one sees the
+  // batches sealed before it waiting in the spool.
+  ASSERT_TRUE(WaitForBatches(outbox_, 3));
+  batcher.Stop();
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    tripline::v1::EventBatch b = Parse(Get(outbox_, seq));
+    ASSERT_EQ(b.events_size(), 1) << seq;
+    const tripline::v1::AgentEvent& hb = b.events(0).agent();
+    EXPECT_EQ(hb.kind(), tripline::v1::AgentEvent::HEARTBEAT);
+    EXPECT_EQ(hb.version(), "9.9.9");
+    EXPECT_EQ(hb.spool_batches(), seq - 1);
+    EXPECT_EQ(hb.spool_bytes() > 0, seq > 1) << seq;
+    EXPECT_EQ(b.events(0).seq(), seq);
+  }
+}
+
+TEST_F(BatcherTest, NoHeartbeatsUnlessAsked) {
+  Batcher batcher("i-1", *key_, clock_, &outbox_,
+                  BatcherOptions{.max_events = 512, .linger = absl::Milliseconds(1)});
+  batcher.Start(0, GenesisDigest());
+  ASSERT_TRUE(batcher.Add(FileEvent("/etc/a")));
+  ASSERT_TRUE(WaitForBatches(outbox_, 1));
+  absl::SleepFor(absl::Milliseconds(100));  // time for a heartbeat, had one been due
+  batcher.Stop();
+  EXPECT_EQ(outbox_.size(), 1u);
+}
+
 TEST_F(BatcherTest, ChainContinuesFromTheDurableHeadAndSignaturesVerify) {
   const std::string durable_digest = RandomBytes(32);
   Batcher batcher("i-abc", *key_, clock_, &outbox_,

@@ -74,6 +74,9 @@ inline Fleet CannedFleet() {
   a->set_enrolled_unix_ns(kNowNs - 86400 * kSecond);
   a->set_last_seen_unix_ns(kNowNs - 12 * kSecond);
   a->set_durable_seq(42);
+  a->set_heartbeat_unix_ns(kNowNs - 30 * kSecond);
+  a->set_spool_backlog_batches(12);
+  a->set_spool_backlog_bytes(1572864);
   a = fleet.agents.add_agents();
   a->set_agent_id("i-0bbb2222");
   a->set_hostname("db-\x1b[31m1");  // an agent chooses its hostname

@@ -82,7 +82,22 @@ TEST(Tables, AgentsShowLastSeenRelativeAndIsolation) {
   EXPECT_NE(out.find("3h ago"), std::string::npos);
   EXPECT_NE(out.find("isolated"), std::string::npos);
   EXPECT_NE(out.find("db-\\x1b[31m1"), std::string::npos);
+  EXPECT_NE(out.find("12 batches, 1.5 MiB"), std::string::npos) << out;
   EXPECT_TRUE(OnlyPrintable(out));
+}
+
+TEST(Tables, SpoolBacklogFromTheLastHeartbeat) {
+  v1::Agent a;
+  EXPECT_EQ(SpoolBacklog(a), "-");  // no heartbeat yet: unknown, not zero
+  a.set_heartbeat_unix_ns(kNowNs);
+  EXPECT_EQ(SpoolBacklog(a), "0");
+  a.set_spool_backlog_batches(1);
+  a.set_spool_backlog_bytes(700);
+  EXPECT_EQ(SpoolBacklog(a), "1 batch, 700 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(1024), "1.0 KiB");
+  EXPECT_EQ(FormatBytes(uint64_t{7} << 30), "7.0 GiB");
+  EXPECT_EQ(FormatBytes(UINT64_MAX), "16777216.0 TiB");
 }
 
 TEST(Tables, IncidentsAndActionsCarryWhatAnOperatorNeeds) {
