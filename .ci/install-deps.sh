@@ -29,13 +29,25 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
   [ "$status" = "installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# tests: npm, for the one test tool that comes from the npm registry (below)
+command -v npm >/dev/null || missing+=(nodejs npm)
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${missing[*]}; run as root (or install them) first" >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (or install them) first" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# tests: buf curl, a generic gRPC client that learns the collector's API through reflection. The
+# version and its integrity hash are pinned in .ci/tools/package-lock.json; install scripts are
+# not run.
+tools="$(cd "$(dirname "$0")" && pwd)/tools"
+if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+  echo "install-deps: installing buf into $tools/node_modules"
+  npm install --prefix "$tools" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+fi

@@ -1388,6 +1388,44 @@ for i in resp.incidents:
         raise Failure(f"python client: exit {r.returncode}\n{text}\n{r.stderr.decode(errors='replace')}")
 
 
+BUF = os.path.join(ROOT, ".ci", "tools", "node_modules", ".bin", "buf")
+
+
+def scenario_reflection_client(fleet, demo=False):
+    """`buf curl`, a generic gRPC client with no copy of our .proto files, learns the API through
+    the collector's reflection service, lists incidents with a token and is refused without one."""
+    if not os.access(BUF, os.X_OK):
+        raise Failure(f"{BUF} is missing: run .ci/install-deps.sh (it installs buf from npm)")
+    inc = tampered_world(fleet)
+    url = f"http://{fleet.collector_addr}"
+
+    def buf(*args, token=None):
+        argv = [BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args]
+        if token:
+            argv[2:2] = ["--header", f"Authorization: Bearer {token}"]
+        # HOME: buf keeps a cache; keep it in the test's directory.
+        return subprocess.run(argv, capture_output=True, timeout=60,
+                              env={**os.environ, "HOME": fleet.dir})
+
+    r = buf("--list-methods", url)
+    methods = r.stdout.decode(errors="replace").split()
+    if r.returncode != 0 or "tripline.v1.Operator/ListIncidents" not in methods:
+        raise Failure(f"reflection: exit {r.returncode}: {methods} {r.stderr.decode(errors='replace')}")
+    r = buf("--data", "{}", f"{url}/tripline.v1.Operator/ListIncidents")
+    err = r.stderr.decode(errors="replace")
+    if r.returncode == 0 or "unauthenticated" not in err.lower():
+        raise Failure(f"without a token: exit {r.returncode}: {r.stdout!r} {err}")
+    with open(fleet.operator_token) as f:
+        token = f.read().strip()
+    r = buf("--data", "{}", f"{url}/tripline.v1.Operator/ListIncidents", token=token)
+    if r.returncode != 0:
+        raise Failure(f"with a token: exit {r.returncode}: {r.stderr.decode(errors='replace')}")
+    listed = json.loads(r.stdout).get("incidents", [])
+    mine = [i for i in listed if str(i.get("id")) == str(inc["id"])]
+    if len(mine) != 1 or mine[0].get("ruleId", mine[0].get("rule_id")) != "etc-changed":
+        raise Failure(f"incident {inc['id']} not listed through reflection: {listed}")
+
+
 def scenario_rules_reload(fleet, demo=False):
     """triplinectl rules reload: a broken rules file is refused with file:line and the old rules
     keep matching; a fixed one takes effect; both are in the audit trail."""
@@ -1485,6 +1523,7 @@ def scenario_absence(fleet, demo=False):
 
 
 SCENARIOS = {
+    "reflection_client": scenario_reflection_client,
     "absence": scenario_absence,
     "rules_reload": scenario_rules_reload,
     "python_client": scenario_python_client,
