@@ -117,14 +117,6 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
       }
     }
   }
-  if (c.identity.require_document && c.identity.aws_certificates.empty()) {
-    return (root.Child("identity") ? *root.Child("identity") : root)
-        .Error(
-            "identity.aws_certificates is empty: agents must prove their instance with a signed "
-            "instance identity document checked against AWS's certificate for each region "
-            "(docs/operations.md says where to get them); on hosts off EC2 set "
-            "identity.require_document: false");
-  }
   ASSIGN_OR_RETURN(c.log_level, root.Enum("log_level", c.log_level,
                                           {"trace", "debug", "info", "warn", "error"}));
   if (std::optional<ConfigNode> aws = root.Child("aws")) {

@@ -80,6 +80,14 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   IngestService::Options ingest_options;
   ingest_options.enrollment_token = parts.enrollment_token;
   ingest_options.max_in_flight = parts.max_in_flight;
+  if (d->config_.identity.require_document && d->config_.identity.aws_certificates.empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: identity.aws_certificates is empty: agents prove their EC2 instance with the signed "
+        "instance identity document, checked against AWS's certificate for each region the "
+        "fleet runs in (docs/operations.md says where to get them); for hosts off EC2 set "
+        "identity.require_document: false",
+        d->config_.path.empty() ? std::string("collector config") : d->config_.path));
+  }
   if (d->config_.identity.require_document) {
     absl::StatusOr<std::unique_ptr<InstanceIdentityVerifier>> verifier =
         InstanceIdentityVerifier::Load(d->config_.identity.aws_certificates,
