@@ -98,9 +98,9 @@ class Imds {
         --attempt;  // a fresh token does not use up an attempt
         continue;
       }
-      last = absl::Status(a->status >= 500 ? absl::StatusCode::kUnavailable
-                                           : absl::StatusCode::kFailedPrecondition,
-                          absl::StrFormat("IMDS GET %s: HTTP %d", path, a->status));
+      last = absl::Status(
+          a->status >= 500 ? absl::StatusCode::kUnavailable : absl::StatusCode::kFailedPrecondition,
+          absl::StrFormat("IMDS GET %s: HTTP %d", path, a->status));
       if (a->status < 500) return last;
     }
     return absl::UnavailableError(absl::StrFormat("IMDS at %s: %s (after %d attempts)",
@@ -110,9 +110,9 @@ class Imds {
 
  private:
   absl::Status FetchToken() {
-    ASSIGN_OR_RETURN(Answer a, Http("PUT", options_.endpoint + "/latest/api/token",
-                                    "X-aws-ec2-metadata-token-ttl-seconds: 21600",
-                                    options_.timeout));
+    ASSIGN_OR_RETURN(Answer a,
+                     Http("PUT", options_.endpoint + "/latest/api/token",
+                          "X-aws-ec2-metadata-token-ttl-seconds: 21600", options_.timeout));
     if (a.status != 200 || a.body.empty() || a.body.size() > 1024 ||
         a.body.find_first_of("\r\n") != std::string::npos) {
       return absl::Status(
@@ -138,7 +138,8 @@ bool IsRegion(const std::string& s) {
 }
 
 bool IsBase64Text(const std::string& s) {
-  return s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n") ==
+  return s.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n") ==
          std::string::npos;
 }
 

@@ -19,15 +19,15 @@ namespace tripline::agent {
 struct ImdsOptions {
   std::string endpoint = "http://169.254.169.254";
   absl::Duration timeout = absl::Seconds(2);  // per HTTP request
-  int attempts = 3;                            // per request
+  int attempts = 3;                           // per request
   absl::Duration retry_delay = absl::Milliseconds(500);
 };
 
 struct InstanceMetadata {
   std::string instance_id;  // i-...
   std::string region;
-  std::string document;     // /latest/dynamic/instance-identity/document, byte for byte
-  std::string signature;    // /latest/dynamic/instance-identity/rsa2048 (base64 PKCS#7)
+  std::string document;   // /latest/dynamic/instance-identity/document, byte for byte
+  std::string signature;  // /latest/dynamic/instance-identity/rsa2048 (base64 PKCS#7)
 };
 
 // The document is signed by AWS with SHA-256/RSA-2048 at .../rsa2048 (the older .../pkcs7 is

@@ -114,7 +114,8 @@ absl::StatusOr<InstanceIdentity> InstanceIdentityVerifier::Verify(
         "no instance identity document and signature: this collector requires them (the agent "
         "reads them from IMDSv2)");
   }
-  if (document.size() > kMaxIdentityDocumentBytes || signature.size() > kMaxIdentitySignatureBytes) {
+  if (document.size() > kMaxIdentityDocumentBytes ||
+      signature.size() > kMaxIdentitySignatureBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "instance identity document (%d bytes) or signature (%d bytes) over %d bytes",
         document.size(), signature.size(), kMaxIdentityDocumentBytes));
@@ -198,21 +199,20 @@ absl::StatusOr<InstanceIdentity> InstanceIdentityVerifier::Verify(
   id.region = StringField(json, "region");
   id.account_id = StringField(json, "accountId");
   if (id.instance_id != claimed_instance_id) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "instance identity document names instance '%s', the agent claims '%s'",
-        Printable(id.instance_id, 64), Printable(claimed_instance_id, 128)));
+    return absl::PermissionDeniedError(
+        absl::StrFormat("instance identity document names instance '%s', the agent claims '%s'",
+                        Printable(id.instance_id, 64), Printable(claimed_instance_id, 128)));
   }
   if (id.region != signer_region) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "instance identity document names region '%s' but was signed with the certificate of %s",
         Printable(id.region, 64), signer_region));
   }
-  if (!allowed_accounts_.empty() &&
-      std::find(allowed_accounts_.begin(), allowed_accounts_.end(), id.account_id) ==
-          allowed_accounts_.end()) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "instance identity document names account '%s', not an allowed account",
-        Printable(id.account_id, 64)));
+  if (!allowed_accounts_.empty() && std::find(allowed_accounts_.begin(), allowed_accounts_.end(),
+                                              id.account_id) == allowed_accounts_.end()) {
+    return absl::PermissionDeniedError(
+        absl::StrFormat("instance identity document names account '%s', not an allowed account",
+                        Printable(id.account_id, 64)));
   }
   return id;
 }

@@ -48,8 +48,7 @@ class InstanceIdentityVerifier {
   // `claimed_instance_id` (or its region or account is not allowed). InvalidArgument for bytes
   // that are not base64 DER PKCS#7 or JSON. Never includes the document in the message beyond
   // the fields it names.
-  absl::StatusOr<InstanceIdentity> Verify(const std::string& document,
-                                          const std::string& signature,
+  absl::StatusOr<InstanceIdentity> Verify(const std::string& document, const std::string& signature,
                                           const std::string& claimed_instance_id) const;
 
   size_t certificate_count() const;

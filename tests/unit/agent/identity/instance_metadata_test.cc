@@ -88,7 +88,8 @@ TEST(InstanceMetadata, ReadsIdAndSignedDocumentThroughImdsV2TokenFirst) {
 TEST(InstanceMetadata, FakeRefusesGetsWithoutAToken) {
   IdentityKey key;
   ASSERT_TRUE(key.ok());
-  LocalEndpoint imds(TRIPLINE_IMDS_ENDPOINT_SCRIPT, Concat({"--instance-id", kInstance}, key.Args()));
+  LocalEndpoint imds(TRIPLINE_IMDS_ENDPOINT_SCRIPT,
+                     Concat({"--instance-id", kInstance}, key.Args()));
   ASSERT_TRUE(imds.running());
   std::string body;
   EXPECT_EQ(PlainGet(imds.url() + "/latest/dynamic/instance-identity/document", &body), 401);

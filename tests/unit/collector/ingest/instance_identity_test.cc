@@ -35,9 +35,7 @@ std::string Document(const std::string& instance_id = kInstance,
 // Self-signed RSA-2048 certificates and signatures over documents, by name.
 class Signer {
  public:
-  Signer() {
-    ok_ = MakeCert("us-east-1") && MakeCert("eu-west-1") && MakeCert("forger");
-  }
+  Signer() { ok_ = MakeCert("us-east-1") && MakeCert("eu-west-1") && MakeCert("forger"); }
   bool ok() const { return ok_; }
   std::string Pem(const std::string& name) const {
     return ReadFileToString(dir_.Sub(name + ".pem")).value_or("");
