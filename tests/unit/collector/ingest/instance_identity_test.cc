@@ -221,12 +221,13 @@ TEST_F(InstanceIdentityTest, CollectorRequiringTheDocumentPinsOnlyProvenInstance
   });
   c.Start();
   auto stub = tripline::v1::Ingest::NewStub(c.channel());
-  auto enroll = [&](const std::string& agent_id, const std::string& doc, const std::string& sig) {
+  auto enroll = [&](const std::string& agent_id, const std::string& doc, const std::string& sig,
+                    const std::string& token = testing::kEnrollmentToken) {
     grpc::ClientContext ctx;
     tripline::v1::EnrollRequest req;
     req.set_agent_id(agent_id);
     req.set_public_key(SigningKey::Generate()->public_key());
-    req.set_enrollment_token(testing::kEnrollmentToken);
+    req.set_enrollment_token(token);
     req.set_identity_document(doc);
     req.set_identity_signature(sig);
     tripline::v1::EnrollResponse resp;
@@ -244,7 +245,14 @@ TEST_F(InstanceIdentityTest, CollectorRequiringTheDocumentPinsOnlyProvenInstance
   EXPECT_THAT(incidents[0].summary, HasSubstr("does not verify"));
   EXPECT_THAT(incidents[0].summary, HasSubstr("requires them"));
 
-  grpc::Status good = enroll(kInstance, doc, signer_->Sign(doc, "us-east-1"));
+  // A genuine document does not stand in for the enrollment token: both are needed.
+  const std::string sig = signer_->Sign(doc, "us-east-1");
+  EXPECT_EQ(enroll(kInstance, doc, sig, "").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(enroll(kInstance, doc, sig, "wrong-token").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_FALSE(*c.store()->GetAgent(kInstance));
+
+  grpc::Status good = enroll(kInstance, doc, sig);
   EXPECT_TRUE(good.ok()) << good.error_message();
   EXPECT_TRUE(*c.store()->GetAgent(kInstance));
 }
