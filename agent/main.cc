@@ -22,6 +22,7 @@
 #include "agent/fim/fim_watcher.h"
 #include "agent/fim/one_shot.h"
 #include "agent/identity/agent_identity.h"
+#include "agent/identity/instance_metadata.h"
 #include "agent/logs/journal_reader.h"
 #include "agent/logs/log_tailer.h"
 #include "agent/logs/offset_ledger.h"
@@ -134,9 +135,35 @@ int main(int argc, char** argv) {
     return Fail(2, std::string(st.message()));
   }
 
+  // On EC2 the agent is its instance and proves it with IMDS's signed identity document; off EC2
+  // agent.yaml names it and the collector must be told not to ask for a document.
+  std::optional<InstanceMetadata> instance;
+  if (config->agent_id.empty()) {
+    ImdsOptions imds;
+    imds.endpoint = config->imds.endpoint;
+    imds.timeout = absl::Milliseconds(config->imds.timeout_ms);
+    imds.attempts = static_cast<int>(config->imds.attempts);
+    absl::StatusOr<InstanceMetadata> read = ReadInstanceMetadata(imds);
+    if (!read.ok()) {
+      return Fail(1, absl::StrFormat("agent_id is not set, so the instance id comes from IMDSv2, "
+                                     "which failed: %s (off EC2, set agent_id in %s)",
+                                     read.status().message(), config_path));
+    }
+    spdlog::info("agent: instance identity from IMDSv2 instance_id={} region={}",
+                 read->instance_id, read->region);
+    config->agent_id = read->instance_id;
+    instance = *std::move(read);
+  } else {
+    spdlog::info("agent: agent_id={} from the config; no instance identity document is sent",
+                 config->agent_id);
+  }
   absl::StatusOr<AgentIdentity> identity = LoadAgentIdentity(
       config->agent_id, config->state_dir, config->collector.enrollment_token_file);
   if (!identity.ok()) return Fail(1, std::string(identity.status().message()));
+  if (instance) {
+    identity->identity_document = std::move(instance->document);
+    identity->identity_signature = std::move(instance->signature);
+  }
   spdlog::info("agent: starting agent_id={} version={} public_key={} roots={}", identity->agent_id,
                AgentVersion(), tripline::ToHex(identity->key->public_key()),
                config->fim.paths.size());

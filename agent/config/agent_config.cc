@@ -118,15 +118,26 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   AgentConfig c;
   RETURN_IF_ERROR(root.ExpectKeys(
       {"agent_id", "state_dir", "log_level", "collector", "fim", "logs", "batch", "transport",
-       "spool"}));
+       "spool", "imds"}));
 
   const bool daemon = use == AgentConfigUse::kDaemon;
-  if (daemon || root.Child("agent_id").has_value()) {
+  if (root.Child("agent_id").has_value()) {
     ASSIGN_OR_RETURN(c.agent_id, root.RequiredString("agent_id"));
   }
-  if ((daemon || !c.agent_id.empty()) && !ValidAgentId(c.agent_id)) {
+  if (!c.agent_id.empty() && !ValidAgentId(c.agent_id)) {
     ASSIGN_OR_RETURN(ConfigNode id, root.Required("agent_id"));
     return id.Error("expected 1..128 characters of [A-Za-z0-9._-]");
+  }
+  if (std::optional<ConfigNode> imds = root.Child("imds")) {
+    RETURN_IF_ERROR(imds->ExpectKeys({"endpoint", "timeout", "attempts"}));
+    ASSIGN_OR_RETURN(c.imds.endpoint, imds->String("endpoint", c.imds.endpoint));
+    if (c.imds.endpoint.rfind("http://", 0) != 0 && c.imds.endpoint.rfind("https://", 0) != 0) {
+      return imds->Child("endpoint")->Error(
+          absl::StrFormat("expected an http:// or https:// URL, got '%s'", c.imds.endpoint));
+    }
+    while (c.imds.endpoint.size() > 8 && c.imds.endpoint.back() == '/') c.imds.endpoint.pop_back();
+    ASSIGN_OR_RETURN(c.imds.timeout_ms, imds->DurationMs("timeout", c.imds.timeout_ms, 1, 60000));
+    ASSIGN_OR_RETURN(c.imds.attempts, imds->Int("attempts", c.imds.attempts, 1, 20));
   }
   ASSIGN_OR_RETURN(c.state_dir, root.String("state_dir", c.state_dir));
   if (c.state_dir.empty()) return root.Error("state_dir must not be empty");

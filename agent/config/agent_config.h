@@ -2,7 +2,7 @@
 //
 // Every key is checked (unknown keys are errors) and every error names file:line:col and the key,
 // e.g. "agent.yaml:4:14: collector.plaintext: expected true or false, got 'maybe'". Every optional
-// key has a default that works; required: agent_id, collector.address,
+// key has a default that works; required: collector.address,
 // collector.enrollment_token_file, collector.ca_file (unless plaintext), at least one fim.paths
 // entry. `logs` is optional. Loading has no side effects (files named here are read later by their users).
 #pragma once
@@ -46,9 +46,18 @@ struct LogSourceConfig {
 };
 
 struct AgentConfig {
-  std::string agent_id;  // [A-Za-z0-9._-], 1..128 characters
+  // [A-Za-z0-9._-], 1..128 characters. Empty (the default for the daemon): the instance id from
+  // IMDSv2, with the signed instance identity document sent at enrollment. Set it only off EC2.
+  std::string agent_id;
   std::string state_dir = "/var/lib/tripline";
   std::string log_level = "info";
+
+  // Where the instance identity comes from when agent_id is not set.
+  struct Imds {
+    std::string endpoint = "http://169.254.169.254";
+    int64_t timeout_ms = 2000;  // per request
+    int64_t attempts = 3;       // per request, on unreachable or 5xx
+  } imds;
 
   struct Collector {
     std::string address;

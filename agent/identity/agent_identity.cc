@@ -58,6 +58,8 @@ absl::StatusOr<ChainHead> Enroll(tripline::v1::Ingest::StubInterface& stub,
   request.set_enrollment_token(identity.enrollment_token);
   request.set_hostname(identity.hostname);
   request.set_version(AgentVersion());
+  request.set_identity_document(identity.identity_document);
+  request.set_identity_signature(identity.identity_signature);
   context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
 
   tripline::v1::EnrollResponse response;

@@ -25,6 +25,10 @@ struct AgentIdentity {
   std::unique_ptr<SigningKey> key;  // never null
   std::string enrollment_token;     // secret
   std::string hostname;
+  // On EC2 (agent_id from IMDS): the instance identity document and its signature, sent with
+  // every Enroll (agent/identity/instance_metadata.h). Empty off EC2.
+  std::string identity_document;
+  std::string identity_signature;
 };
 
 // Creates `state_dir` (0700) if missing, loads or creates state_dir/agent.key, reads the token

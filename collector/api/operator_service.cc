@@ -470,6 +470,47 @@ grpc::Status OperatorService::ReloadRules(grpc::ServerContext* context, const Re
   return grpc::Status::OK;
 }
 
+grpc::Status OperatorService::ReenrollAgent(grpc::ServerContext* context,
+                                            const tripline::v1::ReenrollAgentRequest* req,
+                                            tripline::v1::ReenrollAgentResponse* resp) {
+  Caller caller;
+  if (grpc::Status st = Authorize(context, Role::kAdmin, &caller); !st.ok()) return st;
+  const std::string& agent_id = req->agent_id();
+  if (agent_id.empty() || agent_id.size() > 128) {
+    return Invalid("agent_id must be 1-128 characters");
+  }
+  absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
+  if (!w.ok()) return Internal(w.status());
+  absl::StatusOr<std::optional<AgentRecord>> agent = w->GetAgent(agent_id);
+  if (!agent.ok()) return Internal(agent.status());
+  if (!*agent) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrFormat("agent %s has never enrolled: nothing to re-enroll (its "
+                                        "first enrollment needs no operator)",
+                                        Printable(agent_id, 128)));
+  }
+  absl::StatusOr<std::optional<ActionRecord>> pending =
+      w->PendingAction(kReenrollActionKind, agent_id);
+  if (!pending.ok()) return Internal(pending.status());
+  if (*pending) {
+    resp->set_action_id((*pending)->id);
+    return grpc::Status::OK;  // already allowed and not used yet; the write rolls back
+  }
+  const int64_t now = SystemClock().NowUnixNanos();
+  ActionRecord a = OperatorAction(
+      caller, now, kReenrollActionKind, agent_id,
+      "the agent's next enrollment with a new key will be accepted once and pin that key", 0,
+      agent_id);
+  a.status = "pending";
+  absl::StatusOr<int64_t> id = w->InsertAction(a);
+  if (!id.ok()) return Internal(id.status());
+  if (absl::Status st = w->Commit(); !st.ok()) return Internal(st);
+  spdlog::warn("operator: {} allowed agent={} to enroll once with a new key (action {})",
+               caller.name, Printable(agent_id, 128), *id);
+  resp->set_action_id(*id);
+  return grpc::Status::OK;
+}
+
 }  // namespace tripline::collector
 
 namespace tripline::collector {

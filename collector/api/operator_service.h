@@ -60,6 +60,12 @@ class OperatorService final : public tripline::v1::Operator::Service {
                               const tripline::v1::ExportEvidenceRequest* req,
                               tripline::v1::ExportEvidenceResponse* resp) override;
 
+  // Leaves a pending "agent:reenroll" action naming the caller (admin): the agent's next
+  // enrollment with a new key is let in once (collector/ingest/store_writer.cc).
+  grpc::Status ReenrollAgent(grpc::ServerContext* context,
+                             const tripline::v1::ReenrollAgentRequest* req,
+                             tripline::v1::ReenrollAgentResponse* resp) override;
+
   grpc::Status TestRule(grpc::ServerContext* context, const tripline::v1::TestRuleRequest* req,
                         tripline::v1::TestRuleResponse* resp) override;
 

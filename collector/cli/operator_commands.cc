@@ -213,6 +213,19 @@ grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::
   return grpc::Status::OK;
 }
 
+grpc::Status ReenrollAgent(OperatorStub& stub, const std::string& agent_id,
+                           const CallOptions& call, const OutputOptions& output, std::ostream& out) {
+  v1::ReenrollAgentRequest request;
+  request.set_agent_id(agent_id);
+  return Call<v1::ReenrollAgentRequest, v1::ReenrollAgentResponse>(
+      stub, &OperatorStub::ReenrollAgent, request, call, output, out,
+      [&](const v1::ReenrollAgentResponse& r) {
+        return absl::StrCat("agent ", Printable(agent_id),
+                            " may enroll once with a new key; that key is then pinned (action ",
+                            r.action_id(), ")\n");
+      });
+}
+
 grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
                          std::ostream& out) {
   return Call<v1::ReloadRulesRequest, v1::ReloadRulesResponse>(

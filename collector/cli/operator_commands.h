@@ -63,6 +63,9 @@ grpc::Status IncidentReport(OperatorStub& stub, int64_t incident_id, const std::
                             const CallOptions& call, const OutputOptions& output,
                             std::ostream& out);
 
+// Allows the agent's next enrollment with a new key, once (needs admin).
+grpc::Status ReenrollAgent(OperatorStub& stub, const std::string& agent_id,
+                           const CallOptions& call, const OutputOptions& output, std::ostream& out);
 grpc::Status ReloadRules(OperatorStub& stub, const CallOptions& call, const OutputOptions& output,
                          std::ostream& out);
 

@@ -151,6 +151,7 @@ _triplinectl() {
     incident) words="show report ack contain resolve reopen note assign unassign" ;;
     evidence) words="export verify" ;;
     rules) words="reload test" ;;
+    agents) words="reenroll" ;;
     events) words="--agent --kind --limit --after --path --text --since --until --follow" ;;
     incidents) words="--status --limit" ;;
     --status) words="open acknowledged contained resolved" ;;
@@ -294,6 +295,11 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
 
   auto* agents = app.add_subcommand(
       "agents", "list agents: id, hostname, version, last seen, durable seq, isolation state");
+  std::string reenroll_id;
+  auto* reenroll = agents->add_subcommand(
+      "reenroll",
+      "let the agent enroll once with a new key (re-imaged instance, lost state); needs admin");
+  reenroll->add_option("ID", reenroll_id, "agent id")->required();
 
   tripline::v1::QueryEventsRequest events_request;
   std::string kind;
@@ -524,7 +530,9 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   auto stub = tripline::v1::Operator::NewStub(channel);
 
   grpc::Status status;
-  if (agents->parsed()) {
+  if (reenroll->parsed()) {
+    status = ReenrollAgent(*stub, reenroll_id, call, output, out);
+  } else if (agents->parsed()) {
     status = ListAgents(*stub, call, output, out);
   } else if (events->parsed()) {
     events_request.set_kind(kind);

@@ -52,7 +52,7 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
   RETURN_IF_ERROR(root.ExpectKeys({"listen", "tls", "database", "rules", "enrollment_token_file",
                                    "operator_token_file", "operators", "log_level", "aws",
-                                   "response", "notify"}));
+                                   "response", "notify", "identity"}));
   CollectorConfig c;
   c.path = name;
   ASSIGN_OR_RETURN(c.listen, root.String("listen", c.listen));
@@ -90,6 +90,30 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
         return certs->Error(
             "operator certificates need tls.client_ca_file: without it the collector does not "
             "ask for client certificates");
+      }
+    }
+  }
+  if (std::optional<ConfigNode> identity = root.Child("identity")) {
+    RETURN_IF_ERROR(
+        identity->ExpectKeys({"require_document", "aws_certificates", "allowed_accounts"}));
+    ASSIGN_OR_RETURN(c.identity.require_document, identity->Bool("require_document", true));
+    ASSIGN_OR_RETURN(c.identity.allowed_accounts, identity->StringList("allowed_accounts"));
+    for (const std::string& a : c.identity.allowed_accounts) {
+      if (a.size() != 12 || a.find_first_not_of("0123456789") != std::string::npos) {
+        return identity->Child("allowed_accounts")
+            ->Error(absl::StrFormat("'%s': expected a 12-digit AWS account id", a));
+      }
+    }
+    if (std::optional<ConfigNode> certs = identity->Child("aws_certificates")) {
+      ASSIGN_OR_RETURN(std::vector<ConfigNode> entries, certs->Elements());
+      for (const ConfigNode& e : entries) {
+        RETURN_IF_ERROR(e.ExpectKeys({"region", "file"}));
+        ASSIGN_OR_RETURN(std::string region, e.RequiredString("region"));
+        ASSIGN_OR_RETURN(std::string file, e.RequiredString("file"));
+        if (region.empty() || file.empty()) return e.Error("region and file must not be empty");
+        if (!c.identity.aws_certificates.emplace(region, file).second) {
+          return e.Error(absl::StrFormat("a second certificate for region %s", region));
+        }
       }
     }
   }

@@ -72,6 +72,14 @@ struct OperatorAccess {
   std::vector<std::pair<std::string, std::string>> cert_roles;
 };
 
+// How enrolling agents prove which EC2 instance they run on (collector/ingest/instance_identity.h).
+struct IdentityConfig {
+  // Off only for fleets off EC2: then the agent id is whatever the enrollment token holder says.
+  bool require_document = true;
+  std::map<std::string, std::string> aws_certificates;  // region -> PEM file of AWS's certificate
+  std::vector<std::string> allowed_accounts;            // empty: any account
+};
+
 struct CollectorConfig {
   std::string path;  // the file this came from, for messages
   std::string listen = "127.0.0.1:7443";
@@ -88,6 +96,7 @@ struct CollectorConfig {
   ResponseMode response_mode = ResponseMode::kAuto;
   ResponseConfig response;
   NotifyConfig notify;
+  IdentityConfig identity;
 };
 
 // Loads and validates `path`. InvalidArgument "file:line:col: key: reason" on any error; the

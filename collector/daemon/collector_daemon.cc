@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/server_builder.h"
 #include "platform/net/grpc_credentials.h"
@@ -100,6 +101,35 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   IngestService::Options ingest_options;
   ingest_options.enrollment_token = parts.enrollment_token;
   ingest_options.max_in_flight = parts.max_in_flight;
+  if (d->config_.identity.require_document && d->config_.identity.aws_certificates.empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: identity.aws_certificates is empty: agents prove their EC2 instance with the signed "
+        "instance identity document, checked against AWS's certificate for each region the "
+        "fleet runs in (docs/operations.md says where to get them); for hosts off EC2 set "
+        "identity.require_document: false",
+        d->config_.path.empty() ? std::string("collector config") : d->config_.path));
+  }
+  if (d->config_.identity.require_document) {
+    absl::StatusOr<std::unique_ptr<InstanceIdentityVerifier>> verifier =
+        InstanceIdentityVerifier::Load(d->config_.identity.aws_certificates,
+                                       d->config_.identity.allowed_accounts);
+    if (!verifier.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("identity.aws_certificates: %s", verifier.status().message()));
+    }
+    spdlog::info("collector: enrollment requires a signed instance identity document "
+                 "regions={} allowed_accounts={}",
+                 (*verifier)->certificate_count(),
+                 d->config_.identity.allowed_accounts.empty()
+                     ? std::string("any")
+                     : absl::StrJoin(d->config_.identity.allowed_accounts, ","));
+    ingest_options.identity = std::move(*verifier);
+  } else {
+    spdlog::warn(
+        "collector: identity.require_document is false: enrollment does NOT check which EC2 "
+        "instance an agent runs on; anyone with the enrollment token may enroll under any agent "
+        "id (meant for hosts off EC2 only)");
+  }
   d->ingest_ =
       std::make_unique<IngestService>(d->registry_.get(), d->writer_.get(), ingest_options);
   if (d->config_.operators.token_key_file.empty()) {

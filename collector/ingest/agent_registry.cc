@@ -42,6 +42,12 @@ void AgentRegistry::Enrolled(const std::string& agent_id, const std::string& pub
   chains_.emplace(agent_id, std::move(c));
 }
 
+void AgentRegistry::Rekeyed(const std::string& agent_id, const std::string& public_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = chains_.find(agent_id);
+  if (it != chains_.end()) it->second.public_key = public_key;
+}
+
 AgentRegistry::Decision AgentRegistry::Accept(const std::string& agent_id, uint64_t batch_seq,
                                               const std::string& prev_digest,
                                               const std::string& batch_digest) {

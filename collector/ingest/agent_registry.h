@@ -31,6 +31,10 @@ class AgentRegistry {
   void Enrolled(const std::string& agent_id, const std::string& public_key, uint64_t durable_seq,
                 const std::string& durable_digest);
 
+  // After an operator-approved re-enrollment commit: `agent_id` is verified with `public_key` from
+  // now on (streams opened before keep the key they started with until they end).
+  void Rekeyed(const std::string& agent_id, const std::string& public_key);
+
   enum class Verdict {
     kAccept,     // batch_seq == accepted + 1 and prev_digest matches: hand it to the writer
     kDuplicate,  // batch_seq <= accepted: already have it

@@ -341,6 +341,7 @@ IngestService::IngestService(AgentRegistry* registry, StoreWriter* writer, Optio
     : registry_(registry),
       writer_(writer),
       max_in_flight_(std::max<size_t>(1, options.max_in_flight)),
+      identity_(std::move(options.identity)),
       token_key_(RandomBytes(32)),
       token_hash_(Blake2b256(options.enrollment_token, token_key_)) {}
 
@@ -367,6 +368,32 @@ grpc::ServerUnaryReactor* IngestService::Enroll(grpc::CallbackServerContext* con
                                  absl::StrFormat("public_key is %d bytes, expected %d",
                                                  request->public_key().size(), kPublicKeyBytes)));
     return reactor;
+  }
+  if (identity_) {
+    absl::StatusOr<InstanceIdentity> verified = identity_->Verify(
+        request->identity_document(), request->identity_signature(), request->agent_id());
+    if (!verified.ok()) {
+      spdlog::warn("ingest: enrollment refused agent={}: {}", Printable(request->agent_id(), 128),
+                   std::string(verified.status().message()));
+      // The refusal is evidence: record it, then answer.
+      WriteItem incident;
+      incident.kind = WriteItem::Kind::kIntegrity;
+      incident.agent_id = request->agent_id();
+      incident.reason = absl::StrFormat("enrollment refused (hostname %s): %s",
+                                        Printable(request->hostname(), 64),
+                                        verified.status().message());
+      const grpc::Status refusal(
+          verified.status().code() == absl::StatusCode::kInvalidArgument
+              ? grpc::StatusCode::INVALID_ARGUMENT
+              : grpc::StatusCode::PERMISSION_DENIED,
+          std::string(verified.status().message()));
+      incident.done = [reactor, refusal](const WriteResult&) { reactor->Finish(refusal); };
+      writer_->SubmitUrgent(std::move(incident));
+      return reactor;
+    }
+    spdlog::info("ingest: instance identity verified agent={} region={} account={}",
+                 Printable(request->agent_id(), 128), verified->region,
+                 Printable(verified->account_id, 32));
   }
   WriteItem item;
   item.kind = WriteItem::Kind::kEnroll;

@@ -1,7 +1,10 @@
 // The agent-facing gRPC service (tripline.v1.Ingest) on the callback API: no thread per stream.
 //
 // Enroll: the enrollment token is compared in constant time (keyed BLAKE2b hashes); the agent id
-// and key are checked; the store writer pins the key of a new agent or confirms a known one.
+// and key are checked; with an InstanceIdentityVerifier the EC2 instance identity document and its
+// PKCS#7 signature must verify and name the agent id (a refusal is an integrity incident); the
+// store writer pins the key of a new agent, confirms a known one, or lets a new key in once when
+// an operator ran `triplinectl agents reenroll` (else refused and recorded as an incident).
 //
 // Publish: one PublishReactor per stream, named by metadata "tripline-agent-id". Per SignedBatch:
 // size cap -> signature against the pinned key (before parsing) -> parse -> agent_id equals the
@@ -12,7 +15,8 @@
 //   UNAUTHENTICATED      stream without an enrolled agent id; batch signature does not verify
 //   INVALID_ARGUMENT     a message that is not a SignedBatch; batch bytes are not an EventBatch;
 //                        batch_seq 0; signature of wrong size
-//   PERMISSION_DENIED    batch names another agent than the stream; wrong enrollment token
+//   PERMISSION_DENIED    batch names another agent than the stream; wrong enrollment token;
+//                        instance identity document missing, forged or naming another instance
 //   DATA_LOSS            chain break: a gap in batch_seq, prev_digest not the previous batch's,
 //                        or a seq already stored arriving with other bytes (a fork)
 //   RESOURCE_EXHAUSTED   batch over 4 MiB (an integrity incident too); the collector's write
@@ -27,9 +31,11 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "collector/ingest/agent_registry.h"
+#include "collector/ingest/instance_identity.h"
 #include "collector/ingest/store_writer.h"
 #include "platform/runtime/clock.h"
 #include "tripline/v1/ingest.grpc.pb.h"
@@ -52,6 +58,9 @@ class IngestService final
   struct Options {
     std::string enrollment_token;  // never logged
     size_t max_in_flight = 128;
+    // Null: enrollment does not require an instance identity document (identity.require_document
+    // false, for hosts off EC2); a document sent anyway is ignored.
+    std::shared_ptr<const InstanceIdentityVerifier> identity;
   };
   // `registry` and `writer` outlive the service (and the server it is registered with).
   IngestService(AgentRegistry* registry, StoreWriter* writer, Options options);
@@ -70,6 +79,7 @@ class IngestService final
   AgentRegistry* const registry_;
   StoreWriter* const writer_;
   const size_t max_in_flight_;
+  const std::shared_ptr<const InstanceIdentityVerifier> identity_;
   const std::string token_key_;   // random, per process
   const std::string token_hash_;  // keyed BLAKE2b of the enrollment token
 };

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "collector/incidents/incident_recorder.h"
 #include "platform/crypto/batch_signature.h"
+#include "platform/crypto/digest.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -150,6 +151,7 @@ void StoreWriter::CommitGroup(std::deque<WriteItem>& group) {
     } else if (item.kind == WriteItem::Kind::kEnroll && results[i].status.ok()) {
       registry_->Enrolled(item.agent_id, item.public_key, results[i].durable_seq,
                           results[i].durable_digest);
+      if (item.rekeyed) registry_->Rekeyed(item.agent_id, item.public_key);
     }
   }
   for (size_t i = 0; i < group.size(); ++i) {
@@ -169,11 +171,40 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
       ASSIGN_OR_RETURN(std::optional<AgentRecord> known, w.GetAgent(item.agent_id));
       if (known) {
         if (known->public_key != item.public_key) {
-          result->status = absl::FailedPreconditionError(absl::StrFormat(
-              "agent %s is enrolled with another key; an operator must re-enroll it",
-              item.agent_id));
-          spdlog::warn("ingest: enrollment refused agent={}: another key is pinned",
-                       Printable(item.agent_id));
+          ASSIGN_OR_RETURN(std::optional<ActionRecord> reenroll,
+                           w.PendingAction(kReenrollActionKind, item.agent_id));
+          const std::string keys =
+              absl::StrFormat("pinned key %s, offered key %s", ToHex(known->public_key),
+                              ToHex(item.public_key));
+          if (!reenroll) {
+            result->status = absl::FailedPreconditionError(absl::StrFormat(
+                "agent %s is enrolled with another key; an operator must allow it with "
+                "`triplinectl agents reenroll %s`",
+                item.agent_id, item.agent_id));
+            ASSIGN_OR_RETURN(
+                RecordOutcome outcome,
+                RecordIntegrityFailure(
+                    w, item.agent_id,
+                    absl::StrFormat("enrollment with a new key refused (%s, hostname %s)", keys,
+                                    Printable(item.hostname, 64)),
+                    now));
+            spdlog::warn(
+                "ingest: enrollment refused agent={}: another key is pinned; incident={}",
+                Printable(item.agent_id), outcome.incident_id);
+            return absl::OkStatus();
+          }
+          RETURN_IF_ERROR(w.SetAgentKey(item.agent_id, item.public_key, item.hostname,
+                                        item.version));
+          reenroll->status = "done";
+          reenroll->updated_ns = now;
+          reenroll->result = absl::StrFormat("%s; the chain goes on from batch %d", keys,
+                                             known->durable_seq);
+          RETURN_IF_ERROR(w.UpdateAction(*reenroll));
+          item.rekeyed = true;
+          spdlog::warn("ingest: re-enrolled agent={} with a new key (allowed by {}, action {})",
+                       Printable(item.agent_id), reenroll->actor, reenroll->id);
+          result->durable_seq = known->durable_seq;
+          result->durable_digest = known->durable_digest;
           return absl::OkStatus();
         }
         RETURN_IF_ERROR(w.UpdateAgentMeta(item.agent_id, item.hostname, item.version));

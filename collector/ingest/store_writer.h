@@ -37,8 +37,9 @@ struct WriteItem {
   enum class Kind { kEnroll, kBatch, kDuplicate, kIntegrity };
   Kind kind = Kind::kBatch;
   std::string agent_id;
-  // kEnroll
+  // kEnroll. `rekeyed` is set by the writer when an operator's re-enrollment let a new key in.
   std::string public_key, hostname, version;
+  bool rekeyed = false;
   // kBatch: the signed bytes as received, the signature, the parsed batch and its chain digest.
   std::string batch_bytes, signature, batch_digest;
   std::unique_ptr<tripline::v1::EventBatch> batch;

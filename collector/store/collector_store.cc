@@ -270,6 +270,16 @@ absl::Status CollectorStore::Writer::InsertAgent(const AgentRecord& a) {
   return s.Run();
 }
 
+absl::Status CollectorStore::Writer::SetAgentKey(const std::string& agent_id,
+                                                 const std::string& public_key,
+                                                 const std::string& hostname,
+                                                 const std::string& version) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("UPDATE agents SET public_key = ?, hostname = ?, "
+                                             "version = ? WHERE agent_id = ?"));
+  s.BindBlob(1, public_key).Bind(2, hostname).Bind(3, version).Bind(4, agent_id);
+  return s.Run();
+}
+
 absl::Status CollectorStore::Writer::UpdateAgentMeta(const std::string& agent_id,
                                                      const std::string& hostname,
                                                      const std::string& version) {
@@ -482,6 +492,18 @@ absl::Status CollectorStore::Writer::RevokeOperatorToken(int64_t id, int64_t now
         absl::StrFormat("database %s: no active operator token %d", db_->path(), id));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<ActionRecord>> CollectorStore::Writer::PendingAction(
+    const std::string& kind, const std::string& target) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM actions WHERE kind = ? AND target = ? AND "
+                                    "status = 'pending' AND parent_id IS NULL ORDER BY id LIMIT 1",
+                                    kActionColumns)));
+  s.Bind(1, kind).Bind(2, target);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::nullopt;
+  return ReadAction(s);
 }
 
 absl::Status CollectorStore::Writer::UpdateAction(const ActionRecord& a) {

@@ -87,6 +87,10 @@ struct ActionRecord {
   std::string mode;      // top-level response actions: auto, approve, dry-run
 };
 
+// The action an operator's `agents reenroll` leaves pending (target: the agent id): the agent's
+// next enrollment with a new key pins that key and completes the action (its result names both).
+inline constexpr char kReenrollActionKind[] = "agent:reenroll";
+
 // An operator's bearer token: only its keyed hash is kept (see collector/auth).
 struct OperatorTokenRecord {
   int64_t id = 0;
@@ -142,6 +146,9 @@ class CollectorStore {
                                  uint64_t spool_batches, uint64_t spool_bytes);
     absl::Status PutAbsenceEpisode(const AbsenceEpisode& episode);
     absl::Status DeleteAbsenceEpisode(const std::string& rule_id, const std::string& agent_id);
+    // Pins another key for a known agent (an operator-approved re-enrollment); the chain goes on.
+    absl::Status SetAgentKey(const std::string& agent_id, const std::string& public_key,
+                             const std::string& hostname, const std::string& version);
 
     // Batches and their events. InsertEvent returns the new event id.
     absl::Status InsertBatch(const std::string& agent_id, uint64_t batch_seq,
@@ -177,6 +184,9 @@ class CollectorStore {
     // Writes status, detail, request id, error fields, result, mode, actor of `action` (by id) and
   // updated_ns.
     absl::Status UpdateAction(const ActionRecord& action);
+    // The oldest top-level action of `kind` on `target` in status pending, if any.
+    absl::StatusOr<std::optional<ActionRecord>> PendingAction(const std::string& kind,
+                                                              const std::string& target);
 
     // Operator tokens. At most one active token per name (the database enforces it).
     absl::StatusOr<int64_t> InsertOperatorToken(const OperatorTokenRecord& token);

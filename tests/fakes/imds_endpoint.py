@@ -3,7 +3,11 @@
 
 IMDSv2: PUT /latest/api/token (X-aws-ec2-metadata-token-ttl-seconds) gives a token every GET must
 carry as X-aws-ec2-metadata-token (401 without it, as IMDSv2 requires). Serves instance-id,
-placement/region, iam/security-credentials/ and the role's credentials. Container: GET
+placement/region, iam/security-credentials/ and the role's credentials, and the instance identity
+document (dynamic/instance-identity/document) with its signatures (.../rsa2048 and .../pkcs7:
+base64 of a DER PKCS#7 signedData carrying the document, without the signer's certificate, as AWS
+serves them) made with --identity-key/--identity-cert (the test's CA; openssl CLI). Without them
+the identity paths are 404. Container: GET
 /v2/credentials/ID with "Authorization: TOKEN" (when --container-token is given).
 
 Each credentials answer is fresh: AccessKeyId AKIDIMDS000N / Token token-N with N counting up,
@@ -14,7 +18,8 @@ Admin: GET /_tripline/requests (JSON list of "METHOD path"). Loopback only; exit
 
 Usage: imds_endpoint.py --listen 127.0.0.1:0 --ready-file PATH [--instance-id I] [--region R]
        [--role ROLE] [--lifetime S] [--container-token T] [--fixed-key K --fixed-secret S
-       --fixed-token T]
+       --fixed-token T] [--identity-cert PEM --identity-key PEM] [--account-id A]
+       [--document-instance-id I] (a document naming another instance than instance-id)
 """
 
 import argparse
@@ -24,7 +29,9 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -103,6 +110,9 @@ class Handler(BaseHTTPRequestHandler):
             "/latest/meta-data/instance-id": a.instance_id,
             "/latest/meta-data/placement/region": a.region,
             "/latest/meta-data/iam/security-credentials/": a.role if a.role else None,
+            "/latest/dynamic/instance-identity/document": self.server.document,
+            "/latest/dynamic/instance-identity/rsa2048": self.server.signature,
+            "/latest/dynamic/instance-identity/pkcs7": self.server.signature,
         }
         if a.role and self.path == f"/latest/meta-data/iam/security-credentials/{a.role}":
             self._send(200, self._credentials(), "text/plain")
@@ -110,6 +120,40 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, paths[self.path])
         else:
             self._send(404, "not found")
+
+
+def identity_document(args):
+    """The document as IMDS formats it (pretty-printed JSON, nulls included)."""
+    return json.dumps({
+        "accountId": args.account_id,
+        "architecture": "x86_64",
+        "availabilityZone": args.region + "a",
+        "billingProducts": None,
+        "devpayProductCodes": None,
+        "marketplaceProductCodes": None,
+        "imageId": "ami-0test00000000001",
+        "instanceId": args.document_instance_id or args.instance_id,
+        "instanceType": "t3.micro",
+        "kernelId": None,
+        "pendingTime": "2026-11-23T18:00:00Z",
+        "privateIp": "10.0.1.5",
+        "ramdiskId": None,
+        "region": args.region,
+        "version": "2017-09-30",
+    }, indent=2)
+
+
+def sign_document(document, cert, key):
+    """Base64 (64-column lines, no PEM armour) of a DER PKCS#7 signedData holding `document`."""
+    with tempfile.TemporaryDirectory() as d:
+        doc = os.path.join(d, "document")
+        with open(doc, "w") as f:
+            f.write(document)
+        r = subprocess.run(["openssl", "smime", "-sign", "-binary", "-nodetach", "-nocerts",
+                            "-md", "sha256", "-in", doc, "-signer", cert, "-inkey", key,
+                            "-outform", "PEM"], capture_output=True, check=True)
+    lines = r.stdout.decode().strip().splitlines()
+    return "\n".join(l for l in lines if not l.startswith("-----"))
 
 
 def main(argv):
@@ -124,6 +168,10 @@ def main(argv):
     ap.add_argument("--fixed-key", default=None)
     ap.add_argument("--fixed-secret", default=None)
     ap.add_argument("--fixed-token", default=None)
+    ap.add_argument("--identity-cert", default=None)
+    ap.add_argument("--identity-key", default=None)
+    ap.add_argument("--account-id", default="111122223333")
+    ap.add_argument("--document-instance-id", default=None)
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     if not ipaddress.ip_address(host).is_loopback:
@@ -132,6 +180,10 @@ def main(argv):
     server = ThreadingHTTPServer((host, int(port)), Handler)
     server.daemon_threads = True
     server.args = args
+    server.document = server.signature = None
+    if args.identity_cert and args.identity_key:
+        server.document = identity_document(args)
+        server.signature = sign_document(server.document, args.identity_cert, args.identity_key)
     server.lock = threading.Lock()
     server.tokens = set()
     server.requests = []

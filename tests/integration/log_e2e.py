@@ -120,8 +120,7 @@ def write_log_agent_config(fleet, name, sources_yaml, rotate_wait="1s"):
     state = os.path.join(fleet.dir, name + "-state")
     cfg = os.path.join(fleet.dir, name + ".yaml")
     with open(cfg, "w") as f:
-        f.write(f"""\
-agent_id: {e2e.INSTANCE_ID}
+        f.write(fleet.identity_yaml(e2e.INSTANCE_ID) + f"""\
 state_dir: {state}
 collector:
   address: {fleet.collector_addr}

@@ -28,6 +28,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FAKE_EC2 = os.path.join(ROOT, "tests", "fakes", "ec2_endpoint.py")
+FAKE_IMDS = os.path.join(ROOT, "tests", "fakes", "imds_endpoint.py")
+ACCOUNT_ID = "111122223333"
 
 INSTANCE_ID = "i-0123456789abcdef0"
 ISOLATION_GROUP = "sg-0isolation000001"
@@ -159,6 +161,8 @@ class Fleet:
         self.ec2_addr = None
         self.collector_addr = None
         self.collector = None
+        self.identity_cert = self.identity_key = None
+        self.imds = {}  # instance id -> address of its fake IMDSv2
 
     # --- processes -------------------------------------------------------------------------
 
@@ -191,10 +195,55 @@ class Fleet:
         self.ec2_addr = self.read_ready(ready, p)
         return p
 
+    def identity_pki(self):
+        """The test's stand-in for AWS's regional certificate: a self-signed RSA-2048 key pair
+        (as AWS's are), made once per fleet."""
+        if self.identity_cert is None:
+            key = os.path.join(self.dir, "aws-identity.key")
+            cert = os.path.join(self.dir, "aws-identity.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=test-ec2-instance-identity-us-east-1", "-keyout", key,
+                            "-out", cert], check=True, capture_output=True)
+            self.identity_cert, self.identity_key = cert, key
+        return self.identity_cert, self.identity_key
+
+    def start_imds(self, instance_id, name=None, extra_args=()):
+        """A fake IMDSv2 for `instance_id` serving an identity document signed with the fleet's
+        test certificate; its address (one per instance id unless `name` is given)."""
+        if name is None and instance_id in self.imds:
+            return self.imds[instance_id]
+        cert, key = self.identity_pki()
+        label = name or f"imds-{instance_id}"
+        ready = os.path.join(self.dir, label + ".ready")
+        p = self.start(label, ["/usr/bin/python3", FAKE_IMDS, "--listen", "127.0.0.1:0",
+                               "--ready-file", ready, "--instance-id", instance_id,
+                               "--region", "us-east-1", "--account-id", ACCOUNT_ID,
+                               "--identity-cert", cert, "--identity-key", key, *extra_args])
+        addr = self.read_ready(ready, p)
+        if name is None:
+            self.imds[instance_id] = addr
+        return addr
+
+    def identity_yaml(self, instance_id, imds_addr=None):
+        """agent.yaml lines that make the agent learn `instance_id` from a fake IMDSv2."""
+        addr = imds_addr or self.start_imds(instance_id)
+        return f"imds:\n  endpoint: http://{addr}\n  timeout: 2s\n"
+
     def write_collector_config(self, isolation_group=ISOLATION_GROUP, port=0, response="",
-                               mode="auto"):
+                               mode="auto", identity=True):
         """`isolation_group` None: the collector finds or creates its groups per VPC; `response`:
-        more lines under response: (indented two spaces)."""
+        more lines under response: (indented two spaces); `identity` False: the explicit opt-out
+        for agents off EC2."""
+        if identity:
+            cert, _ = self.identity_pki()
+            identity_section = f"""\
+identity:
+  aws_certificates:
+    - {{region: us-east-1, file: {cert}}}
+  allowed_accounts: ["{ACCOUNT_ID}"]
+"""
+        else:
+            identity_section = "identity:\n  require_document: false\n"
         rules = os.path.join(self.dir, "rules.yaml")
         with open(rules, "w") as f:
             f.write(RULES.format(watched=self.watched))
@@ -209,7 +258,7 @@ database: {self.dir}/collector.db
 rules: {rules}
 enrollment_token_file: {self.enrollment_token}
 operator_token_file: {self.operator_token}
-aws:
+{identity_section}aws:
   region: us-east-1
   endpoint: http://{self.ec2_addr}
   retry_base: 5ms
@@ -235,12 +284,13 @@ response:
     def write_agent_config(self, name, agent_id=INSTANCE_ID, extra="", watch_extra=None,
                            heartbeat=None):
         """`extra`: YAML appended as is (e.g. a spool section); `watch_extra`: one more FIM root;
-        `heartbeat`: the agent's heartbeat interval (default: the agent's own)."""
+        `heartbeat`: the agent's heartbeat interval (default: the agent's own). The agent learns
+        `agent_id` from a fake IMDSv2 and proves it with the signed document."""
         state = os.path.join(self.dir, name + "-state")
         cfg = os.path.join(self.dir, name + ".yaml")
+        identity = self.identity_yaml(agent_id)
         with open(cfg, "w") as f:
-            f.write(f"""\
-agent_id: {agent_id}
+            f.write(identity + f"""\
 state_dir: {state}
 collector:
   address: {self.collector_addr}
@@ -1522,9 +1572,128 @@ def scenario_absence(fleet, demo=False):
         print(again["summary"])
 
 
+def integrity_reasons(fleet, agent_id):
+    """The summaries of the integrity incidents recorded for `agent_id`."""
+    return [r[0] for r in db_query(fleet, "SELECT summary FROM incidents WHERE agent_id=? AND "
+                                   "rule_id LIKE '%integrity%'", (agent_id,))]
+
+
+def scenario_identity_forged(fleet, demo=False):
+    """An agent learns its id from IMDSv2 and enrolls with the signed identity document; a document
+    signed by another key, or naming another instance, is refused and recorded as an incident."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    fleet.start_agent("honest")
+    wait_for("the agent to enroll through IMDSv2", fleet.agent_enrolled)
+    if "instance identity verified agent=" + INSTANCE_ID not in fleet.collector.tail(400):
+        raise Failure("the collector did not say it verified the identity document")
+    reqs = json.load(urllib.request.urlopen(
+        f"http://{fleet.imds[INSTANCE_ID]}/_tripline/requests", timeout=10))
+    if reqs[0] != "PUT /latest/api/token" or \
+            "GET /latest/dynamic/instance-identity/rsa2048" not in reqs:
+        raise Failure(f"the agent did not use IMDSv2 as it should: {reqs}")
+
+    # Signed by a key that is not AWS's (the forger's own self-signed certificate).
+    forger = os.path.join(fleet.dir, "forger")
+    os.makedirs(forger)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=test-ec2-instance-identity-us-east-1", "-keyout",
+                    f"{forger}/k.pem", "-out", f"{forger}/c.pem"], check=True, capture_output=True)
+    forged_id = "i-0forged0000000001"
+    addr = fleet.start("imds-forged", ["/usr/bin/python3", FAKE_IMDS, "--listen", "127.0.0.1:0",
+                                       "--ready-file", f"{forger}/ready", "--instance-id", forged_id,
+                                       "--region", "us-east-1", "--identity-cert", f"{forger}/c.pem",
+                                       "--identity-key", f"{forger}/k.pem"])
+    addr = fleet.read_ready(f"{forger}/ready", addr)
+    cfg = fleet.write_agent_config("forged", agent_id=forged_id)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace(fleet.imds[forged_id], addr, 1))
+    forged = fleet.start("forged", [fleet.agent_bin, "--config", cfg])
+    wait_for("the forged document to be refused",
+             lambda: "does not verify" in forged.tail(200) or None, timeout=30)
+    # A genuine signature over a document naming another instance than the one claimed.
+    other_id = "i-0claims000000001"
+    other_imds = fleet.start_imds(other_id, name="imds-other",
+                                  extra_args=["--document-instance-id", INSTANCE_ID])
+    cfg = fleet.write_agent_config("claimer", agent_id=other_id)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace(fleet.imds[other_id], other_imds, 1))
+    claimer = fleet.start("claimer", [fleet.agent_bin, "--config", cfg])
+    wait_for("the document of another instance to be refused",
+             lambda: "names instance" in claimer.tail(200) or None, timeout=30)
+    for p in (forged, claimer):
+        fleet.procs.remove(p)
+        p.stop()
+    ids = [a["agent_id"] for a in fleet.ctl_json("agents")["agents"]]
+    if ids != [INSTANCE_ID]:
+        raise Failure(f"a refused agent enrolled: {ids}")
+    if not any("does not verify" in r for r in integrity_reasons(fleet, forged_id)):
+        raise Failure(f"no integrity incident for the forged document: "
+                      f"{integrity_reasons(fleet, forged_id)}")
+    if not any("names instance" in r for r in integrity_reasons(fleet, other_id)):
+        raise Failure("no integrity incident for the document of another instance")
+    # The honest agent keeps working.
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "w") as f:
+        f.write("web-2\n")
+    wait_rule_incident(fleet)
+
+
+def scenario_identity_reenroll(fleet, demo=False):
+    """The same instance with a new key (a re-imaged host) is refused and recorded until an admin
+    runs `triplinectl agents reenroll`; then exactly one enrollment with a new key is accepted,
+    the chain goes on under that key, and the next new key is refused again."""
+    fleet.start_ec2()
+    fleet.start_collector()
+    first = fleet.start_agent("first")
+    wait_for("the agent to enroll", fleet.agent_enrolled)
+    old_key = fleet.ctl_json("agents")["agents"][0]["public_key"]
+    first.stop()
+    fleet.procs.remove(first)
+
+    second = fleet.start_agent("second")  # a fresh state dir: a new key, same instance
+    wait_for("the new key to be refused", lambda: "another key" in second.tail(200) or None,
+             timeout=30)
+    if not any("new key refused" in r for r in integrity_reasons(fleet, INSTANCE_ID)):
+        raise Failure("the refused key was not recorded as an integrity incident")
+    # Only an admin may allow it; the refusal says which role is needed.
+    r = fleet.ctl("agents", "reenroll", "i-0neverenrolled001", expect_ok=False)
+    if r.returncode == 0 or "NOT_FOUND" not in r.stderr.decode(errors="replace"):
+        raise Failure(f"reenroll of an unknown agent: {r.returncode} {r.stderr!r}")
+    out = fleet.ctl("agents", "reenroll", INSTANCE_ID).stdout.decode()
+    if "may enroll once" not in out:
+        raise Failure(f"reenroll answered: {out}")
+
+    def rekeyed():
+        agents = fleet.ctl_json("agents")["agents"]
+        return agents and agents[0]["public_key"] != old_key
+    wait_for("the new key to be pinned", rekeyed, timeout=30)
+    new_key = fleet.ctl_json("agents")["agents"][0]["public_key"]
+    acts = [a for a in fleet.ctl_json("actions")["actions"] if a.get("kind") == "agent:reenroll"]
+    if len(acts) != 1 or acts[0]["status"] != "done" or not acts[0].get("actor") or \
+            acts[0]["target"] != INSTANCE_ID:
+        raise Failure(f"the re-enrollment is not audited as done with its caller: {acts}")
+    # The chain continues under the new key: the re-imaged agent's events are stored.
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "w") as f:
+        f.write("web-reimaged\n")
+    wait_rule_incident(fleet)
+
+    # The allowance was used up: a third key is refused again.
+    third = fleet.start_agent("third")
+    wait_for("the third key to be refused", lambda: "another key" in third.tail(200) or None,
+             timeout=30)
+    if fleet.ctl_json("agents")["agents"][0]["public_key"] != new_key:
+        raise Failure("the pinned key changed without an operator")
+
+
 SCENARIOS = {
     "reflection_client": scenario_reflection_client,
     "absence": scenario_absence,
+    "identity_forged": scenario_identity_forged,
+    "identity_reenroll": scenario_identity_reenroll,
     "rules_reload": scenario_rules_reload,
     "python_client": scenario_python_client,
     "evidence": scenario_evidence,

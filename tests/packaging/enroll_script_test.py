@@ -96,6 +96,21 @@ def main():
         check(r.returncode == 0 and (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, 4242),
               f"a new token did not keep the file's owner and mode: {r.stderr}")
 
+        # An EC2 instance id from SSM or IMDS is not written: the agent reads it from IMDSv2 and
+        # proves it with the identity document. Twice gives the same file; --agent-id writes it.
+        for _ in range(2):
+            r = enroll("--collector", "[fd00::1]:7443", "--ca-file", ca,
+                       env_extra={"AWS_SSM_INSTANCE_ID": "i-0123456789abcdef0"})
+            check(r.returncode == 0 and "from IMDSv2, not written" in r.stdout,
+                  f"EC2 id run: exit {r.returncode}: {r.stdout} {r.stderr}")
+            with open(config) as f:
+                ec2 = f.read()
+            check("agent_id" not in (yaml.safe_load(ec2) or {}),
+                  f"an EC2 instance id was written to agent.yaml: {ec2}")
+        r = enroll("--collector", "[fd00::1]:7443", "--ca-file", ca, "--agent-id", "i-0abc123")
+        with open(config) as f:
+            check(f.read() == after, "--agent-id after an EC2 run did not restore the file")
+
         # Refusals: exit 2, agent.yaml untouched.
         with open(config) as f:
             before = f.read()

@@ -396,6 +396,9 @@ class PackageTest:
         c = substitute(c, r"^listen: .*?$", "listen: 127.0.0.1:0", "collector.yaml listen")
         c = substitute(c, r"^  # endpoint: .*?$", "  endpoint: http://127.0.0.1:9", "collector.yaml aws.endpoint")
         c = substitute(c, r"^  mode: auto$", "  mode: off", "collector.yaml response.mode")
+        # This machine is not an EC2 instance: no identity document to check (the explicit opt-out).
+        c = substitute(c, r"^  require_document: true[^\n]*$", "  require_document: false",
+                       "collector.yaml identity.require_document")
         write(f"{ETC}/collector.yaml", c)
 
     def start_collector(self):

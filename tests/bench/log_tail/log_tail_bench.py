@@ -113,8 +113,7 @@ def bench_tripline(bin_dir, lines, steady_seconds):
         open(path, "wb").close()
         cfg = os.path.join(fleet.dir, "agent.yaml")
         with open(cfg, "w") as f:
-            f.write(f"""\
-agent_id: {e2e.INSTANCE_ID}
+            f.write(fleet.identity_yaml(e2e.INSTANCE_ID) + f"""\
 state_dir: {fleet.dir}/agent-state
 log_level: warn
 collector: {{address: "{fleet.collector_addr}", plaintext: true,

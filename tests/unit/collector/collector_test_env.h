@@ -477,6 +477,8 @@ class TestCollector {
     parts.config.rules = dir_.Sub("rules.yaml");
     parts.enrollment_token = kEnrollmentToken;
     parts.operator_token = kOperatorToken;
+    // The test agents here have no IMDS; tests of the identity check turn it on with Configure.
+    parts.config.identity.require_document = false;
     if (configure_) configure_(parts.config);
     absl::StatusOr<RuleSet> rules = ParseRules(rules_yaml_, "rules.yaml");
     ASSERT_TRUE(rules.ok()) << rules.status();

@@ -230,7 +230,36 @@ TEST(AgentConfig, OneShotUseNeedsNoCollectorButTheDaemonDoes) {
   EXPECT_TRUE(ParseAgentConfig(kText, "agent.yaml", AgentConfigUse::kOneShot).ok());
   absl::StatusOr<AgentConfig> daemon = ParseAgentConfig(kText, "agent.yaml");
   ASSERT_FALSE(daemon.ok());
-  EXPECT_THAT(std::string(daemon.status().message()), HasSubstr("agent_id"));
+  EXPECT_THAT(std::string(daemon.status().message()), HasSubstr("collector"));
+}
+
+TEST(AgentConfig, WithoutAgentIdTheIdentityComesFromImds) {
+  std::string text = kMinimal;
+  text.erase(0, text.find('\n') + 1);  // no agent_id
+  absl::StatusOr<AgentConfig> c = ParseAgentConfig(text, "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->agent_id, "");
+  EXPECT_EQ(c->imds.endpoint, "http://169.254.169.254");
+  EXPECT_EQ(c->imds.timeout_ms, 2000);
+  EXPECT_EQ(c->imds.attempts, 3);
+
+  c = ParseAgentConfig(text + "imds:\n  endpoint: http://127.0.0.1:8080/\n  timeout: 500ms\n"
+                              "  attempts: 5\n",
+                       "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->imds.endpoint, "http://127.0.0.1:8080");
+  EXPECT_EQ(c->imds.timeout_ms, 500);
+  EXPECT_EQ(c->imds.attempts, 5);
+
+  c = ParseAgentConfig(text + "imds:\n  endpoint: 169.254.169.254\n", "agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("agent.yaml:"));
+  EXPECT_THAT(Message(c), HasSubstr("expected an http:// or https:// URL"));
+  c = ParseAgentConfig(text + "imds:\n  attempts: 0\n", "agent.yaml");
+  EXPECT_FALSE(c.ok());
+  c = ParseAgentConfig(text + "imds:\n  token: x\n", "agent.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c), HasSubstr("token"));
 }
 
 TEST(AgentConfig, UnknownAttributeNamesFileLineAndWord) {

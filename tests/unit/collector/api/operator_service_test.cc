@@ -171,7 +171,7 @@ const std::map<std::string, Role>& RequiredRoles() {
       {"ListIncidents", Role::kRead},  {"GetIncident", Role::kRead},
       {"ListActions", Role::kRead},    {"UpdateIncident", Role::kRespond},
       {"ExportEvidence", Role::kRead},  {"ReloadRules", Role::kAdmin},
-      {"TestRule", Role::kRespond},
+      {"TestRule", Role::kRespond},    {"ReenrollAgent", Role::kAdmin},
       {"Isolate", Role::kRespond},    {"Release", Role::kRespond},
       {"Respond", Role::kRespond},    {"ApproveIncident", Role::kRespond},
   };

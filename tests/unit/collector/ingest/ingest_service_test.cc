@@ -2,6 +2,7 @@
 #include "collector/ingest/ingest_service.h"
 
 #include "gtest/gtest.h"
+#include "platform/crypto/digest.h"
 #include "tests/unit/collector/collector_test_env.h"
 
 namespace tripline::collector {
@@ -228,19 +229,66 @@ TEST(Ingest, StreamOfAnAgentThatNeverEnrolledIsUnauthenticated) {
   EXPECT_EQ(bare.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
-TEST(Ingest, ReEnrollWithAnotherKeyIsFailedPrecondition) {
+grpc::Status Reenroll(TestCollector& c, const std::string& agent_id,
+                      tripline::v1::ReenrollAgentResponse* resp) {
+  auto stub = tripline::v1::Operator::NewStub(c.channel());
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + testing::kOperatorToken);
+  tripline::v1::ReenrollAgentRequest req;
+  req.set_agent_id(agent_id);
+  return stub->ReenrollAgent(&ctx, req, resp);
+}
+
+TEST(Ingest, NewKeyIsRefusedAndRecordedUntilAnOperatorAllowsOneReenrollment) {
   TestCollector c(kNoRules);
   c.Start();
   TestAgent agent(kAgent, c.channel());
   ASSERT_TRUE(agent.Enroll().ok());
+  ASSERT_TRUE(agent.Enroll().ok());  // the same key again: idempotent
   const std::string pinned = agent.key().public_key();
   agent.ReplaceKey();
   grpc::Status st = agent.Enroll();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_EQ(st.error_message(), absl::StrFormat("agent %s is enrolled with another key; an "
-                                                "operator must re-enroll it",
-                                                kAgent));
+  EXPECT_EQ(st.error_message(),
+            absl::StrFormat("agent %s is enrolled with another key; an operator must allow it "
+                            "with `triplinectl agents reenroll %s`",
+                            kAgent, kAgent));
   EXPECT_EQ((*c.store()->GetAgent(kAgent))->public_key, pinned);
+  // The refusal is already committed as an integrity incident when the answer arrives.
+  std::vector<IncidentRecord> incidents = c.IncidentsOf("integrity");
+  ASSERT_EQ(incidents.size(), 1u);
+  EXPECT_NE(incidents[0].summary.find("enrollment with a new key refused"), std::string::npos);
+
+  tripline::v1::ReenrollAgentResponse allowed;
+  ASSERT_TRUE(Reenroll(c, kAgent, &allowed).ok());
+  tripline::v1::ReenrollAgentResponse again;
+  ASSERT_TRUE(Reenroll(c, kAgent, &again).ok());
+  EXPECT_EQ(again.action_id(), allowed.action_id());  // one allowance, not two
+  tripline::v1::ReenrollAgentResponse none;
+  EXPECT_EQ(Reenroll(c, "i-0neverenrolled", &none).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // The chain goes on under the new key from where it stood.
+  tripline::v1::EnrollResponse head;
+  ASSERT_TRUE(agent.Enroll(testing::kEnrollmentToken, &head).ok());
+  EXPECT_EQ((*c.store()->GetAgent(kAgent))->public_key, agent.key().public_key());
+  absl::StatusOr<std::optional<ActionRecord>> action = c.store()->GetAction(allowed.action_id());
+  ASSERT_TRUE(action.ok() && *action);
+  EXPECT_EQ((*action)->status, "done");
+  EXPECT_EQ((*action)->kind, kReenrollActionKind);
+  EXPECT_NE((*action)->actor, "");
+  EXPECT_NE((*action)->result.find(ToHex(pinned)), std::string::npos);
+  TestAgent::PublishOutcome out = agent.Publish(Batches(agent, 2), 2);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(EventCount(c.store(), kAgent), 2);
+  ASSERT_TRUE(agent.Enroll().ok());  // the new key again: idempotent
+
+  // Used up: the next new key is refused again, and survives a restart the same way.
+  agent.ReplaceKey();
+  EXPECT_EQ(agent.Enroll().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  c.Stop();
+  c.Start();
+  TestAgent after_restart(kAgent, c.channel());  // yet another key, on the new address
+  EXPECT_EQ(after_restart.Enroll().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST(Ingest, WrongEnrollmentTokenIsPermissionDenied) {
