@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "collector/incidents/incident_recorder.h"
+#include "google/protobuf/descriptor.h"
 #include "platform/crypto/batch_signature.h"
 #include "platform/crypto/digest.h"
 #include "platform/runtime/logging.h"
@@ -25,9 +26,29 @@ const char* EventKind(const Event& e) {
   }
 }
 
-std::string ChangeName(const Event& e) {
-  if (!e.has_file()) return "";
-  return absl::AsciiStrToLower(FileEvent::Change_Name(e.file().change()));
+// The change's enum name in lower case ("modified"); computed once per value, not per event.
+const std::string& ChangeName(const Event& e) {
+  static const std::string kNone;
+  static const auto* const kNames = [] {
+    auto* names = new std::vector<std::string>();
+    const google::protobuf::EnumDescriptor* d = FileEvent::Change_descriptor();
+    for (int i = 0; i < d->value_count(); ++i) {
+      const int n = d->value(i)->number();
+      if (n < 0 || n > 255) continue;
+      if (static_cast<size_t>(n) >= names->size()) names->resize(static_cast<size_t>(n) + 1);
+      (*names)[static_cast<size_t>(n)] = absl::AsciiStrToLower(d->value(i)->name());
+    }
+    return names;
+  }();
+  if (!e.has_file()) return kNone;
+  const int n = static_cast<int>(e.file().change());
+  if (n < 0 || static_cast<size_t>(n) >= kNames->size()) return kNone;
+  return (*kNames)[static_cast<size_t>(n)];
+}
+
+const std::string& EventPath(const Event& e) {
+  static const std::string kNone;
+  return e.has_file() ? e.file().path() : e.has_log() ? e.log().path() : kNone;
 }
 
 }  // namespace
@@ -231,6 +252,7 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
       const tripline::v1::EventBatch& batch = *item.batch;
       RETURN_IF_ERROR(w.InsertBatch(item.agent_id, batch.batch_seq(), item.batch_bytes,
                                     item.signature, now));
+      std::string bytes;  // one buffer for every event of the batch
       for (const Event& e : batch.events()) {
         if (e.has_agent() && e.agent().kind() == tripline::v1::AgentEvent::HEARTBEAT) {
           // Kept in the signed batch, not as an event row: 1,440 rows a day per agent would
@@ -239,14 +261,12 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
                                             e.agent().spool_batches(), e.agent().spool_bytes()));
           continue;
         }
-        const std::string bytes = e.SerializeAsString();
-        const std::string path = e.has_file() ? e.file().path()
-                                 : e.has_log() ? e.log().path()
-                                 : std::string();
+        bytes.clear();
+        e.SerializeToString(&bytes);
         ASSIGN_OR_RETURN(int64_t event_id,
                          w.InsertEvent(item.agent_id, batch.batch_seq(), e.seq(),
-                                       e.time_unix_ns(), EventKind(e), path, ChangeName(e), bytes,
-                                       now));
+                                       e.time_unix_ns(), EventKind(e), EventPath(e),
+                                       ChangeName(e), bytes, now));
         for (const Rule* rule : rules.Match(e)) {
           ASSIGN_OR_RETURN(RecordOutcome outcome,
                            RecordRuleMatch(w, *rule, item.agent_id, event_id, e,

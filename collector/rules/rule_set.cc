@@ -353,25 +353,28 @@ bool Rule::MatchesLog(const Event& event, LogMatchFields* fields) const {
       })) {
     return false;
   }
+  // Most lines match no rule: decide on the regex before copying anything, with a match that
+  // asks for no submatches (RE2 answers it from its DFA), and extract captures only on a hit.
+  const std::string* subject = &log.line();
+  if (!field.empty()) {
+    auto it = log.fields().find(field);
+    if (it == log.fields().end()) return false;
+    subject = &it->second;
+  }
+  const re2::StringPiece text(subject->data(), subject->size());
+  if (regex && !regex->Match(text, 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return false;
   LogMatchFields out;
+  out.reserve(2 + log.fields().size() + (regex ? regex->NamedCapturingGroups().size() : 0));
   out.emplace_back("source", log.source());
   out.emplace_back("path", log.path());
   // Parsed fields in name order (the wire map has none), so matches are reproducible.
-  std::map<std::string, std::string> parsed(log.fields().begin(), log.fields().end());
-  for (auto& [k, v] : parsed) out.emplace_back(k, v);
-  const std::string* subject = &log.line();
-  if (!field.empty()) {
-    auto it = parsed.find(field);
-    if (it == parsed.end()) return false;
-    subject = &it->second;
-  }
-  if (regex) {
+  const size_t first_parsed = out.size();
+  for (const auto& [k, v] : log.fields()) out.emplace_back(k, v);
+  std::sort(out.begin() + static_cast<std::ptrdiff_t>(first_parsed), out.end());
+  if (regex && !regex->NamedCapturingGroups().empty()) {
     const int n = regex->NumberOfCapturingGroups();
     std::vector<re2::StringPiece> groups(static_cast<size_t>(n) + 1);
-    if (!regex->Match(re2::StringPiece(subject->data(), subject->size()), 0, subject->size(),
-                      RE2::UNANCHORED, groups.data(), n + 1)) {
-      return false;
-    }
+    if (!regex->Match(text, 0, text.size(), RE2::UNANCHORED, groups.data(), n + 1)) return false;
     for (const auto& [name, index] : regex->NamedCapturingGroups()) {
       const re2::StringPiece& g = groups[static_cast<size_t>(index)];
       if (g.data() != nullptr) out.emplace_back(name, std::string(g.data(), g.size()));
@@ -388,6 +391,7 @@ std::vector<std::pair<const Rule*, LogMatchFields>> RuleSet::MatchLog(const Even
   std::vector<std::pair<const Rule*, LogMatchFields>> out;
   if (!event.has_log()) return out;
   for (const Rule& r : rules_) {
+    if (r.kind != RuleKind::kLog) continue;
     LogMatchFields fields;
     if (r.MatchesLog(event, &fields)) out.emplace_back(&r, std::move(fields));
   }

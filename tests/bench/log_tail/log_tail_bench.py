@@ -13,7 +13,10 @@ For each: the time from the first append of N lines (written as fast as possible
 last line is stored, and the CPU (user+sys) the tailing process used meanwhile; then CPU at a
 steady 10k lines/s for a few seconds. Figures only, no assertions.
 
-  log_tail_bench.py --bin-dir BUILD [--lines 200000] [--steady-seconds 5]
+  log_tail_bench.py --bin-dir BUILD [--lines 200000] [--steady-seconds 5] [--rules PATH]
+
+--rules: the collector's rules (a file or a directory, e.g. packaging/config/rules, whose `app`
+rules then run on every line) instead of the one file rule of the integration tests.
 """
 
 import argparse
@@ -102,11 +105,18 @@ def count_lines(path):
         return 0
 
 
-def bench_tripline(bin_dir, lines, steady_seconds):
+def bench_tripline(bin_dir, lines, steady_seconds, rules=None):
     fleet = e2e.Fleet(bin_dir)
     try:
         fleet.start_ec2()
-        fleet.start_collector()
+        config = fleet.write_collector_config()
+        if rules:
+            with open(config) as f:
+                text = f.read()
+            with open(config, "w") as f:
+                f.write("".join(f"rules: {rules}\n" if line.startswith("rules: ") else line
+                                for line in text.splitlines(keepends=True)))
+        fleet.start_collector(config)
         logs = os.path.join(fleet.dir, "logs")
         os.makedirs(logs)
         path = os.path.join(logs, "app.log")
@@ -189,13 +199,17 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--lines", type=int, default=200000)
     ap.add_argument("--steady-seconds", type=int, default=5)
+    ap.add_argument("--rules", help="the collector's rules file or directory")
     args = ap.parse_args()
-    results = [bench_tripline(os.path.abspath(args.bin_dir), args.lines, args.steady_seconds),
+    rules = os.path.abspath(args.rules) if args.rules else None
+    results = [bench_tripline(os.path.abspath(args.bin_dir), args.lines, args.steady_seconds,
+                              rules),
                bench_rsyslog(args.lines, args.steady_seconds),
                bench_tail(args.lines, args.steady_seconds)]
     print(f"log_tail: {args.lines} lines of {LINE_BYTES} bytes "
           f"({args.lines * LINE_BYTES / 1e6:.1f} MB) appended as fast as possible, "
-          f"then {args.steady_seconds}s at 10k lines/s; {os.cpu_count()} CPUs")
+          f"then {args.steady_seconds}s at 10k lines/s; {os.cpu_count()} CPUs; collector rules: "
+          f"{rules or 'one file rule'}")
     print(f"{'':40} {'lines/s':>10} {'MB/s':>7} {'seconds':>8} {'CPU s':>7} {'CPU% @10k/s':>12}")
     for r in results:
         print(f"{r['name']:40} {r['lines_per_s']:>10.0f} {r['mb_per_s']:>7.1f} "

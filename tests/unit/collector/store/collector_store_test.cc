@@ -1,6 +1,8 @@
 #include "collector/store/collector_store.h"
 
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "platform/store/sqlite.h"
 #include "tests/support/temp_dir.h"
 
 namespace tripline::collector {
@@ -132,6 +134,68 @@ TEST(CollectorStore, OpenIncidentIsFoundUntilResolved) {
   ASSERT_TRUE(w->AppendIncidentSummary(id, "two", 5).ok());
   ASSERT_TRUE(w->Commit().ok());
   EXPECT_EQ((*(*store)->GetIncident(id))->summary, "one\ntwo");
+}
+
+
+// Migration 7 rebuilds the events table (without its foreign key to batches): every row keeps its
+// id, incident links stay valid, and AUTOINCREMENT's high-water mark survives, so the id of an
+// event that was deleted is never handed out again.
+TEST(CollectorStore, EventsRebuildKeepsIdsLinksAndHighWaterMark) {
+  tripline::testing::TempDir dir;
+  const std::string path = dir.Sub("c.db");
+  int64_t linked = 0;
+  {
+    auto store = CollectorStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+    ASSERT_TRUE(w->InsertBatch("i-1", 1, "b", "s", 1).ok());
+    for (int i = 1; i <= 4; ++i) {
+      auto id = w->InsertEvent("i-1", 1, i, i, "file", "/etc/x", "modified", "e", 1);
+      ASSERT_TRUE(id.ok()) << id.status();
+      if (i == 2) linked = *id;
+    }
+    IncidentRecord inc;
+    inc.agent_id = "i-1";
+    inc.rule_id = "r";
+    inc.title = "t";
+    inc.severity = "low";
+    inc.status = "open";
+    auto incident = w->InsertIncident(inc);
+    ASSERT_TRUE(incident.ok());
+    ASSERT_TRUE(w->LinkIncidentEvent(*incident, linked, 2).ok());
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  {
+    // Forget the newest event, then make the database one that migration 6 has yet to run on.
+    auto db = Database::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("DELETE FROM events WHERE seq = 4").ok());
+    ASSERT_TRUE((*db)->Exec("PRAGMA user_version=5").ok());
+  }
+  auto store = CollectorStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto events = (*store)->QueryEvents({});
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 3u);
+  const int64_t first = (*events)[0].id;
+  EXPECT_EQ((*events)[1].id, first + 1);
+  EXPECT_EQ((*events)[2].id, first + 2);
+  auto incidents = (*store)->ListIncidents("", 10);
+  ASSERT_TRUE(incidents.ok());
+  ASSERT_EQ(incidents->size(), 1u);
+  EXPECT_EQ((*incidents)[0].event_ids, std::vector<int64_t>{linked});
+  auto w = (*store)->BeginWrite();
+  ASSERT_TRUE(w.ok());
+  auto next = w->InsertEvent("i-1", 1, 5, 5, "file", "/etc/x", "modified", "e", 1);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(*next, first + 4);  // not first + 3, the deleted event's id
+  ASSERT_TRUE(w->Commit().ok());
+  // The linked event is still protected by incident_events' foreign key.
+  auto db = Database::Open(path);
+  ASSERT_TRUE(db.ok());
+  EXPECT_FALSE((*db)->Exec(absl::StrFormat("DELETE FROM events WHERE id = %d", linked)).ok());
 }
 
 }  // namespace
