@@ -137,8 +137,8 @@ absl::Status CloudTrailPoller::PollOnce() {
 }
 
 void CloudTrailPoller::Loop() {
-  spdlog::info("cloudtrail: polling region={} every {}s", options_.region,
-               options_.poll_interval_ns / kSecondNs);
+  spdlog::info("cloudtrail: polling region={} every {}ms", options_.region,
+               options_.poll_interval_ns / 1000000);
   int failures = 0;
   while (!Stopping()) {
     absl::Status st = PollOnce();
