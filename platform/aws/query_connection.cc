@@ -70,7 +70,10 @@ bool IsAuthCode(const std::string& code) {
   return code == "AuthFailure" || code == "SignatureDoesNotMatch" ||
          code == "UnauthorizedOperation" || code == "MissingAuthenticationToken" ||
          code == "InvalidClientTokenId" || code == "RequestExpired" || code == "OptInRequired" ||
-         code == "Blocked" || code == "AccessDenied";
+         code == "Blocked" || code == "AccessDenied" ||
+         // The JSON protocol's names (CloudTrail).
+         code == "InvalidSignatureException" || code == "UnrecognizedClientException" ||
+         code == "AccessDeniedException" || code == "ExpiredTokenException";
 }
 
 absl::StatusCode CodeForAwsError(int http_status, const std::string& code) {
