@@ -35,6 +35,7 @@ class TestClock : public Clock {
 struct Call {
   int64_t start_ns, end_ns;
   std::string token;
+  int64_t mono_ns;  // when it was made (the clock the poller spaces calls with)
 };
 
 // Items in CloudTrail's shape; answers newest first, `page_size` at a time, tokens are offsets.
@@ -48,7 +49,7 @@ class ScriptedSource : public LookupEventsSource {
   explicit ScriptedSource(std::shared_ptr<State> state) : state_(std::move(state)) {}
   absl::StatusOr<std::string> LookupEvents(int64_t start_ns, int64_t end_ns,
                                            const std::string& token, int max_results) override {
-    state_->calls.push_back({start_ns, end_ns, token});
+    state_->calls.push_back({start_ns, end_ns, token, SystemClock().MonotonicNanos()});
     if (static_cast<int>(state_->calls.size()) == state_->fail_call) {
       return absl::UnavailableError("LookupEvents: ThrottlingException: Rate exceeded");
     }
@@ -266,6 +267,21 @@ TEST_F(PollerTest, AnUnexpectedLaunchQueuesAStopPerLaunchedInstanceEvenWhenSuppr
   ASSERT_TRUE(linked.ok());
   ASSERT_EQ(linked->size(), 2u);
   EXPECT_GT(wakes_.load(), 0);
+}
+
+// LookupEvents allows about 2 calls per second per region: pages of one window are spaced too.
+TEST_F(PollerTest, CallsAreSpacedByTheMinimumCallInterval) {
+  Feed(120, kStart - 1000 * kSec, "e-");
+  CloudTrailPollerOptions o;
+  o.region = "us-east-1";
+  o.min_call_interval_ns = 100000000;
+  CloudTrailPoller poller(o, std::make_unique<ScriptedSource>(state_), writer_.get(), clock_);
+  ASSERT_TRUE(poller.PollOnce().ok());
+  ASSERT_TRUE(poller.PollOnce().ok());
+  ASSERT_EQ(state_->calls.size(), 4u);  // three pages, then a window of one
+  for (size_t i = 1; i < state_->calls.size(); ++i) {
+    EXPECT_GE(state_->calls[i].mono_ns - state_->calls[i - 1].mono_ns, o.min_call_interval_ns);
+  }
 }
 
 TEST_F(PollerTest, StopReturnsPromptlyWhileWaitingBetweenPolls) {
