@@ -13,8 +13,10 @@ outcomes are read from the collector's database (read-only) and the endpoints' c
                               late ones inside the overlap: each is stored exactly once, and the
                               restarted poller starts from the persisted cursor
   cloudtrail_run_instances    an unexpected RunInstances -> StopInstances of exactly the launched
-                              ids (the EC2 endpoint's call log), incident and audit trail
+                              ids (the EC2 endpoint's call log), incident, audit trail, and a
+                              webhook notification per stop
   cloudtrail_allow_listed     a RunInstances by an allow-listed deployer stops nothing
+  cloudtrail_dry_run          response.mode dry-run: StopInstances only with DryRun=true
   cloudtrail_throttling       ThrottlingException answers are retried until the events arrive
   cloudtrail_malformed        malformed records are reported (stored with the reason) and
                               skipped; the good ones around them arrive
@@ -121,13 +123,13 @@ class CloudTrail:
             return json.load(r)
 
 
-def start_world(fleet, seed=None, poll="300ms", extra=""):
+def start_world(fleet, seed=None, poll="300ms", extra="", mode="auto"):
     if seed is not None:
         fleet.start_ec2(seed)
     else:
         fleet.start_ec2()
     ct = CloudTrail(fleet)
-    cfg = fleet.write_collector_config()
+    cfg = fleet.write_collector_config(mode=mode)
     with open(SHIPPED_RULES) as src, open(os.path.join(fleet.dir, "rules.yaml"), "w") as dst:
         dst.write(src.read())
     with open(cfg, "a") as f:
@@ -234,8 +236,23 @@ LAUNCHED = ["i-0aaaa000000000001", "i-0aaaa000000000002", "i-0aaaa000000000003"]
 ALLOWED = ["i-0bbbb000000000001"]
 
 
+def start_webhook(fleet):
+    receiver = os.path.join(e2e.ROOT, "tests", "fakes", "http_receiver.py")
+    ready = os.path.join(fleet.dir, "hook.ready")
+    p = fleet.start("receiver", ["/usr/bin/python3", receiver, "--listen", "127.0.0.1:0",
+                                 "--ready-file", ready])
+    return fleet.read_ready(ready, p)
+
+
+def webhook_bodies(hook):
+    with urllib.request.urlopen(f"http://{hook}/_tripline/received", timeout=10) as r:
+        return [json.loads(x["body"]) for x in json.load(r) if x["status"] == 200]
+
+
 def scenario_cloudtrail_run_instances(fleet, args):
-    ct, cfg = start_world(fleet, seed=launch_seed(LAUNCHED + ALLOWED))
+    hook = start_webhook(fleet)
+    ct, cfg = start_world(fleet, seed=launch_seed(LAUNCHED + ALLOWED),
+                          extra=f"notify:\n  webhooks:\n    - url: http://{hook}/hooks/soc\n")
     fleet.start_collector(cfg)
     ct.feed([record("DescribeInstances"), run_instances(LAUNCHED)])
     wait_for("StopInstances of the launched instances",
@@ -272,6 +289,11 @@ def scenario_cloudtrail_run_instances(fleet, args):
                                 "parent_id IS NOT NULL AND kind = 'ec2:StopInstances'")
     if len(steps) != len(LAUNCHED) or any(s[1] != "done" or not s[2] for s in steps):
         raise Failure(f"audit steps {steps}")
+    notes = wait_for("a notification per stop", lambda: (lambda b: b if len(b) >= len(LAUNCHED)
+                                                            else None)(webhook_bodies(hook)))
+    if sorted((n["instance"], n["outcome"], n["incident_id"]) for n in notes) != \
+            sorted((i, "stopped", inc[0][0]) for i in LAUNCHED):
+        raise Failure(f"notifications {notes}")
     calls = ct.calls()
     check_calls_signed(calls)
     if args.print_calls:
@@ -314,6 +336,31 @@ def scenario_cloudtrail_allow_listed(fleet, args):
     if state[ALLOWED[0]] != "running":
         raise Failure(f"the allow-listed instance is {state[ALLOWED[0]]}")
     print("allow_listed: the deployer's launch kept running, the other was stopped")
+
+
+def scenario_cloudtrail_dry_run(fleet, args):
+    ct, cfg = start_world(fleet, seed=launch_seed(LAUNCHED), mode="dry-run")
+    fleet.start_collector(cfg)
+    ct.feed([run_instances(LAUNCHED[:2])])
+    rows = wait_for("the dry-run stops done", lambda: (lambda r: r if len(r) == 2 and all(
+        x[1] == "done" for x in r) else None)(e2e.db_query(
+            fleet, "SELECT target, status, mode, incident_id FROM actions WHERE kind = 'stop' AND "
+                   "parent_id IS NULL ORDER BY id")), timeout=60)
+    stops = stop_calls(fleet)
+    if sorted(c["params"]["InstanceId.1"] for c in stops) != sorted(LAUNCHED[:2]) or \
+            any(c["params"].get("DryRun") != "true" or c["error_code"] != "DryRunOperation"
+                for c in stops):
+        raise Failure(f"StopInstances calls {stops}")
+    if any(r[2] != "dry-run" for r in rows):
+        raise Failure(f"actions {rows}")
+    summary = e2e.db_query(fleet, "SELECT summary FROM incidents WHERE id = ?", (rows[0][3],))[0][0]
+    for iid in LAUNCHED[:2]:
+        if f"dry-run: stopping {iid} would succeed" not in summary:
+            raise Failure(f"incident summary lacks the dry run of {iid}: {summary}")
+    state = {i["instance_id"]: i["state"] for i in fleet.ec2_get("state")["instances"]}
+    if any(state[i] != "running" for i in LAUNCHED):
+        raise Failure(f"a dry run changed an instance: {state}")
+    print("dry_run: StopInstances asked with DryRun=true only; the instances keep running")
 
 
 def scenario_cloudtrail_throttling(fleet, args):
@@ -389,6 +436,7 @@ SCENARIOS = {
     "cloudtrail_paging_restart": scenario_cloudtrail_paging_restart,
     "cloudtrail_run_instances": scenario_cloudtrail_run_instances,
     "cloudtrail_allow_listed": scenario_cloudtrail_allow_listed,
+    "cloudtrail_dry_run": scenario_cloudtrail_dry_run,
     "cloudtrail_throttling": scenario_cloudtrail_throttling,
     "cloudtrail_malformed": scenario_cloudtrail_malformed,
 }
