@@ -294,6 +294,16 @@ def scenario_cloudtrail_run_instances(fleet, args):
     if sorted((n["instance"], n["outcome"], n["incident_id"]) for n in notes) != \
             sorted((i, "stopped", inc[0][0]) for i in LAUNCHED):
         raise Failure(f"notifications {notes}")
+    # What triplinectl shows of the stored CloudTrail events (--json and the table).
+    shown = fleet.ctl_json("cloud-events")["events"]
+    launch = [e for e in shown if e["event_name"] == "RunInstances"]
+    if len(launch) != 1 or launch[0]["principal_arn"] != ATTACKER or \
+            launch[0]["source_ip"] != "203.0.113.50" or \
+            sorted(launch[0]["resources"]) != sorted(f"AWS::EC2::Instance {i}" for i in LAUNCHED):
+        raise Failure(f"triplinectl cloud-events: {shown}")
+    table = fleet.ctl("cloud-events").stdout.decode()
+    if "RunInstances" not in table or ATTACKER not in table:
+        raise Failure(f"triplinectl cloud-events table:\n{table}")
     calls = ct.calls()
     check_calls_signed(calls)
     if args.print_calls:
