@@ -309,13 +309,10 @@ def scenario_cloudtrail_run_instances(fleet, args):
     if args.print_calls:
         print("--- CloudTrail endpoint call log (LookupEvents) ---")
         for c in calls:
-            if c["events_returned"] or c["http_status"] != 200:
-                print(json.dumps({k: c[k] for k in ("time", "region", "target", "request",
-                                                    "http_status", "error_code",
-                                                    "events_returned", "next_token_returned",
-                                                    "signature_ok") if k in c}, sort_keys=True))
-        print(f"({len(calls)} LookupEvents calls in all, "
-              f"{sum(1 for c in calls if not c['events_returned'])} of them empty windows)")
+            print(json.dumps({k: c[k] for k in ("time", "region", "target", "request",
+                                                "http_status", "error_code", "event_ids",
+                                                "next_token_returned", "signature_ok") if k in c},
+                             sort_keys=True))
         print("--- EC2 endpoint call log (StopInstances) ---")
         for c in stops:
             print(json.dumps({k: c.get(k) for k in ("time", "action", "params", "http_status",
