@@ -9,7 +9,7 @@ packages=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libsodium-dev libssl-dev libspdlog-dev libyaml-cpp-dev libre2-dev libcurl4-openssl-dev
-  libpugixml-dev libsqlite3-dev libcli11-dev libsystemd-dev
+  libpugixml-dev libsqlite3-dev libcli11-dev libsystemd-dev nlohmann-json3-dev
   # tests: GoogleTest, and Debian's python with botocore (SigV4 checked independently) and grpcio
   libgtest-dev libgmock-dev python3 python3-botocore python3-grpcio python3-protobuf
   # tests: a local SMTP server for the e-mail notifications

@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "collector/auth/operator_auth.h"
+#include "collector/cloudtrail/lookup_events_client.h"
 #include "collector/config/collector_config.h"
 #include "collector/daemon/collector_daemon.h"
 #include "collector/response/ec2_instance_network.h"
@@ -181,6 +182,15 @@ int main(int argc, char** argv) {
     parts.network_error = aws.status();
     spdlog::warn("collector: AWS is not usable, response actions will fail: {}",
                  std::string(aws.status().message()));
+  }
+  for (const std::string& region : config->cloudtrail.regions) {
+    absl::StatusOr<std::unique_ptr<tripline::collector::LookupEventsSource>> source =
+        tripline::collector::MakeLookupEventsClient(config->aws, config->cloudtrail, region);
+    if (!source.ok()) {
+      return Fail(2, absl::StrFormat("%s: cloudtrail: region %s: %s", config->path, region,
+                                     source.status().message()));
+    }
+    parts.cloudtrail_sources[region] = *std::move(source);
   }
   for (const tripline::collector::NotifyConfig::Webhook& hook : config->notify.webhooks) {
     parts.notify_sinks.push_back(tripline::collector::MakeWebhookSink(hook.url, hook.slack, 10000));

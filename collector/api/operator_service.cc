@@ -212,6 +212,39 @@ grpc::Status OperatorService::QueryEvents(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status OperatorService::QueryCloudEvents(grpc::ServerContext* context,
+                                               const tripline::v1::QueryCloudEventsRequest* req,
+                                               tripline::v1::QueryCloudEventsResponse* resp) {
+  if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
+  if (req->after_id() < 0 || req->limit() > static_cast<uint32_t>(kMaxLimit)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrFormat("after_id must be >= 0 and limit at most %d", kMaxLimit));
+  }
+  const int limit = req->limit() == 0 ? 100 : static_cast<int>(req->limit());
+  absl::StatusOr<std::vector<CloudEventRecord>> events =
+      store_->ListCloudEvents(req->after_id(), limit);
+  if (!events.ok()) return Internal(events.status());
+  for (const CloudEventRecord& e : *events) {
+    tripline::v1::StoredCloudEvent* out = resp->add_events();
+    out->set_id(e.id);
+    out->set_region(e.region);
+    out->set_event_id(e.event_id);
+    out->set_event_name(e.event_name);
+    out->set_event_source(e.event_source);
+    out->set_time_unix_ns(e.time_ns);
+    out->set_principal_arn(e.principal_arn);
+    out->set_access_key_id(e.access_key_id);
+    out->set_source_ip(e.source_ip);
+    out->set_user_agent(e.user_agent);
+    for (const std::string& r : e.resources) out->add_resources(r);
+    out->set_raw_json(e.raw);
+    out->set_received_unix_ns(e.received_ns);
+  }
+  resp->set_next_after_id(
+      static_cast<int>(events->size()) == limit && !events->empty() ? events->back().id : 0);
+  return grpc::Status::OK;
+}
+
 grpc::Status OperatorService::WatchEvents(grpc::ServerContext* context,
                                           const QueryEventsRequest* req,
                                           grpc::ServerWriter<StoredEvent>* writer) {

@@ -30,6 +30,9 @@ class OperatorService final : public tripline::v1::Operator::Service {
   grpc::Status QueryEvents(grpc::ServerContext* context,
                            const tripline::v1::QueryEventsRequest* req,
                            tripline::v1::QueryEventsResponse* resp) override;
+  grpc::Status QueryCloudEvents(grpc::ServerContext* context,
+                                const tripline::v1::QueryCloudEventsRequest* req,
+                                tripline::v1::QueryCloudEventsResponse* resp) override;
   grpc::Status WatchEvents(grpc::ServerContext* context,
                            const tripline::v1::QueryEventsRequest* req,
                            grpc::ServerWriter<tripline::v1::StoredEvent>* writer) override;

@@ -77,6 +77,19 @@ grpc::Status QueryEvents(OperatorStub& stub, const v1::QueryEventsRequest& reque
       });
 }
 
+grpc::Status QueryCloudEvents(OperatorStub& stub, const v1::QueryCloudEventsRequest& request,
+                              const CallOptions& call, const OutputOptions& output,
+                              std::ostream& out) {
+  return Call<v1::QueryCloudEventsRequest, v1::QueryCloudEventsResponse>(
+      stub, &OperatorStub::QueryCloudEvents, request, call, output, out,
+      [&](const v1::QueryCloudEventsResponse& r) {
+        std::string text = CloudEventsTable(r).Render(output.columns);
+        if (r.next_after_id() != 0)
+          absl::StrAppend(&text, "more: --after ", r.next_after_id(), "\n");
+        return text;
+      });
+}
+
 grpc::Status FollowEvents(OperatorStub& stub, v1::QueryEventsRequest request,
                           const CallOptions& call, const OutputOptions& output, std::ostream& out) {
   // The stored backlog first (page by page), then the stream from the last one printed.

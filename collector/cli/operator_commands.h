@@ -35,6 +35,11 @@ grpc::Status ListAgents(OperatorStub& stub, const CallOptions& call, const Outpu
                         std::ostream& out);
 grpc::Status QueryEvents(OperatorStub& stub, const tripline::v1::QueryEventsRequest& request,
                          const CallOptions& call, const OutputOptions& output, std::ostream& out);
+// CloudTrail events the collector stored, oldest first.
+grpc::Status QueryCloudEvents(OperatorStub& stub,
+                              const tripline::v1::QueryCloudEventsRequest& request,
+                              const CallOptions& call, const OutputOptions& output,
+                              std::ostream& out);
 // Prints the stored events that match, then new ones as the collector stores them, one line (or
 // one JSON document) each, until the stream ends or the process is stopped.
 grpc::Status FollowEvents(OperatorStub& stub, tripline::v1::QueryEventsRequest request,

@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -198,6 +199,16 @@ Table EventsTable(const tripline::v1::QueryEventsResponse& response) {
   for (const auto& e : response.events()) {
     t.AddRow({absl::StrCat(e.id()), FormatUtcTime(EventTime(e)), Text(e.agent_id()),
               EventKind(e.event()), EventSummary(e.event())});
+  }
+  return t;
+}
+
+Table CloudEventsTable(const tripline::v1::QueryCloudEventsResponse& response) {
+  Table t({"ID", "TIME", "REGION", "EVENT", "PRINCIPAL", "SOURCE IP", "RESOURCES"});
+  for (const auto& e : response.events()) {
+    t.AddRow({absl::StrCat(e.id()), FormatUtcTime(e.time_unix_ns()), Text(e.region()),
+              Text(e.event_name()), Text(e.principal_arn()), Text(e.source_ip()),
+              Text(absl::StrJoin(e.resources(), ", "))});
   }
   return t;
 }

@@ -46,6 +46,7 @@ std::string EventLine(const tripline::v1::StoredEvent& event);
 
 Table AgentsTable(const tripline::v1::ListAgentsResponse& response, int64_t now_unix_ns);
 Table EventsTable(const tripline::v1::QueryEventsResponse& response);
+Table CloudEventsTable(const tripline::v1::QueryCloudEventsResponse& response);
 Table IncidentsTable(const tripline::v1::ListIncidentsResponse& response);
 Table ActionsTable(const tripline::v1::ListActionsResponse& response);
 

@@ -147,13 +147,14 @@ constexpr char kBashCompletion[] =
 _triplinectl() {
   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words
   case "$prev" in
-    triplinectl) words="agents events incidents incident actions evidence rules completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
+    triplinectl) words="agents events cloud-events incidents incident actions evidence rules completion --collector --token-file --plaintext --ca-file --cert-file --key-file --json --timeout --help" ;;
     incident) words="show report ack contain resolve reopen note assign unassign" ;;
     evidence) words="export verify" ;;
     rules) words="reload test" ;;
     agents) words="reenroll" ;;
     events) words="--agent --kind --limit --after --path --text --since --until --follow" ;;
     incidents) words="--status --limit" ;;
+    cloud-events) words="--limit --after" ;;
     --status) words="open acknowledged contained resolved" ;;
     --kind) words="file log agent" ;;
     completion) words="bash" ;;
@@ -321,6 +322,15 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
   events->add_option("--until", until_text, "before this time: 1h (ago) or RFC 3339");
   events->add_flag("-f,--follow", follow, "after the stored events, print new ones as they come");
   events->add_option("--after", after_id, "only events with an id greater than ID (paging)")
+      ->check(CLI::NonNegativeNumber);
+
+  uint32_t cloud_limit = 0;
+  int64_t cloud_after = 0;
+  auto* cloud_events =
+      app.add_subcommand("cloud-events", "list stored CloudTrail events, oldest first");
+  cloud_events->add_option("--limit", cloud_limit, "at most N events (collector default 100)")
+      ->check(CLI::Range(1, 1000));
+  cloud_events->add_option("--after", cloud_after, "only events with an id greater than ID")
       ->check(CLI::NonNegativeNumber);
 
   tripline::v1::ListIncidentsRequest incidents_request;
@@ -548,6 +558,11 @@ int RunTriplinectl(int argc, const char* const* argv, const Environment& env, st
     events_request.set_until_unix_ns(until_ns);
     status = follow ? FollowEvents(*stub, events_request, call, output, out)
                     : QueryEvents(*stub, events_request, call, output, out);
+  } else if (cloud_events->parsed()) {
+    tripline::v1::QueryCloudEventsRequest cloud_request;
+    cloud_request.set_limit(cloud_limit);
+    cloud_request.set_after_id(cloud_after);
+    status = QueryCloudEvents(*stub, cloud_request, call, output, out);
   } else if (incidents->parsed()) {
     incidents_request.set_limit(incidents_limit);
     status = ListIncidents(*stub, incidents_request, call, output, out);

@@ -1,5 +1,6 @@
 #include "collector/config/collector_config.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "absl/strings/ascii.h"
@@ -52,7 +53,8 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
   ASSIGN_OR_RETURN(ConfigNode root, LoadYamlString(text, name));
   RETURN_IF_ERROR(root.ExpectKeys({"listen", "tls", "database", "rules", "enrollment_token_file",
                                    "operator_token_file", "operators", "log_level", "aws",
-                                   "response", "notify", "identity"}));
+                                   "response", "notify", "identity",
+                                   "cloudtrail"}));
   CollectorConfig c;
   c.path = name;
   ASSIGN_OR_RETURN(c.listen, root.String("listen", c.listen));
@@ -194,6 +196,44 @@ absl::StatusOr<CollectorConfig> ParseCollectorConfig(std::string_view text,
         }
         c.response.never_isolate_tags[key] = eq == std::string::npos ? "" : t.substr(eq + 1);
       }
+    }
+  }
+  if (std::optional<ConfigNode> ct = root.Child("cloudtrail")) {
+    RETURN_IF_ERROR(ct->ExpectKeys({"regions", "poll_interval", "lookback", "overlap",
+                                    "max_calls_per_second", "endpoint"}));
+    ASSIGN_OR_RETURN(c.cloudtrail.regions, ct->StringList("regions"));
+    if (c.cloudtrail.regions.empty()) {
+      return ct->Error("regions: at least one region (e.g. [us-east-1]) to poll");
+    }
+    for (const std::string& r : c.cloudtrail.regions) {
+      const bool ok = !r.empty() && r.size() <= 32 && std::all_of(r.begin(), r.end(), [](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-';
+      });
+      if (!ok) {
+        return ct->Child("regions")->Error(
+            absl::StrFormat("'%s' is not a region name (e.g. eu-west-1)", r));
+      }
+      if (std::count(c.cloudtrail.regions.begin(), c.cloudtrail.regions.end(), r) > 1) {
+        return ct->Child("regions")->Error(absl::StrFormat("region '%s' is listed twice", r));
+      }
+    }
+    ASSIGN_OR_RETURN(c.cloudtrail.poll_interval_ms,
+                     ct->DurationMs("poll_interval", c.cloudtrail.poll_interval_ms, 100,
+                                    int64_t{3600} * 1000));
+    ASSIGN_OR_RETURN(c.cloudtrail.lookback_ms,
+                     ct->DurationMs("lookback", c.cloudtrail.lookback_ms, 0,
+                                    int64_t{90} * 24 * 3600 * 1000));
+    ASSIGN_OR_RETURN(c.cloudtrail.overlap_ms,
+                     ct->DurationMs("overlap", c.cloudtrail.overlap_ms, 1000,
+                                    int64_t{24} * 3600 * 1000));
+    ASSIGN_OR_RETURN(int64_t rate, ct->Int("max_calls_per_second",
+                                           c.cloudtrail.max_calls_per_second, 1, 2));
+    c.cloudtrail.max_calls_per_second = static_cast<int>(rate);
+    ASSIGN_OR_RETURN(c.cloudtrail.endpoint, ct->String("endpoint", ""));
+    if (!c.cloudtrail.endpoint.empty() && c.cloudtrail.endpoint.rfind("http://", 0) != 0 &&
+        c.cloudtrail.endpoint.rfind("https://", 0) != 0) {
+      return ct->Child("endpoint")->Error(
+          absl::StrFormat("expected an http:// or https:// URL, got '%s'", c.cloudtrail.endpoint));
     }
   }
   if (std::optional<ConfigNode> notify = root.Child("notify")) {

@@ -29,6 +29,17 @@ struct AwsConfig {
   long retry_base_ms = 100;
 };
 
+// `cloudtrail:`: account-level events from CloudTrail's LookupEvents, per region (see
+// docs/cloudtrail.md). No regions: the CloudTrail source is off.
+struct CloudTrailConfig {
+  std::vector<std::string> regions;
+  long poll_interval_ms = 60000;
+  long lookback_ms = 3600000;        // the first window, before any cursor is stored
+  long overlap_ms = 600000;          // each window reaches back this far before the cursor
+  int max_calls_per_second = 2;      // per region (LookupEvents allows 2)
+  std::string endpoint;              // empty: https://cloudtrail.<region>.amazonaws.com
+};
+
 // What the collector does when a rule asks for a response: act (auto), wait for an operator's
 // approval (approve), only ask AWS whether it would work (dry-run: DryRun=true), or nothing.
 enum class ResponseMode { kAuto, kApprove, kDryRun, kOff };
@@ -93,6 +104,7 @@ struct CollectorConfig {
   OperatorAccess operators;
   std::string log_level = "info";
   AwsConfig aws;
+  CloudTrailConfig cloudtrail;
   ResponseMode response_mode = ResponseMode::kAuto;
   ResponseConfig response;
   NotifyConfig notify;

@@ -97,6 +97,28 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   }
   d->absence_ =
       std::make_unique<AbsenceMonitor>(d->store_.get(), std::move(absence_options), *d->clock_);
+  if (!d->config_.cloudtrail.regions.empty()) {
+    StoreWriter* store_writer = d->writer_.get();
+    d->cloud_writer_ = std::make_unique<CloudEventWriter>(
+        d->store_.get(), [store_writer] { return store_writer->rules(); },
+        writer_options.auto_respond, *d->clock_, [worker] { worker->Wake(); });
+    const CloudTrailConfig& ct = d->config_.cloudtrail;
+    for (const std::string& region : ct.regions) {
+      auto source = parts.cloudtrail_sources.find(region);
+      if (source == parts.cloudtrail_sources.end() || source->second == nullptr) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: cloudtrail: no LookupEvents client for region %s", d->config_.path, region));
+      }
+      CloudTrailPollerOptions po;
+      po.region = region;
+      po.poll_interval_ns = int64_t{ct.poll_interval_ms} * 1000000;
+      po.lookback_ns = int64_t{ct.lookback_ms} * 1000000;
+      po.overlap_ns = int64_t{ct.overlap_ms} * 1000000;
+      po.min_call_interval_ns = 1000000000 / ct.max_calls_per_second;
+      d->pollers_.push_back(std::make_unique<CloudTrailPoller>(
+          po, std::move(source->second), d->cloud_writer_.get(), *d->clock_));
+    }
+  }
 
   IngestService::Options ingest_options;
   ingest_options.enrollment_token = parts.enrollment_token;
@@ -164,6 +186,7 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   d->notifier_->Start();
   d->worker_->Start();
   d->absence_->Start();
+  for (const auto& poller : d->pollers_) poller->Start();
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -230,6 +253,7 @@ void CollectorDaemon::Stop() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   }
   if (absence_ != nullptr) absence_->Stop();
+  for (const auto& poller : pollers_) poller->Stop();  // after the call in flight
   if (writer_ != nullptr) writer_->Stop();  // commits what was accepted
   if (worker_ != nullptr) worker_->Stop();  // after its current call
   if (notifier_ != nullptr) notifier_->Stop();

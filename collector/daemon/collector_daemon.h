@@ -4,18 +4,22 @@
 // process on 127.0.0.1:0.
 //
 // Threads: gRPC's (callback reactions and the sync pool for Operator), the store writer, the
-// response worker. Stop() order: the server stops accepting and cancels open streams, the store
-// writer commits everything already accepted, then the response worker stops after its current
-// EC2 call.
+// response worker, one CloudTrail poller per configured region. Stop() order: the server stops
+// accepting and cancels open streams, the pollers stop after their current call, the store writer
+// commits everything already accepted, then the response worker stops after its current EC2 call.
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <vector>
 #include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "collector/api/operator_service.h"
+#include "collector/cloudtrail/cloud_event_writer.h"
+#include "collector/cloudtrail/cloudtrail_poller.h"
 #include "collector/config/collector_config.h"
 #include "collector/incidents/absence_monitor.h"
 #include "collector/ingest/agent_registry.h"
@@ -42,6 +46,9 @@ struct CollectorParts {
   size_t max_in_flight = 128;    // per stream
   // Where response outcomes are announced (webhooks, SNS); empty: nowhere.
   std::vector<std::unique_ptr<NotificationSink>> notify_sinks;
+  // One LookupEvents source per region of config.cloudtrail.regions (main.cc makes the real
+  // ones; tests may pass their own). A configured region without a source fails Start().
+  std::map<std::string, std::unique_ptr<LookupEventsSource>> cloudtrail_sources;
 };
 
 class CollectorDaemon {
@@ -80,6 +87,8 @@ class CollectorDaemon {
   std::unique_ptr<IsolationWorker> worker_;
   std::unique_ptr<StoreWriter> writer_;
   std::unique_ptr<AbsenceMonitor> absence_;
+  std::unique_ptr<CloudEventWriter> cloud_writer_;        // before the pollers that use it
+  std::vector<std::unique_ptr<CloudTrailPoller>> pollers_;  // one per CloudTrail region
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<OperatorTokens> tokens_;
   std::unique_ptr<OperatorAuthorizer> authorizer_;

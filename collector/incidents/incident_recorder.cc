@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_format.h"
 #include "platform/runtime/clock.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -146,6 +148,105 @@ absl::StatusOr<RecordOutcome> RecordAbsence(CollectorStore::Writer& writer, cons
                    writer.InsertIncident(NewIncident(rule, agent_id, what, now_ns)));
   out.opened = true;
   RETURN_IF_ERROR(QueueRuleResponse(writer, rule, agent_id, auto_respond, now_ns, &out));
+  return out;
+}
+
+namespace {
+
+// Queues the stop or isolate actions of a cloud rule for the instances `event` launched.
+absl::Status QueueCloudResponse(CollectorStore::Writer& writer, const Rule& rule,
+                                const std::string& incident_agent, int64_t cloud_event_id,
+                                const CloudEvent& event, bool auto_respond, int64_t now_ns,
+                                RecordOutcome* out) {
+  if (!rule.Stops() && !rule.Isolates()) return absl::OkStatus();
+  const char* kind = rule.Stops() ? kStopActionKind : kIsolateActionKind;
+  if (event.instance_ids.empty()) {
+    return writer.AppendIncidentSummary(
+        out->incident_id,
+        absl::StrFormat("cloud event %d (%s) launched no instance: nothing to %s", cloud_event_id,
+                        event.event_name, kind),
+        now_ns);
+  }
+  if (!auto_respond) {
+    return writer.AppendIncidentSummary(
+        out->incident_id,
+        absl::StrFormat("%s of %s not started: response mode is off", kind,
+                        absl::StrJoin(event.instance_ids, ", ")),
+        now_ns);
+  }
+  for (const std::string& id : event.instance_ids) {
+    ActionRecord action;
+    action.incident_id = out->incident_id;
+    action.agent_id = incident_agent;
+    action.kind = kind;
+    action.target = id;
+    action.status = "pending";
+    action.actor = "collector";
+    action.mode = rule.response_mode;
+    action.detail = absl::StrFormat("rule %s responds with %s: %s by %s launched %s", rule.id,
+                                    kind, event.event_name, Printable(event.principal_arn, 256),
+                                    id);
+    action.created_ns = now_ns;
+    action.updated_ns = now_ns;
+    RETURN_IF_ERROR(writer.InsertAction(action).status());
+    out->isolation_queued = true;
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeCloudEvent(int64_t id, const CloudEvent& e) {
+  std::string out = absl::StrFormat("cloud event %d: %s in %s by %s from %s at %s", id,
+                                    Printable(e.event_name, 128), Printable(e.region, 64),
+                                    Printable(e.principal_arn, 256), Printable(e.source_ip, 64),
+                                    absl::FormatTime(absl::RFC3339_sec, absl::FromUnixNanos(e.time_ns),
+                                                     absl::UTCTimeZone()));
+  if (!e.access_key_id.empty()) out += absl::StrFormat(" (key %s)", Printable(e.access_key_id, 64));
+  if (!e.resources.empty()) {
+    std::vector<std::string> shown;
+    for (size_t i = 0; i < e.resources.size() && i < 20; ++i) {
+      shown.push_back(Printable(e.resources[i], 128));
+    }
+    out += absl::StrFormat("; resources: %s%s", absl::StrJoin(shown, ", "),
+                           e.resources.size() > 20 ? ", ..." : "");
+  }
+  out += absl::StrFormat("; event id %s", Printable(e.event_id, 64));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<RecordOutcome> RecordCloudRuleOutcome(CollectorStore::Writer& writer,
+                                                     const Rule& rule,
+                                                     const std::string& incident_agent,
+                                                     const LogRuleOutcome& outcome,
+                                                     int64_t cloud_event_id, const CloudEvent& event,
+                                                     bool auto_respond, int64_t now_ns) {
+  RecordOutcome out;
+  if (outcome.kind == LogRuleOutcome::Kind::kLink) {
+    out.incident_id = outcome.incident_id;
+    RETURN_IF_ERROR(writer.LinkIncidentCloudEvent(outcome.incident_id, cloud_event_id, now_ns));
+    RETURN_IF_ERROR(writer.AppendIncidentSummary(
+        out.incident_id, DescribeCloudEvent(cloud_event_id, event), now_ns));
+    RETURN_IF_ERROR(QueueCloudResponse(writer, rule, incident_agent, cloud_event_id, event,
+                                       auto_respond, now_ns, &out));
+    return out;
+  }
+  if (outcome.kind != LogRuleOutcome::Kind::kOpen) return out;
+  std::string summary = absl::StrFormat("rule %s matched", rule.id);
+  if (rule.threshold) {
+    summary += absl::StrFormat(" %d times within %ds", outcome.count,
+                               rule.threshold->within_ns / 1000000000);
+  }
+  if (!outcome.group.empty()) summary += absl::StrFormat(" (%s)", outcome.group);
+  summary += absl::StrFormat("; last %s", DescribeCloudEvent(cloud_event_id, event));
+  ASSIGN_OR_RETURN(out.incident_id,
+                   writer.InsertIncident(NewIncident(rule, incident_agent, summary, now_ns)));
+  out.opened = true;
+  for (int64_t id : outcome.event_ids) {
+    RETURN_IF_ERROR(writer.LinkIncidentCloudEvent(out.incident_id, id, now_ns));
+  }
+  RETURN_IF_ERROR(QueueCloudResponse(writer, rule, incident_agent, cloud_event_id, event,
+                                     auto_respond, now_ns, &out));
   return out;
 }
 

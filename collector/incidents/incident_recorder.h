@@ -18,6 +18,7 @@ namespace tripline::collector {
 // The rule id of incidents about a broken chain, a bad signature or a garbled batch.
 inline constexpr char kIntegrityRuleId[] = "integrity";
 inline constexpr char kIsolateActionKind[] = "isolate";
+inline constexpr char kStopActionKind[] = "stop";
 
 struct RecordOutcome {
   int64_t incident_id = 0;
@@ -41,6 +42,19 @@ absl::StatusOr<RecordOutcome> RecordLogRuleOutcome(CollectorStore::Writer& write
                                                    const tripline::v1::Event& event,
                                                    const LogMatchFields& fields, bool auto_respond,
                                                    int64_t now_ns);
+
+// What a cloud rule's match of stored cloud event `cloud_event_id` led to (LogThresholds, with
+// `incident_agent` "cloudtrail:<region>" as the agent): kOpen opens an incident holding the
+// window's cloud events, kLink links the event to the group's incident. Either way, when the rule
+// responds with stop or isolate and the event launched instances (RunInstances), one pending
+// action per launched instance is queued in the rule's response_mode, so a launch is never left
+// running because an earlier one already opened the incident.
+absl::StatusOr<RecordOutcome> RecordCloudRuleOutcome(CollectorStore::Writer& writer,
+                                                     const Rule& rule,
+                                                     const std::string& incident_agent,
+                                                     const LogRuleOutcome& outcome,
+                                                     int64_t cloud_event_id, const CloudEvent& event,
+                                                     bool auto_respond, int64_t now_ns);
 
 // Records an integrity failure of `agent_id`'s stream (severity critical): opens the agent's
 // integrity incident, or appends `reason` to the one still open.

@@ -210,9 +210,13 @@ void IsolationWorker::Run::Finish(bool ok, const std::string& code, const std::s
 bool IsolationWorker::Run::Guard() {
   const Options& o = w_->options_;
   const std::string& id = action_.target;
+  // The same guardrails hold for the stops the collector starts on its own (CloudTrail rules).
+  const std::string what = action_.kind == kStopActionKind ? "stop" : "isolation";
+  const char* const what_plural =
+      action_.kind == kStopActionKind ? "automatic stops" : "automatic isolations";
   if (o.never_isolate_ids.count(id) > 0) {
     Finish(false, "NeverIsolate", absl::StrCat(id, " is on the never-isolate list"),
-           absl::StrFormat("isolation refused: %s is on the never-isolate list", id), "");
+           absl::StrFormat("%s refused: %s is on the never-isolate list", what, id), "");
     return false;
   }
   if (action_.mode == "approve") {
@@ -223,8 +227,8 @@ bool IsolationWorker::Run::Guard() {
       if (action_.incident_id > 0) {
         RETURN_IF_ERROR(w.AppendIncidentSummary(
             action_.incident_id,
-            absl::StrFormat("isolation of %s waits for approval (triplinectl incident approve %d)",
-                            id, action_.incident_id),
+            absl::StrFormat("%s of %s waits for approval (triplinectl incident approve %d)",
+                            what, id, action_.incident_id),
             action_.updated_ns));
       }
       return absl::OkStatus();
@@ -236,7 +240,7 @@ bool IsolationWorker::Run::Guard() {
       action_.status == "pending") {
     const int64_t now = w_->clock_.NowUnixNanos();
     absl::StatusOr<int64_t> recent =
-        w_->store_->CountAutomaticActionsSince(kIsolateActionKind, now - kHourNs);
+        w_->store_->CountAutomaticActionsSince(action_.kind, now - kHourNs);
     if (!recent.ok()) {
       aborted_ = true;
       return false;
@@ -250,9 +254,9 @@ bool IsolationWorker::Run::Guard() {
         if (action_.incident_id > 0) {
           RETURN_IF_ERROR(w.AppendIncidentSummary(
               action_.incident_id,
-              absl::StrFormat("isolation of %s waits for approval: %d automatic isolations in the "
-                              "last hour reached the cap (triplinectl incident approve %d)",
-                              id, *recent, action_.incident_id),
+              absl::StrFormat("%s of %s waits for approval: %d %s in the last hour reached "
+                              "the cap (triplinectl incident approve %d)",
+                              what, id, *recent, what_plural, action_.incident_id),
               now));
         }
         return absl::OkStatus();
@@ -280,7 +284,8 @@ bool IsolationWorker::Run::Execute() {
                        ? "auto"
                        : w_->options_.default_mode;
   }
-  if (action_.kind == kIsolateActionKind && !Guard()) return true;
+  const bool automatic_stop = action_.kind == kStopActionKind && action_.actor == "collector";
+  if ((action_.kind == kIsolateActionKind || automatic_stop) && !Guard()) return true;
   if (aborted_) return true;
 
   action_.status = "running";
@@ -921,6 +926,35 @@ bool IsolationWorker::Run::StopOrDisassociate() {
            absl::StrFormat("%s refused: %s is on the never-isolate list", action_.kind, id), "");
     return true;
   }
+  if (action_.kind == kStopActionKind && action_.actor == "collector" &&
+      !w_->options_.never_isolate_tags.empty()) {
+    // A stop the collector started on its own honours the never-isolate tags, so it looks at
+    // the instance first.
+    std::string recorded;
+    STEP_OR_FAIL(recorded,
+                 Step("describe", "ec2:DescribeInstances", id, "",
+                      [&](aws::CallInfo* info, std::string*) -> absl::StatusOr<std::string> {
+                        ASSIGN_OR_RETURN(aws::Instance inst, net().DescribeInstance(id, info));
+                        return EncodeInstance(inst);
+                      }));
+    absl::StatusOr<aws::Instance> inst = DecodeInstance(recorded);
+    if (!inst.ok()) {
+      Finish(false, "BadRecord", std::string(inst.status().message()),
+             absl::StrCat("stop failed: ", inst.status().message()), "");
+      return true;
+    }
+    for (const auto& [key, value] : w_->options_.never_isolate_tags) {
+      auto t = inst->tags.find(key);
+      if (t != inst->tags.end() && (value.empty() || t->second == value)) {
+        Finish(false, "NeverIsolate",
+               absl::StrFormat("%s carries the never-isolate tag %s=%s", id, key, t->second),
+               absl::StrFormat("stop refused: %s carries the never-isolate tag %s=%s", id, key,
+                               t->second),
+               "");
+        return true;
+      }
+    }
+  }
   if (action_.kind == kStopActionKind) {
     std::string ignored;
     STEP_OR_FAIL(
@@ -932,7 +966,8 @@ bool IsolationWorker::Run::StopOrDisassociate() {
              }));
     Finish(true, "", "",
            dry ? absl::StrFormat("dry-run: stopping %s would succeed", id)
-               : absl::StrFormat("stopped %s (operator action %d)", id, action_.id),
+               : absl::StrFormat("stopped %s (action %d by %s)", id, action_.id,
+                                 action_.actor),
            "");
     return true;
   }

@@ -42,6 +42,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "collector/incidents/incident_recorder.h"
 #include "collector/store/collector_store.h"
 #include "platform/aws/ec2_client.h"
 #include "platform/runtime/clock.h"
@@ -49,9 +50,8 @@
 namespace tripline::collector {
 
 inline constexpr char kReleaseActionKind[] = "release";
-// Separate actions an operator asks for: StopInstances, and Elastic IP disassociation (which a
-// release undoes).
-inline constexpr char kStopActionKind[] = "stop";
+// Separate actions an operator asks for: StopInstances (kStopActionKind, incident_recorder.h;
+// cloud rules queue it too), and Elastic IP disassociation (which a release undoes).
 inline constexpr char kDisassociateEipsActionKind[] = "disassociate-eips";
 
 // The AWS operations the response needs (EC2, IAM, Auto Scaling). Implementations fill `info`

@@ -1,5 +1,6 @@
 #include "collector/rules/rule_set.h"
 
+#include <fnmatch.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -122,6 +123,59 @@ absl::Status ParseLogMatch(const ConfigNode& match, Rule* rule) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> Strings(const ConfigNode& match, const char* key) {
+  std::vector<std::string> out;
+  std::optional<ConfigNode> node = match.Child(key);
+  if (!node) return out;
+  ASSIGN_OR_RETURN(std::vector<ConfigNode> elements, ScalarOrList(*node));
+  for (const ConfigNode& e : elements) {
+    ASSIGN_OR_RETURN(std::string v, e.AsString());
+    if (v.empty()) return e.Error(absl::StrFormat("%s: an empty value", key));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Cidr>> Cidrs(const ConfigNode& match, const char* key) {
+  std::vector<Cidr> out;
+  std::optional<ConfigNode> node = match.Child(key);
+  if (!node) return out;
+  ASSIGN_OR_RETURN(std::vector<ConfigNode> elements, ScalarOrList(*node));
+  for (const ConfigNode& e : elements) {
+    ASSIGN_OR_RETURN(std::string v, e.AsString());
+    absl::StatusOr<Cidr> c = Cidr::Parse(v);
+    if (!c.ok()) return e.Error(std::string(c.status().message()));
+    out.push_back(*std::move(c));
+  }
+  return out;
+}
+
+absl::Status ParseCloudMatch(const ConfigNode& match, Rule* rule) {
+  for (const char* key : {"paths", "changes", "source", "field", "regex"}) {
+    if (match.Child(key)) {
+      return match.Child(key)->Error(absl::StrFormat("%s: not for kind: cloud", key));
+    }
+  }
+  ASSIGN_OR_RETURN(rule->event_names, Strings(match, "event_names"));
+  ASSIGN_OR_RETURN(rule->event_sources, Strings(match, "event_sources"));
+  ASSIGN_OR_RETURN(rule->principals, Strings(match, "principals"));
+  ASSIGN_OR_RETURN(rule->principals_allow, Strings(match, "principals_allow"));
+  ASSIGN_OR_RETURN(rule->regions, Strings(match, "regions"));
+  ASSIGN_OR_RETURN(rule->regions_not, Strings(match, "regions_not"));
+  ASSIGN_OR_RETURN(rule->source_ips, Cidrs(match, "source_ips"));
+  ASSIGN_OR_RETURN(rule->source_ips_not, Cidrs(match, "source_ips_not"));
+  if (std::optional<ConfigNode> where = match.Child("where")) {
+    RETURN_IF_ERROR(ParseWhere(*where, rule));
+    ASSIGN_OR_RETURN(std::vector<ConfigNode> conditions, where->Elements());
+    for (size_t i = 0; i < rule->conditions.size(); ++i) {
+      if (absl::Status st = ValidateJsonPath(rule->conditions[i].field); !st.ok()) {
+        return conditions[i].Child("field")->Error(std::string(st.message()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseThreshold(const ConfigNode& node, Rule* rule) {
   ASSIGN_OR_RETURN(ConfigNode t, node.Required("threshold"));
   RETURN_IF_ERROR(t.ExpectKeys({"count", "within", "group_by"}));
@@ -139,7 +193,9 @@ absl::Status ParseThreshold(const ConfigNode& node, Rule* rule) {
 // kind: agent, an absence rule: `match: {kind: agent, agents: [globs]}` and
 // `absence: {silent_for: 5m}`.
 absl::Status ParseAbsence(const ConfigNode& node, const ConfigNode& match, Rule* rule) {
-  for (const char* key : {"paths", "changes", "source", "field", "regex", "where"}) {
+  for (const char* key : {"paths", "changes", "source", "field", "regex", "where", "event_names",
+                          "event_sources", "principals", "principals_allow", "source_ips",
+                          "source_ips_not", "regions", "regions_not"}) {
     if (match.Child(key)) {
       return match.Child(key)->Error(absl::StrFormat(
           "%s: not for kind: agent (its rules fire on silence: match.agents and absence)", key));
@@ -189,33 +245,59 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
                    node.Enum("severity", "", {"low", "medium", "high", "critical"}));
 
   ASSIGN_OR_RETURN(ConfigNode match, node.Required("match"));
-  RETURN_IF_ERROR(match.ExpectKeys(
-      {"kind", "paths", "changes", "source", "field", "regex", "where", "agents"}));
+  RETURN_IF_ERROR(match.ExpectKeys({"kind", "paths", "changes", "source", "field", "regex",
+                                    "where", "agents", "event_names", "event_sources", "principals",
+                                    "principals_allow", "source_ips", "source_ips_not", "regions",
+                                    "regions_not"}));
   ASSIGN_OR_RETURN(ConfigNode kind_node, match.Required("kind"));
   ASSIGN_OR_RETURN(std::string kind, kind_node.AsString());
+  if (kind != "cloud") {
+    for (const char* key : {"event_names", "event_sources", "principals", "principals_allow",
+                            "source_ips", "source_ips_not", "regions", "regions_not"}) {
+      if (match.Child(key)) {
+        return match.Child(key)->Error(absl::StrFormat("%s: only for kind: cloud", key));
+      }
+    }
+  }
   if (kind == "log") {
     rule.kind = RuleKind::kLog;
     RETURN_IF_ERROR(ParseLogMatch(match, &rule));
   } else if (kind == "agent") {
     rule.kind = RuleKind::kAgent;
     RETURN_IF_ERROR(ParseAbsence(node, match, &rule));
+  } else if (kind == "cloud") {
+    rule.kind = RuleKind::kCloud;
+    RETURN_IF_ERROR(ParseCloudMatch(match, &rule));
   } else if (kind != "file") {
     return kind_node.Error(
-        absl::StrFormat("unknown kind '%s' (expected 'file', 'log' or 'agent')", kind));
+        absl::StrFormat("unknown kind '%s' (expected 'file', 'log', 'agent' or 'cloud')", kind));
   } else {
     for (const char* key : {"source", "field", "regex", "where"}) {
       if (match.Child(key)) return match.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
     }
     for (const char* key : {"threshold", "suppress"}) {
-      if (node.Child(key)) return node.Child(key)->Error(absl::StrFormat("%s: only for kind: log", key));
+      if (node.Child(key)) {
+        return node.Child(key)->Error(absl::StrFormat("%s: only for kind: log or cloud", key));
+      }
     }
   }
   if (rule.kind != RuleKind::kAgent) {
     if (match.Child("agents")) return match.Child("agents")->Error("agents: only for kind: agent");
     if (node.Child("absence")) return node.Child("absence")->Error("absence: only for kind: agent");
   }
-  if (rule.kind == RuleKind::kLog) {
+  if (rule.kind == RuleKind::kLog || rule.kind == RuleKind::kCloud) {
     if (node.Child("threshold")) RETURN_IF_ERROR(ParseThreshold(node, &rule));
+    if (rule.kind == RuleKind::kCloud && rule.threshold) {
+      for (const std::string& g : rule.threshold->group_by) {
+        if (std::find(std::begin(kCloudFields), std::end(kCloudFields), g) ==
+            std::end(kCloudFields)) {
+          return node.Child("threshold")->Error(absl::StrFormat(
+              "group_by '%s': a cloud rule groups by event_name, event_source, region, "
+              "principal_arn, access_key_id, source_ip or user_agent",
+              g));
+        }
+      }
+    }
     const int64_t default_ms =
         rule.threshold ? rule.threshold->within_ns / 1000000 : int64_t{5} * 60 * 1000;
     ASSIGN_OR_RETURN(int64_t suppress_ms,
@@ -259,8 +341,14 @@ absl::StatusOr<Rule> ParseRule(const ConfigNode& node) {
     }
     for (const ConfigNode& e : elements) {
       ASSIGN_OR_RETURN(std::string name, e.AsString());
+      if (name == "stop" && rule.kind == RuleKind::kCloud) {
+        rule.responses.push_back(RuleResponse::kStop);
+        continue;
+      }
       if (name != "isolate") {
-        return e.Error(absl::StrFormat("unknown response '%s' (expected 'isolate')", name));
+        return e.Error(absl::StrFormat(
+            "unknown response '%s' (expected 'isolate'%s)", name,
+            rule.kind == RuleKind::kCloud ? " or 'stop'" : "; 'stop' is for kind: cloud"));
       }
       rule.responses.push_back(RuleResponse::kIsolate);
     }
@@ -301,6 +389,77 @@ bool Rule::CoversAgent(std::string_view agent_id) const {
   if (agents.empty()) return true;
   return std::any_of(agents.begin(), agents.end(),
                      [&](const PathGlob& g) { return g.Matches(agent_id); });
+}
+
+bool Rule::Stops() const {
+  return std::find(responses.begin(), responses.end(), RuleResponse::kStop) != responses.end();
+}
+
+namespace {
+
+bool AnyGlob(const std::vector<std::string>& globs, const std::string& text) {
+  return std::any_of(globs.begin(), globs.end(), [&](const std::string& g) {
+    return ::fnmatch(g.c_str(), text.c_str(), 0) == 0;
+  });
+}
+
+bool AnyCidr(const std::vector<Cidr>& cidrs, const std::string& ip) {
+  return std::any_of(cidrs.begin(), cidrs.end(), [&](const Cidr& c) { return c.Contains(ip); });
+}
+
+bool In(const std::vector<std::string>& list, const std::string& s) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+}  // namespace
+
+bool Rule::MatchesCloud(const CloudEvent& event, LogMatchFields* fields) const {
+  if (kind != RuleKind::kCloud) return false;
+  if (!event_names.empty() && !In(event_names, event.event_name)) return false;
+  if (!event_sources.empty() && !In(event_sources, event.event_source)) return false;
+  if (!regions.empty() && !In(regions, event.region)) return false;
+  if (!regions_not.empty() && In(regions_not, event.region)) return false;
+  if (!principals.empty() && !AnyGlob(principals, event.principal_arn)) return false;
+  if (!principals_allow.empty() && !event.principal_arn.empty() &&
+      AnyGlob(principals_allow, event.principal_arn)) {
+    return false;
+  }
+  if (!source_ips.empty() && !AnyCidr(source_ips, event.source_ip)) return false;
+  if (!source_ips_not.empty() && AnyCidr(source_ips_not, event.source_ip)) return false;
+  for (const FieldCondition& c : conditions) {
+    if (!c.HoldsForValues(JsonPathValues(event, c.field))) return false;
+  }
+  if (fields != nullptr) {
+    *fields = {{"event_name", event.event_name},       {"event_source", event.event_source},
+               {"region", event.region},               {"principal_arn", event.principal_arn},
+               {"access_key_id", event.access_key_id}, {"source_ip", event.source_ip},
+               {"user_agent", event.user_agent}};
+  }
+  return true;
+}
+
+std::vector<std::pair<const Rule*, LogMatchFields>> RuleSet::MatchCloud(
+    const CloudEvent& event) const {
+  std::vector<std::pair<const Rule*, LogMatchFields>> out;
+  for (const Rule& r : rules_) {
+    LogMatchFields fields;
+    if (r.MatchesCloud(event, &fields)) out.emplace_back(&r, std::move(fields));
+  }
+  return out;
+}
+
+bool FieldCondition::HoldsForValues(const std::vector<std::string>& values) const {
+  const bool negative = op == Op::kNotEquals || op == Op::kNotIn || op == Op::kNotMatches;
+  bool hit = false;
+  for (const std::string& value : values) {
+    if (op == Op::kMatches || op == Op::kNotMatches) {
+      hit = RE2::PartialMatch(re2::StringPiece(value.data(), value.size()), *regex);
+    } else {
+      hit = std::find(this->values.begin(), this->values.end(), value) != this->values.end();
+    }
+    if (hit) break;
+  }
+  return negative ? !hit : hit;
 }
 
 bool Rule::Matches(const Event& event) const {

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "collector/cloudtrail/cloud_event.h"
+#include "collector/rules/cidr.h"
 #include "collector/rules/path_glob.h"
 #include "re2/re2.h"
 #include "tripline/v1/event.pb.h"
@@ -20,11 +22,17 @@
 namespace tripline::collector {
 
 // The response a rule asks for when it matches.
-enum class RuleResponse { kIsolate };
+// kStop (StopInstances) is for kind cloud only: it stops the instances a RunInstances launched.
+enum class RuleResponse { kIsolate, kStop };
 
 // kAgent: an absence rule, evaluated on the agents' last-seen times by the AbsenceMonitor, never
-// on events.
-enum class RuleKind { kFile, kLog, kAgent };
+// on events. kCloud: CloudTrail events (collector/cloudtrail).
+enum class RuleKind { kFile, kLog, kAgent, kCloud };
+
+// The fields a cloud match yields (for threshold group_by and incident summaries).
+inline constexpr const char* kCloudFields[] = {"event_name",    "event_source",  "region",
+                                               "principal_arn", "access_key_id", "source_ip",
+                                               "user_agent"};
 
 // Named values a log match yields: the agent's parsed fields, then the regex's named captures
 // (a capture replaces a parsed field of the same name), plus "source" and "path".
@@ -39,6 +47,9 @@ struct FieldCondition {
   std::shared_ptr<const RE2> regex;  // kMatches/kNotMatches (partial match)
   // A missing field satisfies only the negative operators.
   bool Holds(const LogMatchFields& fields) const;
+  // For a field with several values (a JSON path through arrays): a positive operator holds when
+  // one value satisfies it, a negative one when no value hits (so no value at all satisfies it).
+  bool HoldsForValues(const std::vector<std::string>& values) const;
 };
 
 // `threshold: {count, within, group_by}`: the rule fires when `count` matches with the same
@@ -69,7 +80,7 @@ struct Rule {
   std::vector<FieldCondition> conditions;  // match.where
   std::optional<RuleThreshold> threshold;
   // How long the same group (rule, agent, group_by values) opens no new incident after one was
-  // opened; its further matches are linked to that incident. Log rules only; default: the
+  // opened; its further matches are linked to that incident. Log and cloud rules; default: the
   // threshold's window, else 5 minutes.
   int64_t suppress_ns = 0;
 
@@ -78,7 +89,21 @@ struct Rule {
   std::vector<PathGlob> agents;
   int64_t absence_ns = 0;
 
+  // kind: cloud (CloudTrail events). Empty lists match anything; `where` conditions (above) name
+  // JSON paths into the raw record.
+  std::vector<std::string> event_names;    // exact eventName
+  std::vector<std::string> event_sources;  // exact eventSource
+  std::vector<std::string> principals;        // ARN globs (fnmatch: * and ? cross '/' and ':')
+  std::vector<std::string> principals_allow;  // ARN globs that never match
+  std::vector<Cidr> source_ips;               // sourceIPAddress inside one of them
+  std::vector<Cidr> source_ips_not;           // sourceIPAddress inside none of them
+  std::vector<std::string> regions;
+  std::vector<std::string> regions_not;
+
   bool Isolates() const;
+  bool Stops() const;
+  // kind cloud: true when `event` passes every list and condition; `*fields` gets kCloudFields.
+  bool MatchesCloud(const CloudEvent& event, LogMatchFields* fields) const;
   // kind agent: true when `agent_id` is one of `agents`.
   bool CoversAgent(std::string_view agent_id) const;
   // kind log: true when `event` is a LogEvent of one of `sources` and `paths`, the regex matches
@@ -99,6 +124,8 @@ class RuleSet {
   // The log rules that match `event`, with each match's fields, in load order.
   std::vector<std::pair<const Rule*, LogMatchFields>> MatchLog(
       const tripline::v1::Event& event) const;
+  // The cloud rules that match `event`, with each match's fields, in load order.
+  std::vector<std::pair<const Rule*, LogMatchFields>> MatchCloud(const CloudEvent& event) const;
   const std::vector<Rule>& rules() const { return rules_; }
   bool AnyIsolates() const;
   // The rule with this id, or null.

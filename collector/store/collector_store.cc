@@ -1,6 +1,8 @@
 #include "collector/store/collector_store.h"
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::collector {
@@ -156,6 +158,46 @@ DROP TABLE temp.events_seq;
 CREATE INDEX events_by_agent ON events(agent_id, id);
 CREATE INDEX events_by_time ON events(time_ns);
 CREATE INDEX events_by_kind ON events(kind, id);
+)sql",
+      // 7: CloudTrail events (collector-side only), unique by CloudTrail's event id; each
+      // region's poll cursor; records reported as malformed; incidents' cloud events.
+      R"sql(
+CREATE TABLE cloud_events (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  region        TEXT NOT NULL,
+  event_id      TEXT NOT NULL,
+  event_name    TEXT NOT NULL,
+  event_source  TEXT NOT NULL DEFAULT '',
+  time_ns       INTEGER NOT NULL,
+  principal_arn TEXT NOT NULL DEFAULT '',
+  access_key_id TEXT NOT NULL DEFAULT '',
+  source_ip     TEXT NOT NULL DEFAULT '',
+  user_agent    TEXT NOT NULL DEFAULT '',
+  resources     TEXT NOT NULL DEFAULT '',
+  raw           BLOB NOT NULL,
+  received_ns   INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX cloud_events_by_event_id ON cloud_events(event_id);
+CREATE INDEX cloud_events_by_time ON cloud_events(time_ns);
+CREATE TABLE cloud_cursors (
+  region     TEXT PRIMARY KEY,
+  start_ns   INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cloud_event_errors (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  region      TEXT NOT NULL,
+  event_id    TEXT NOT NULL DEFAULT '',
+  reason      TEXT NOT NULL,
+  raw         BLOB NOT NULL,
+  received_ns INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX cloud_event_errors_once ON cloud_event_errors(region, event_id, raw);
+CREATE TABLE incident_cloud_events (
+  incident_id    INTEGER NOT NULL REFERENCES incidents(id),
+  cloud_event_id INTEGER NOT NULL REFERENCES cloud_events(id),
+  PRIMARY KEY (incident_id, cloud_event_id)
+) WITHOUT ROWID;
 )sql",
   };
   return kSchema;
@@ -445,6 +487,57 @@ absl::Status CollectorStore::Writer::LinkIncidentEvent(int64_t incident_id, int6
   return u.Run();
 }
 
+absl::StatusOr<int64_t> CollectorStore::Writer::InsertCloudEvent(const CloudEventRecord& e) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->PrepareCached(
+                       "INSERT OR IGNORE INTO cloud_events (region, event_id, event_name, "
+                       "event_source, time_ns, principal_arn, access_key_id, source_ip, "
+                       "user_agent, resources, raw, received_ns) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  s.Bind(1, e.region).Bind(2, e.event_id).Bind(3, e.event_name).Bind(4, e.event_source);
+  s.Bind(5, e.time_ns).Bind(6, e.principal_arn).Bind(7, e.access_key_id).Bind(8, e.source_ip);
+  s.Bind(9, e.user_agent).Bind(10, absl::StrJoin(e.resources, "\n")).BindBlob(11, e.raw);
+  s.Bind(12, e.received_ns);
+  RETURN_IF_ERROR(s.Run());
+  if (db_->Changes() == 0) return int64_t{0};
+  return db_->LastInsertId();
+}
+
+absl::StatusOr<bool> CollectorStore::Writer::InsertCloudEventError(const std::string& region,
+                                                                   const std::string& event_id,
+                                                                   const std::string& reason,
+                                                                   const std::string& raw,
+                                                                   int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->PrepareCached("INSERT OR IGNORE INTO cloud_event_errors (region, "
+                                      "event_id, reason, raw, received_ns) VALUES (?, ?, ?, ?, ?)"));
+  s.Bind(1, region).Bind(2, event_id).Bind(3, reason).BindBlob(4, raw).Bind(5, now_ns);
+  RETURN_IF_ERROR(s.Run());
+  return db_->Changes() > 0;
+}
+
+absl::Status CollectorStore::Writer::SetCloudCursor(const std::string& region, int64_t start_ns,
+                                                    int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db_->PrepareCached("INSERT INTO cloud_cursors (region, start_ns, updated_ns) "
+                                      "VALUES (?1, ?2, ?3) ON CONFLICT(region) DO UPDATE SET "
+                                      "start_ns = ?2, updated_ns = ?3"));
+  s.Bind(1, region).Bind(2, start_ns).Bind(3, now_ns);
+  return s.Run();
+}
+
+absl::Status CollectorStore::Writer::LinkIncidentCloudEvent(int64_t incident_id,
+                                                            int64_t cloud_event_id,
+                                                            int64_t now_ns) {
+  ASSIGN_OR_RETURN(Statement s, db_->Prepare("INSERT OR IGNORE INTO incident_cloud_events "
+                                             "(incident_id, cloud_event_id) VALUES (?, ?)"));
+  s.Bind(1, incident_id).Bind(2, cloud_event_id);
+  RETURN_IF_ERROR(s.Run());
+  ASSIGN_OR_RETURN(Statement u, db_->Prepare("UPDATE incidents SET updated_ns = ? WHERE id = ?"));
+  u.Bind(1, now_ns).Bind(2, incident_id);
+  return u.Run();
+}
+
 absl::Status CollectorStore::Writer::SetIncidentStatus(int64_t incident_id,
                                                        const std::string& status, int64_t now_ns) {
   ASSIGN_OR_RETURN(Statement s,
@@ -620,6 +713,83 @@ absl::StatusOr<std::vector<EventRecord>> CollectorStore::IncidentEvents(int64_t 
                                      "ORDER BY e.id"));
   s.Bind(1, incident_id);
   return Collect<EventRecord>(s, ReadEvent);
+}
+
+namespace {
+
+constexpr char kCloudEventColumns[] =
+    "id, region, event_id, event_name, event_source, time_ns, principal_arn, access_key_id, "
+    "source_ip, user_agent, resources, raw, received_ns";
+
+CloudEventRecord ReadCloudEvent(const Statement& s) {
+  CloudEventRecord e;
+  e.id = s.ColumnInt(0);
+  e.region = s.ColumnText(1);
+  e.event_id = s.ColumnText(2);
+  e.event_name = s.ColumnText(3);
+  e.event_source = s.ColumnText(4);
+  e.time_ns = s.ColumnInt(5);
+  e.principal_arn = s.ColumnText(6);
+  e.access_key_id = s.ColumnText(7);
+  e.source_ip = s.ColumnText(8);
+  e.user_agent = s.ColumnText(9);
+  const std::string resources = s.ColumnText(10);
+  if (!resources.empty()) e.resources = absl::StrSplit(resources, '\n');
+  e.raw = s.ColumnText(11);
+  e.received_ns = s.ColumnInt(12);
+  return e;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<int64_t>> CollectorStore::GetCloudCursor(const std::string& region) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT start_ns FROM cloud_cursors WHERE region = ?"));
+  s.Bind(1, region);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<int64_t>();
+  return std::optional<int64_t>(s.ColumnInt(0));
+}
+
+absl::StatusOr<std::vector<CloudEventRecord>> CollectorStore::ListCloudEvents(int64_t after_id,
+                                                                              int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare(absl::StrFormat(
+                                    "SELECT %s FROM cloud_events WHERE id > ? ORDER BY id LIMIT ?",
+                                    kCloudEventColumns)));
+  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+  return Collect<CloudEventRecord>(s, ReadCloudEvent);
+}
+
+absl::StatusOr<std::vector<CloudEventRecord>> CollectorStore::IncidentCloudEvents(
+    int64_t incident_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare(absl::StrFormat(
+                       "SELECT %s FROM cloud_events WHERE id IN (SELECT cloud_event_id FROM "
+                       "incident_cloud_events WHERE incident_id = ?) ORDER BY id",
+                       kCloudEventColumns)));
+  s.Bind(1, incident_id);
+  return Collect<CloudEventRecord>(s, ReadCloudEvent);
+}
+
+absl::StatusOr<std::vector<CloudEventError>> CollectorStore::ListCloudEventErrors(int limit) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s,
+                   read_db_->Prepare("SELECT id, region, event_id, reason, raw, received_ns FROM "
+                                     "cloud_event_errors ORDER BY id LIMIT ?"));
+  s.Bind(1, static_cast<int64_t>(limit));
+  return Collect<CloudEventError>(s, [](const Statement& r) {
+    CloudEventError e;
+    e.id = r.ColumnInt(0);
+    e.region = r.ColumnText(1);
+    e.event_id = r.ColumnText(2);
+    e.reason = r.ColumnText(3);
+    e.raw = r.ColumnText(4);
+    e.received_ns = r.ColumnInt(5);
+    return e;
+  });
 }
 
 absl::StatusOr<std::vector<IncidentRecord>> CollectorStore::ListIncidents(const std::string& status,

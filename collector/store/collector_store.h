@@ -110,6 +110,33 @@ struct BatchRecord {
   int64_t received_ns = 0;
 };
 
+// A CloudTrail event as stored (see collector/cloudtrail/cloud_event.h).
+struct CloudEventRecord {
+  int64_t id = 0;
+  std::string region;  // the region polled
+  std::string event_id;
+  std::string event_name;
+  std::string event_source;
+  int64_t time_ns = 0;
+  std::string principal_arn;
+  std::string access_key_id;
+  std::string source_ip;
+  std::string user_agent;
+  std::vector<std::string> resources;  // "TYPE NAME"
+  std::string raw;                     // the CloudTrailEvent JSON
+  int64_t received_ns = 0;
+};
+
+// A CloudTrail record that was reported as malformed and skipped.
+struct CloudEventError {
+  int64_t id = 0;
+  std::string region;
+  std::string event_id;  // "" when it had no usable one
+  std::string reason;
+  std::string raw;  // the item, capped
+  int64_t received_ns = 0;
+};
+
 struct EventQuery {
   std::string agent_id;  // empty: all
   std::string kind;      // empty: all; file | log | agent
@@ -179,6 +206,18 @@ class CollectorStore {
     absl::Status AppendIncidentSummary(int64_t incident_id, const std::string& line,
                                        int64_t now_ns);
 
+    // CloudTrail. InsertCloudEvent returns the new row's id, or 0 when an event with that event
+    // id is already stored (overlapping poll windows). InsertCloudEventError returns false when
+    // the same record was already reported. The cursor is where the region's next poll starts.
+    absl::StatusOr<int64_t> InsertCloudEvent(const CloudEventRecord& event);
+    absl::StatusOr<bool> InsertCloudEventError(const std::string& region,
+                                               const std::string& event_id,
+                                               const std::string& reason, const std::string& raw,
+                                               int64_t now_ns);
+    absl::Status SetCloudCursor(const std::string& region, int64_t start_ns, int64_t now_ns);
+    absl::Status LinkIncidentCloudEvent(int64_t incident_id, int64_t cloud_event_id,
+                                        int64_t now_ns);
+
     // Actions.
     absl::StatusOr<int64_t> InsertAction(const ActionRecord& action);
     // Writes status, detail, request id, error fields, result, mode, actor of `action` (by id) and
@@ -242,6 +281,12 @@ class CollectorStore {
   // Top-level `kind` actions the collector started on its own in mode auto since `since_ns`
   // and ran (refusals by the never-isolate list do not count): the hourly cap.
   absl::StatusOr<int64_t> CountAutomaticActionsSince(const std::string& kind, int64_t since_ns);
+  // CloudTrail: a region's cursor (nullopt before its first poll), stored events by id, an
+  // incident's cloud events, and the records reported as malformed (oldest first).
+  absl::StatusOr<std::optional<int64_t>> GetCloudCursor(const std::string& region);
+  absl::StatusOr<std::vector<CloudEventRecord>> ListCloudEvents(int64_t after_id, int limit);
+  absl::StatusOr<std::vector<CloudEventRecord>> IncidentCloudEvents(int64_t incident_id);
+  absl::StatusOr<std::vector<CloudEventError>> ListCloudEventErrors(int limit);
   // Number of stored batches of an agent (tests, diagnostics).
   absl::StatusOr<int64_t> CountBatches(const std::string& agent_id);
 

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "platform/aws/credentials.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -69,7 +70,10 @@ bool IsAuthCode(const std::string& code) {
   return code == "AuthFailure" || code == "SignatureDoesNotMatch" ||
          code == "UnauthorizedOperation" || code == "MissingAuthenticationToken" ||
          code == "InvalidClientTokenId" || code == "RequestExpired" || code == "OptInRequired" ||
-         code == "Blocked" || code == "AccessDenied";
+         code == "Blocked" || code == "AccessDenied" ||
+         // The JSON protocol's names (CloudTrail).
+         code == "InvalidSignatureException" || code == "UnrecognizedClientException" ||
+         code == "AccessDeniedException" || code == "ExpiredTokenException";
 }
 
 absl::StatusCode CodeForAwsError(int http_status, const std::string& code) {
@@ -236,23 +240,90 @@ absl::Status QueryConnection::Call(const std::string& action, Params params, boo
         !IsRetryableAwsError(info->http_status, info->error_code)) {
       break;
     }
-    const long cap =
-        std::min(options_.retry_max_ms, options_.retry_base_ms << std::min(attempt - 1, 20));
-    const long wait_ms = cap <= 0 ? 0 : std::uniform_int_distribution<long>(0, cap)(curl_->jitter);
-    spdlog::warn("aws call action={} service={} attempt={} error_code={} retry_in_ms={}", action,
-                 options_.service, attempt, Printable(info->error_code), wait_ms);
-    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    WaitBeforeRetry(action, attempt, *info);
   }
   return st;
 }
 
-absl::Status QueryConnection::CallOnce(const std::string& action, const std::string& body,
-                                       CallInfo* info, pugi::xml_document* doc) {
+void QueryConnection::WaitBeforeRetry(const std::string& action, int attempt,
+                                      const CallInfo& info) {
+  const long cap =
+      std::min(options_.retry_max_ms, options_.retry_base_ms << std::min(attempt - 1, 20));
+  const long wait_ms = cap <= 0 ? 0 : std::uniform_int_distribution<long>(0, cap)(curl_->jitter);
+  spdlog::warn("aws call action={} service={} attempt={} error_code={} retry_in_ms={}", action,
+               options_.service, attempt, Printable(info.error_code), wait_ms);
+  std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+}
+
+absl::Status QueryConnection::CallJson(const std::string& target, const std::string& body,
+                                       CallInfo* info, std::string* response) {
+  *info = CallInfo();
+  info->action = target.substr(target.rfind('.') + 1);
+  if (target.empty() || HasControlBytes(target)) {
+    return FailCall(info, absl::StatusCode::kInvalidArgument, "ClientValidation",
+                    "JSON target is empty or has control characters");
+  }
+  absl::Status st;
+  for (int attempt = 1;; ++attempt) {
+    info->attempts = attempt;
+    st = CallJsonOnce(target, body, info, response);
+    if (st.ok() || attempt >= options_.max_attempts || info->http_status == 0 ||
+        !IsRetryableAwsError(info->http_status, info->error_code)) {
+      break;
+    }
+    WaitBeforeRetry(info->action, attempt, *info);
+  }
+  return st;
+}
+
+absl::Status QueryConnection::CallJsonOnce(const std::string& target, const std::string& body,
+                                           CallInfo* info, std::string* response) {
+  RETURN_IF_ERROR(Send(info->action,
+                       {"Content-Type: application/x-amz-json-1.1", "X-Amz-Target: " + target},
+                       body, info, response));
+  const int http_status = info->http_status;
+  if (http_status >= 200 && http_status < 300) {
+    if (response->empty() || response->front() != '{') {
+      return FailCall(info, absl::StatusCode::kInternal, "MalformedResponse",
+                      absl::StrCat("HTTP ", http_status, " but not a JSON object: ",
+                                   Printable(*response, 200)));
+    }
+    return absl::OkStatus();
+  }
+  // A JSON 1.1 error: {"__type": "[namespace#]Code", "message" | "Message": "..."}.
+  std::string code;
+  std::string message;
+  absl::StatusOr<std::map<std::string, std::string>> fields = ParseFlatJsonObject(*response);
+  if (fields.ok()) {
+    auto get = [&](const char* key) {
+      auto it = fields->find(key);
+      return it == fields->end() ? std::string() : it->second;
+    };
+    code = get("__type");
+    if (const size_t hash = code.rfind('#'); hash != std::string::npos) code.erase(0, hash + 1);
+    message = get("message");
+    if (message.empty()) message = get("Message");
+  }
+  if (code.empty()) {
+    code = "UnknownError";
+    message = absl::StrCat("HTTP ", http_status,
+                           " with no AWS error in the body: ", Printable(*response, 200));
+  }
+  response->clear();
+  code = Capped(code, 128);
+  spdlog::debug("aws call action={} http_status={} error_code={}", info->action, http_status,
+                Printable(code));
+  return FailCall(info, CodeForAwsError(http_status, code), code, message);
+}
+
+absl::Status QueryConnection::Send(const std::string& action,
+                                   const std::vector<std::string>& headers_in,
+                                   const std::string& body, CallInfo* info, std::string* response) {
   info->http_status = 0;
   info->request_id.clear();
   info->error_code.clear();
   info->error_message.clear();
-  doc->reset();
+  response->clear();
 
   absl::StatusOr<Credentials> creds = options_.credentials();
   if (!creds.ok()) {
@@ -269,9 +340,13 @@ absl::Status QueryConnection::CallOnce(const std::string& action, const std::str
   CURL* h = curl_->handle.get();
   curl_easy_reset(h);
   Slist headers;
-  if (!AppendHeader(headers, "Content-Type: application/x-www-form-urlencoded; charset=utf-8") ||
-      (!creds->session_token.empty() &&
-       !AppendHeader(headers, "X-Amz-Security-Token: " + creds->session_token))) {
+  for (const std::string& header : headers_in) {
+    if (!AppendHeader(headers, header)) {
+      return FailCall(info, absl::StatusCode::kInternal, "ClientError", "out of memory");
+    }
+  }
+  if (!creds->session_token.empty() &&
+      !AppendHeader(headers, "X-Amz-Security-Token: " + creds->session_token)) {
     return FailCall(info, absl::StatusCode::kInternal, "ClientError", "out of memory");
   }
 
@@ -331,8 +406,19 @@ absl::Status QueryConnection::CallOnce(const std::string& action, const std::str
     return FailCall(info, absl::StatusCode::kUnavailable, "TransportError", message);
   }
 
+  *response = std::move(sink.body);
+  return absl::OkStatus();
+}
+
+absl::Status QueryConnection::CallOnce(const std::string& action, const std::string& body,
+                                       CallInfo* info, pugi::xml_document* doc) {
+  doc->reset();
+  std::string response;
+  RETURN_IF_ERROR(Send(action, {"Content-Type: application/x-www-form-urlencoded; charset=utf-8"},
+                       body, info, &response));
+  const long http_status = info->http_status;
   const pugi::xml_parse_result parsed =
-      doc->load_buffer(sink.body.data(), sink.body.size(), pugi::parse_default);
+      doc->load_buffer(response.data(), response.size(), pugi::parse_default);
   if (http_status >= 200 && http_status < 300) {
     const pugi::xml_node root = doc->document_element();
     if (!parsed || std::string_view(root.name()) != action + "Response") {
@@ -366,7 +452,7 @@ absl::Status QueryConnection::CallOnce(const std::string& action, const std::str
   if (code.empty()) {
     code = "UnknownError";
     message = absl::StrCat("HTTP ", http_status,
-                           " with no AWS error in the body: ", Printable(sink.body, 200));
+                           " with no AWS error in the body: ", Printable(response, 200));
   }
   code = Capped(code, 128);
   spdlog::debug("aws call action={} http_status={} request_id={} error_code={}", action,

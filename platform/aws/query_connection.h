@@ -1,5 +1,6 @@
-// One AWS Query API endpoint (EC2, IAM, Auto Scaling): every call is a POST to "/" with a
-// form-encoded body (Action=...&Version=...&...), signed with SigV4 by libcurl
+// One AWS API endpoint speaking the Query protocol (EC2, IAM, Auto Scaling: every call is a POST
+// to "/" with a form-encoded body Action=...&Version=...&...) or the JSON 1.1 protocol (CloudTrail:
+// a POST of a JSON document naming its operation in X-Amz-Target), signed with SigV4 by libcurl
 // (CURLOPT_AWS_SIGV4 "aws:amz:REGION:SERVICE", explicit Content-Type so it is signed too,
 // X-Amz-Security-Token when the credentials carry a session token). Answers are parsed with
 // pugixml; AWS error codes and messages surface unchanged, and every call reports its request id.
@@ -77,11 +78,25 @@ class QueryConnection {
   absl::Status Call(const std::string& action, Params params, bool dry_run, CallInfo* info,
                     pugi::xml_document* doc);
 
+  // The JSON 1.1 protocol: POSTs `body` (a JSON document) with X-Amz-Target `target`
+  // ("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"); on success
+  // `response` holds the answer's JSON text, unparsed. Errors come from the answer's "__type" and
+  // "message" and are classified and retried as Call's.
+  absl::Status CallJson(const std::string& target, const std::string& body, CallInfo* info,
+                        std::string* response);
+
   const Options& options() const { return options_; }
 
  private:
   struct Curl;
   explicit QueryConnection(Options options);
+  // One signed POST: credentials, headers, transport errors and the response size cap. Fills
+  // info->http_status and `response` with the body of any HTTP answer.
+  absl::Status Send(const std::string& action, const std::vector<std::string>& headers,
+                    const std::string& body, CallInfo* info, std::string* response);
+  absl::Status CallJsonOnce(const std::string& target, const std::string& body, CallInfo* info,
+                            std::string* response);
+  void WaitBeforeRetry(const std::string& action, int attempt, const CallInfo& info);
   absl::Status CallOnce(const std::string& action, const std::string& body, CallInfo* info,
                         pugi::xml_document* doc);
 

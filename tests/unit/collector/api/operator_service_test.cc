@@ -168,6 +168,7 @@ grpc::Status CallEmpty(const std::shared_ptr<grpc::Channel>& channel, const std:
 const std::map<std::string, Role>& RequiredRoles() {
   static const auto* roles = new std::map<std::string, Role>{
       {"ListAgents", Role::kRead},     {"QueryEvents", Role::kRead},
+      {"QueryCloudEvents", Role::kRead},
       {"ListIncidents", Role::kRead},  {"GetIncident", Role::kRead},
       {"ListActions", Role::kRead},    {"UpdateIncident", Role::kRespond},
       {"ExportEvidence", Role::kRead},  {"ReloadRules", Role::kAdmin},

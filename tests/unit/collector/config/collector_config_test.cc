@@ -34,6 +34,47 @@ response:
   EXPECT_EQ(c->log_level, "debug");
 }
 
+TEST(CollectorConfig, CloudTrailSectionParsesWithDefaults) {
+  const std::string base =
+      "enrollment_token_file: /e\ndatabase: /var/lib/t/c.db\ntls:\n  plaintext: true\n";
+  absl::StatusOr<CollectorConfig> off = ParseCollectorConfig(base, "c.yaml");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->cloudtrail.regions.empty());  // the source is off
+  absl::StatusOr<CollectorConfig> c = ParseCollectorConfig(
+      base + "cloudtrail:\n  regions: [us-east-1, eu-west-1]\n  poll_interval: 30s\n"
+             "  lookback: 2h\n  overlap: 5m\n  endpoint: http://127.0.0.1:9\n",
+      "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cloudtrail.regions, (std::vector<std::string>{"us-east-1", "eu-west-1"}));
+  EXPECT_EQ(c->cloudtrail.poll_interval_ms, 30000);
+  EXPECT_EQ(c->cloudtrail.lookback_ms, 7200000);
+  EXPECT_EQ(c->cloudtrail.overlap_ms, 300000);
+  EXPECT_EQ(c->cloudtrail.max_calls_per_second, 2);
+  EXPECT_EQ(c->cloudtrail.endpoint, "http://127.0.0.1:9");
+  struct Bad {
+    const char* yaml;
+    const char* where;
+    const char* why;
+  };
+  for (const Bad& bad : {
+           Bad{"cloudtrail:\n  regions: []\n", "c.yaml:6", "at least one region"},
+           Bad{"cloudtrail:\n  regions: [US_EAST]\n", "c.yaml:6", "not a region name"},
+           Bad{"cloudtrail:\n  regions: [us-east-1, us-east-1]\n", "c.yaml:6", "listed twice"},
+           Bad{"cloudtrail:\n  regions: [us-east-1]\n  overlap: 0s\n", "c.yaml:7", "overlap"},
+           Bad{"cloudtrail:\n  regions: [us-east-1]\n  max_calls_per_second: 5\n", "c.yaml:7",
+               "max_calls_per_second"},
+           Bad{"cloudtrail:\n  regions: [us-east-1]\n  endpoint: ftp://x\n", "c.yaml:7",
+               "http://"},
+           Bad{"cloudtrail:\n  regions: [us-east-1]\n  poll: 1s\n", "c.yaml:7", "poll"},
+       }) {
+    absl::StatusOr<CollectorConfig> r = ParseCollectorConfig(base + bad.yaml, "c.yaml");
+    ASSERT_FALSE(r.ok()) << bad.yaml;
+    const std::string msg(r.status().message());
+    EXPECT_NE(msg.find(bad.where), std::string::npos) << msg;
+    EXPECT_NE(msg.find(bad.why), std::string::npos) << msg;
+  }
+}
+
 TEST(CollectorConfig, OperatorAccessDefaultsAndCertificates) {
   const std::string base =
       "enrollment_token_file: /e\ndatabase: /var/lib/t/c.db\ntls:\n  plaintext: true\n";

@@ -114,3 +114,93 @@ TEST_F(IncidentRecorderTest, IntegrityFailuresAppendToTheOpenIntegrityIncident) 
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+// A cloud rule's incident: isolate (or stop) actions for exactly the launched instances, a line
+// instead when the response is off or the event launched nothing.
+class CloudIncidentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = CollectorStore::Open(dir_.Sub("c.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto rules = ParseRules(R"(rules:
+  - {id: launch-iso, title: Launch, severity: critical,
+     match: {kind: cloud, event_names: [RunInstances, CreateKeyPair]}, response: [isolate],
+     response_mode: approve}
+)", "rules.yaml");
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    rules_ = *std::move(rules);
+  }
+
+  RecordOutcome Record(const std::string& record, bool auto_respond, int64_t* incident) {
+    absl::StatusOr<CloudEvent> e = ParseCloudTrailRecord(record, "us-east-1");
+    EXPECT_TRUE(e.ok()) << e.status();
+    auto w = store_->BeginWrite();
+    EXPECT_TRUE(w.ok());
+    CloudEventRecord r;
+    r.region = "us-east-1";
+    r.event_id = e->event_id;
+    r.event_name = e->event_name;
+    r.raw = record;
+    const int64_t id = *w->InsertCloudEvent(r);
+    LogRuleOutcome outcome;
+    outcome.kind = LogRuleOutcome::Kind::kOpen;
+    outcome.event_ids = {id};
+    auto out = RecordCloudRuleOutcome(*w, rules_.rules()[0], "cloudtrail:us-east-1", outcome, id,
+                                      *e, auto_respond, 9);
+    EXPECT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(w->Commit().ok());
+    *incident = out.ok() ? out->incident_id : 0;
+    return out.ok() ? *out : RecordOutcome{};
+  }
+
+  tripline::testing::TempDir dir_;
+  std::unique_ptr<CollectorStore> store_;
+  RuleSet rules_;
+};
+
+TEST_F(CloudIncidentTest, IsolateRuleQueuesOneActionPerLaunchedInstanceInItsMode) {
+  int64_t incident = 0;
+  RecordOutcome out = Record(
+      R"({"eventID":"e-1","eventName":"RunInstances","userIdentity":{"arn":"arn:aws:iam::1:user/x"},
+          "responseElements":{"instancesSet":{"items":[{"instanceId":"i-01"},{"instanceId":"i-02"}]}}})",
+      true, &incident);
+  EXPECT_TRUE(out.opened);
+  EXPECT_TRUE(out.isolation_queued);
+  auto actions = store_->ListActions(incident, 10);
+  ASSERT_TRUE(actions.ok());
+  ASSERT_EQ(actions->size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ((*actions)[i].kind, "isolate");
+    EXPECT_EQ((*actions)[i].target, i == 0 ? "i-01" : "i-02");
+    EXPECT_EQ((*actions)[i].mode, "approve");
+    EXPECT_EQ((*actions)[i].actor, "collector");
+  }
+  auto linked = store_->IncidentCloudEvents(incident);
+  ASSERT_TRUE(linked.ok());
+  ASSERT_EQ(linked->size(), 1u);
+  EXPECT_EQ((*linked)[0].event_id, "e-1");
+}
+
+TEST_F(CloudIncidentTest, ResponseOffOrNothingLaunchedQueuesNothingAndSaysSo) {
+  int64_t off = 0, none = 0;
+  EXPECT_FALSE(Record(R"({"eventID":"e-2","eventName":"RunInstances",
+      "responseElements":{"instancesSet":{"items":[{"instanceId":"i-03"}]}}})",
+                      false, &off)
+                   .isolation_queued);
+  EXPECT_FALSE(Record(R"({"eventID":"e-3","eventName":"CreateKeyPair"})", true, &none)
+                   .isolation_queued);
+  auto actions = store_->ListActions(0, 10);
+  ASSERT_TRUE(actions.ok());
+  EXPECT_TRUE(actions->empty());
+  EXPECT_NE((*store_->GetIncident(off))->summary.find("isolate of i-03 not started: response mode "
+                                                      "is off"),
+            std::string::npos);
+  EXPECT_NE((*store_->GetIncident(none))->summary.find("launched no instance"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tripline::collector

@@ -760,3 +760,70 @@ TEST(Guardrails, LogRuleResponseModeApproveWaitsForTheOperator) {
 
 }  // namespace
 }  // namespace tripline::collector
+
+namespace tripline::collector {
+namespace {
+
+// A stop the collector queued on its own (a CloudTrail rule), as QueueCloudResponse writes it.
+int64_t QueueAutomaticStop(CollectorStore* store, const std::string& instance,
+                           const std::string& mode = "") {
+  auto w = store->BeginWrite();
+  EXPECT_TRUE(w.ok());
+  ActionRecord a;
+  a.agent_id = "cloudtrail:us-east-1";
+  a.kind = kStopActionKind;
+  a.target = instance;
+  a.status = "pending";
+  a.actor = "collector";
+  a.mode = mode;
+  a.created_ns = a.updated_ns = SystemClock().NowUnixNanos();
+  int64_t id = *w->InsertAction(a);
+  EXPECT_TRUE(w->Commit().ok());
+  return id;
+}
+
+// The guardrails of isolation hold for automatic stops: never-isolate ids and tags (after one
+// describe), approve mode, and the hourly cap, counted apart from isolations.
+TEST_F(Recipe, AutomaticStopsGoThroughTheIsolationGuardrails) {
+  IsolationWorker::Options options;
+  options.never_isolate_ids = {"i-0collector"};
+  options.never_isolate_tags = {{"tripline:never-isolate", ""}};
+  options.max_auto_per_hour = 2;
+  aws::Instance tagged = TwoInterfaceInstance("i-0bastion");
+  tagged.tags["tripline:never-isolate"] = "yes";
+  AddInstance(*ec2_, tagged);
+  for (const char* id : {"i-0collector", "i-0l1", "i-0l2", "i-0l3", "i-0l4"}) {
+    AddInstance(*ec2_, TwoInterfaceInstance(id));
+  }
+  const int64_t by_id = QueueAutomaticStop(store_.get(), "i-0collector");
+  const int64_t by_tag = QueueAutomaticStop(store_.get(), "i-0bastion");
+  const int64_t approve = QueueAutomaticStop(store_.get(), "i-0l1", "approve");
+  const int64_t first = QueueAutomaticStop(store_.get(), "i-0l2");
+  const int64_t second = QueueAutomaticStop(store_.get(), "i-0l3");
+  const int64_t over_cap = QueueAutomaticStop(store_.get(), "i-0l4");
+  auto worker = Worker(options);
+  worker->Start();
+  auto status = [&](int64_t id) { return (*store_->GetAction(id))->status; };
+  ASSERT_TRUE(WaitFor([&] {
+    return ActionFinished(store_.get(), by_id) && ActionFinished(store_.get(), by_tag) &&
+           ActionFinished(store_.get(), first) && ActionFinished(store_.get(), second) &&
+           status(approve) == "approval" && status(over_cap) == "approval";
+  }));
+  worker->Stop();
+  EXPECT_EQ((*store_->GetAction(by_id))->error_code, "NeverIsolate");
+  EXPECT_EQ((*store_->GetAction(by_tag))->error_code, "NeverIsolate");
+  EXPECT_EQ(status(first), "done");
+  EXPECT_EQ(status(second), "done");
+  std::lock_guard<std::mutex> lock(ec2_->mu);
+  EXPECT_EQ(ec2_->instances["i-0l2"].state, "stopped");
+  EXPECT_EQ(ec2_->instances["i-0l3"].state, "stopped");
+  EXPECT_NE(ec2_->instances["i-0l1"].state, "stopped");
+  EXPECT_NE(ec2_->instances["i-0l4"].state, "stopped");
+  EXPECT_NE(ec2_->instances["i-0bastion"].state, "stopped");
+  for (const std::string& call : ec2_->calls) {
+    EXPECT_EQ(call.find("i-0collector"), std::string::npos) << call;
+  }
+}
+
+}  // namespace
+}  // namespace tripline::collector

@@ -172,6 +172,10 @@ TEST(CollectorStore, EventsRebuildKeepsIdsLinksAndHighWaterMark) {
     auto db = Database::Open(path);
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->Exec("DELETE FROM events WHERE seq = 4").ok());
+    // What migrations after 6 created goes too, so they run again cleanly.
+    ASSERT_TRUE((*db)->Exec("DROP TABLE incident_cloud_events; DROP TABLE cloud_event_errors; "
+                            "DROP TABLE cloud_cursors; DROP TABLE cloud_events;")
+                    .ok());
     ASSERT_TRUE((*db)->Exec("PRAGMA user_version=5").ok());
   }
   auto store = CollectorStore::Open(path);
