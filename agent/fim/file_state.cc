@@ -26,10 +26,6 @@ int64_t Nanos(const struct timespec& ts) {
 
 // 256 KiB reads: few syscalls per large file, still cheap per thread.
 constexpr size_t kReadChunk = 256 * 1024;
-// A file that was not cached is read ahead this far beyond the hasher with POSIX_FADV_WILLNEED:
-// the device then has whole megabytes queued while the CPU hashes, instead of the default
-// readahead window (128 KiB here), which leaves a cold scan of large files waiting on each read.
-constexpr int64_t kPrefetchBytes = 8 << 20;
 
 std::string TooLargeNote(int64_t size, int64_t max) {
   return absl::StrFormat("not hashed: %d bytes is over max_hash_bytes %d", size, max);
@@ -64,19 +60,11 @@ void HashOpenFile(int fd, int64_t size, int64_t max_hash_bytes, FileStateRead* o
   auto drop = [&] {
     if (!was_cached) ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   };
-  int64_t prefetched = 0;  // read ahead up to here
-  auto prefetch = [&] {
-    if (was_cached || size <= static_cast<int64_t>(kReadChunk) || prefetched >= size) return;
-    if (static_cast<int64_t>(total) + kPrefetchBytes / 2 < prefetched) return;
-    ::posix_fadvise(fd, prefetched, kPrefetchBytes, POSIX_FADV_WILLNEED);
-    prefetched += kPrefetchBytes;
-  };
   const bool short_first = first > 0 && static_cast<size_t>(first) < buf.size();
   // A small file read whole by the first call needs no second read to find its end: a file that
   // grew meanwhile is caught by the caller's fstat after hashing.
   const bool whole = short_first && first == size;
   while (!whole) {
-    prefetch();
     ssize_t r = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(total));
     if (r < 0) {
       if (errno == EINTR) continue;

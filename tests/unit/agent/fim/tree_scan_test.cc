@@ -124,7 +124,7 @@ TEST_F(TreeScanTest, FilesNotInThePageCacheAreHashedAndLeaveNoPagesBehind) {
   }
   for (int f = 0; f < 3; ++f) {
     files.emplace_back(root_ + "/big" + std::to_string(f),
-                       std::string((3 << 20) + f * 4096 + 7, 'A' + f));  // over the prefetch step
+                       std::string((3 << 20) + f * 4096 + 7, 'A' + f));
   }
   std::set<std::string> evicted;
   for (const auto& [path, contents] : files) {
