@@ -11,8 +11,12 @@
 // `scan`: 0 done, 2 bad command line or config, 3 the baseline could not be stored.
 // `check` (like AIDE's --check): 0 no changes, 1 changes found, 2 bad command line or config,
 // 3 nothing to compare with or the baseline file could not be read.
+#include <malloc.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
@@ -127,6 +131,9 @@ int main(int argc, char** argv) {
     return RunOneShot(check->parsed(), oneshot_config, json, log_level);
   }
   if (config_path.empty()) return Fail(2, "--config is required (or a command: scan, check)");
+  // The daemon idles for days with a dozen threads: one malloc arena per CPU, instead of glibc's
+  // eight per CPU, keeps each thread from holding an arena of its own (2 MB at 100k watched files).
+  ::mallopt(M_ARENA_MAX, std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
 
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(config_path);
   if (!config.ok()) return Fail(2, std::string(config.status().message()));

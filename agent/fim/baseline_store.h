@@ -4,13 +4,19 @@
 // every change it reports, so a restart reports exactly what changed while the agent was down;
 // `tripline-agent scan` writes it and `tripline-agent check` reads it.
 //
-// Schema (PRAGMA user_version 1):
+// The daemon keeps no copy of it in memory: it looks paths up here as events come (SQLite's page
+// cache is bounded, see kCacheKiB), writes changes into a transaction it commits after each batch
+// of events, and loads a part into memory only for the length of a rescan's comparison.
+//
+// Schema (PRAGMA user_version 2):
 //   fim_roots(path BLOB PRIMARY KEY, fingerprint BLOB, scanned_unix_ns INTEGER)
-//   fim_files(path BLOB PRIMARY KEY, state BLOB)   -- state: a serialized tripline.v1.FileState
+//   fim_files(path BLOB PRIMARY KEY, state BLOB,   -- state: a serialized tripline.v1.FileState
+//             device INTEGER, inode INTEGER)      -- indexed: the other names of a hard link
 //
 // Threads: one owner; not thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +43,10 @@ class BaselineStore {
   // Opens (creating, migrating) the baseline file at `path`.
   static absl::StatusOr<std::unique_ptr<BaselineStore>> Open(const std::string& path);
 
+  // A baseline held by SQLite in memory (still far more compact than a map of states): for a
+  // daemon without a usable baseline file.
+  static absl::StatusOr<std::unique_ptr<BaselineStore>> OpenInMemory();
+
   // Root path -> fingerprint (RootFingerprint) of the options its stored baseline was taken with.
   absl::StatusOr<std::unordered_map<std::string, std::string>> LoadRoots();
 
@@ -51,11 +61,39 @@ class BaselineStore {
   absl::Status Apply(
       const std::vector<std::pair<std::string, std::optional<tripline::v1::FileState>>>& changes);
 
+  // The stored states at or under any of `scope`, for a comparison with a scan (DiffBaseline).
+  absl::StatusOr<Baseline> LoadScope(const std::vector<std::string>& scope);
+
+  // One path's stored state; nullopt when there is none.
+  absl::StatusOr<std::optional<tripline::v1::FileState>> Get(const std::string& path);
+
+  // Every stored path strictly under `dir`, with its state, sorted by path.
+  absl::StatusOr<std::vector<std::pair<std::string, tripline::v1::FileState>>> ListUnder(
+      const std::string& dir);
+
+  // Every stored path whose state has this device and inode, sorted by path.
+  absl::StatusOr<std::vector<std::pair<std::string, tripline::v1::FileState>>> FindInode(
+      uint64_t device, uint64_t inode);
+
+  // Upserts or deletes one path inside the open write transaction (begun by the first write
+  // after a Commit); Get and the other reads see it at once, the file at Commit().
+  absl::Status Put(const std::string& path, const tripline::v1::FileState& state);
+  absl::Status Erase(const std::string& path);
+  absl::Status Commit();
+
   const std::string& path() const { return db_->path(); }
 
  private:
+  // SQLite's page cache per baseline (KiB): lookups touch a few pages of a B-tree, and the
+  // file is read through the OS page cache anyway.
+  static constexpr int kCacheKiB = 1024;
+
   explicit BaselineStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  static absl::StatusOr<std::unique_ptr<BaselineStore>> Setup(std::unique_ptr<Database> db);
+  absl::Status BeginWrite();
+  absl::StatusOr<std::vector<std::pair<std::string, tripline::v1::FileState>>> Rows(Statement st);
   std::unique_ptr<Database> db_;
+  std::optional<Transaction> txn_;
 };
 
 }  // namespace tripline::agent

@@ -129,22 +129,7 @@ void FimWatcher::StartUp() {
     absl::StatusOr<std::unordered_map<std::string, std::string>> fingerprints;
     absl::StatusOr<Baseline> loaded;
     if (store.ok()) fingerprints = (*store)->LoadRoots();
-    if (store.ok() && fingerprints.ok()) loaded = (*store)->Load();
-    absl::Status st = !store.ok()          ? store.status()
-                      : !fingerprints.ok() ? fingerprints.status()
-                                           : loaded.status();
-    if (!st.ok()) {
-      spdlog::error("fim: baseline file unusable, keeping the baseline in memory only: {}",
-                    std::string(st.message()));
-      AgentEvent ev;
-      ev.set_kind(AgentEvent::CONFIG_ERROR);
-      ev.set_path(options_.baseline_path);
-      ev.set_message(absl::StrFormat(
-          "baseline file unusable (%s): changes made while the agent is down will not be reported",
-          std::string(st.message())));
-      EmitAgent(std::move(ev));
-    } else {
-      store_ = *std::move(store);
+    if (store.ok() && fingerprints.ok()) {
       for (const FimRoot& r : roots_) {
         auto it = fingerprints->find(r.path);
         if (it != fingerprints->end() && it->second == RootFingerprint(r)) {
@@ -156,16 +141,22 @@ void FimWatcher::StartUp() {
               Printable(r.path));
         }
       }
-      for (auto& [path, state] : *loaded) {
-        for (const std::string& k : known) {
-          if (IsAtOrUnder(path, k)) {
-            stored.emplace(path, std::move(state));
-            break;
-          }
-        }
-      }
+      loaded = (*store)->LoadScope(known);
     }
+    absl::Status st = !store.ok()          ? store.status()
+                      : !fingerprints.ok() ? fingerprints.status()
+                                           : loaded.status();
+    if (!st.ok()) {
+      known.clear();
+      UseInMemoryStore(st);
+    } else {
+      store_ = *std::move(store);
+      stored = *std::move(loaded);
+    }
+  } else {
+    UseInMemoryStore(absl::OkStatus());
   }
+  if (store_ == nullptr) return;  // not even an in-memory one: UseInMemoryStore said why
 
   ScanResult scan = ParallelScan(AllRoots(roots_));
   if (stop_.load()) return;
@@ -184,12 +175,18 @@ void FimWatcher::StartUp() {
       }
     }
   }
-  stored.clear();
-  baseline_.reserve(scan.files.size());
-  for (const ScannedFile& f : scan.files) baseline_[f.path] = f.state;
-  if (store_ != nullptr) {
-    absl::Status st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
-    if (!st.ok()) spdlog::error("fim: storing the baseline: {}", std::string(st.message()));
+  stored = Baseline();
+  absl::Status stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
+  if (!stored_st.ok()) {
+    UseInMemoryStore(stored_st);
+    if (store_ == nullptr) return;
+    stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
+    if (!stored_st.ok()) {
+      spdlog::error("fim: no baseline can be kept, realtime monitoring stopped: {}",
+                    std::string(stored_st.message()));
+      store_.reset();
+      return;
+    }
   }
 
   AgentEvent done;
@@ -208,7 +205,35 @@ void FimWatcher::StartUp() {
   EmitAgent(std::move(done));
   next_fallback_scan_ns_ =
       clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
+  scan = ScanResult();
   ReleaseScanMemory();
+}
+
+void FimWatcher::UseInMemoryStore(const absl::Status& why) {
+  store_.reset();
+  if (!why.ok()) {
+    spdlog::error("fim: baseline file unusable, keeping the baseline in memory only: {}",
+                  std::string(why.message()));
+    AgentEvent ev;
+    ev.set_kind(AgentEvent::CONFIG_ERROR);
+    ev.set_path(options_.baseline_path);
+    ev.set_message(absl::StrFormat(
+        "baseline file unusable (%s): changes made while the agent is down will not be reported",
+        std::string(why.message())));
+    EmitAgent(std::move(ev));
+  }
+  absl::StatusOr<std::unique_ptr<BaselineStore>> mem = BaselineStore::OpenInMemory();
+  if (!mem.ok()) {
+    spdlog::error("fim: no in-memory baseline either, realtime monitoring stopped: {}",
+                  std::string(mem.status().message()));
+    AgentEvent ev;
+    ev.set_kind(AgentEvent::CONFIG_ERROR);
+    ev.set_message(absl::StrFormat("no baseline can be kept (%s): file monitoring stopped",
+                                   std::string(mem.status().message())));
+    EmitAgent(std::move(ev));
+    return;
+  }
+  store_ = *std::move(mem);
 }
 
 void FimWatcher::ReleaseScanMemory() {
@@ -229,6 +254,7 @@ int FimWatcher::PollTimeoutMs() const {
 
 void FimWatcher::Run() {
   StartUp();
+  if (store_ == nullptr) return;  // stopped during the scan, or no baseline could be kept
   std::vector<InotifyEvent> events;
   while (!stop_.load()) {
     struct pollfd fds[2] = {{inotify_->fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
@@ -431,7 +457,12 @@ void FimWatcher::Rescan() {
   if (stop_.load()) return;
   std::vector<std::string> scope;
   for (const FimRoot& r : roots_) scope.push_back(r.path);
-  std::vector<FileChange> changes = DiffBaseline(baseline_, scan, roots_, scope);
+  std::vector<FileChange> changes;
+  {
+    absl::StatusOr<Baseline> before = LoadScope(scope);
+    if (!before.ok()) return;
+    changes = DiffBaseline(*before, scan, roots_, scope);
+  }
   std::vector<std::string> removed_dirs;
   ApplyChanges(changes, &removed_dirs);
   for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
@@ -443,6 +474,8 @@ void FimWatcher::Rescan() {
   done.set_message(absl::StrFormat("%d changes found", changes.size()));
   spdlog::info("fim: rescan done files={} changes={}", done.files(), changes.size());
   EmitAgent(std::move(done));
+  scan = ScanResult();
+  changes = {};
   ReleaseScanMemory();
 }
 
@@ -463,7 +496,12 @@ void FimWatcher::FallbackScan() {
   }
   ScanResult scan = ParallelScan(starts);
   if (stop_.load()) return;
-  std::vector<FileChange> changes = DiffBaseline(baseline_, scan, roots_, scope);
+  std::vector<FileChange> changes;
+  {
+    absl::StatusOr<Baseline> before = LoadScope(scope);
+    if (!before.ok()) return;
+    changes = DiffBaseline(*before, scan, roots_, scope);
+  }
   std::vector<std::string> removed_dirs;
   ApplyChanges(changes, &removed_dirs);
   for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
@@ -487,20 +525,20 @@ void FimWatcher::Reconcile(const std::string& path, size_t root) {
 }
 
 void FimWatcher::Report(const std::string& path, size_t root, const FileStateRead& read) {
-  auto it = baseline_.find(path);
+  std::optional<FileState> known = Lookup(path);
   if (!read.exists) {
-    if (it == baseline_.end()) return;  // came and went unseen: nothing to compare
+    if (!known.has_value()) return;  // came and went unseen: nothing to compare
     Vanished(path);
     return;
   }
-  if (it == baseline_.end()) {
+  if (!known.has_value()) {
     Put(path, read.state);
     EmitFile(FileEvent::CREATED, path, "", nullptr, &read.state, read.note);
     if (!IsDir(read.state) && read.state.nlink() > 1) ReconcileHardLinks(path, read.state);
     return;
   }
-  StateChange change = CompareStates(it->second, read.state, roots_[root].attrs);
-  FileState before = std::move(it->second);
+  StateChange change = CompareStates(*known, read.state, roots_[root].attrs);
+  FileState before = *std::move(known);
   Put(path, read.state);  // timestamps move on even when nothing is reported
   if (change == StateChange::kNone) return;
   EmitFile(change == StateChange::kContent ? FileEvent::MODIFIED : FileEvent::ATTRIB, path, "",
@@ -515,12 +553,15 @@ void FimWatcher::ReconcileHardLinks(const std::string& path, const FileState& st
   // A link count changes on the inode, and inotify tells only watches of that inode, not of the
   // directories holding its other names: look for them here.
   std::vector<std::string> others;
-  for (const auto& [p, s] : baseline_) {
-    if (p != path && s.inode() == state.inode() && s.device() == state.device() && !IsDir(s)) {
-      others.push_back(p);
-    }
+  absl::StatusOr<std::vector<std::pair<std::string, FileState>>> same =
+      store_->FindInode(state.device(), state.inode());
+  if (!same.ok()) {
+    spdlog::error("fim: reading the baseline: {}", std::string(same.status().message()));
+    return;
   }
-  std::sort(others.begin(), others.end());
+  for (const auto& [p, s] : *same) {
+    if (p != path && !IsDir(s)) others.push_back(p);
+  }
   for (const std::string& p : others) {
     for (size_t root = 0; root < roots_.size(); ++root) {
       if (IsAtOrUnder(p, roots_[root].path)) {
@@ -532,9 +573,9 @@ void FimWatcher::ReconcileHardLinks(const std::string& path, const FileState& st
 }
 
 void FimWatcher::Vanished(const std::string& path) {
-  auto it = baseline_.find(path);
-  if (it != baseline_.end()) {
-    FileState before = std::move(it->second);
+  std::optional<FileState> known = Lookup(path);
+  if (known.has_value()) {
+    FileState before = *std::move(known);
     Erase(path);
     EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
     if (!IsDir(before) && before.nlink() > 1) ReconcileHardLinks(path, before);
@@ -545,8 +586,8 @@ void FimWatcher::Vanished(const std::string& path) {
 
 void FimWatcher::Renamed(const std::string& from, const std::string& to, size_t root) {
   const FimRoot& r = roots_[root];
-  auto it = baseline_.find(from);
-  if (it == baseline_.end()) {  // we never knew the old name: this is news at the new one
+  std::optional<FileState> known = Lookup(from);
+  if (!known.has_value()) {  // we never knew the old name: this is news at the new one
     Reconcile(to, root);
     return;
   }
@@ -556,19 +597,16 @@ void FimWatcher::Renamed(const std::string& from, const std::string& to, size_t 
     Vanished(from);
     return;
   }
-  FileState before = std::move(it->second);
+  FileState before = *std::move(known);
   Erase(from);
   std::string note = read.note;
-  if (baseline_.count(to) != 0 && !IsDir(read.state)) {
+  if (Lookup(to).has_value() && !IsDir(read.state)) {
     note = note.empty() ? "replaced an existing file" : note + "; replaced an existing file";
   }
   Put(to, read.state);
   if (IsDir(before)) {
     // The subtree moves with its directory: re-key what we know and where we watch.
-    std::vector<std::pair<std::string, FileState>> moved;
-    for (const auto& [p, s] : baseline_) {
-      if (IsUnder(p, from)) moved.emplace_back(p, s);
-    }
+    std::vector<std::pair<std::string, FileState>> moved = Under(from);
     for (auto& [p, s] : moved) {
       Erase(p);
       Put(to + p.substr(from.size()), s);
@@ -582,14 +620,7 @@ void FimWatcher::Renamed(const std::string& from, const std::string& to, size_t 
 }
 
 void FimWatcher::ForgetSubtree(const std::string& dir, bool report) {
-  std::vector<std::string> under;
-  for (const auto& [path, state] : baseline_) {
-    if (IsUnder(path, dir)) under.push_back(path);
-  }
-  std::sort(under.begin(), under.end());
-  for (const std::string& path : under) {
-    auto it = baseline_.find(path);
-    FileState before = std::move(it->second);
+  for (auto& [path, before] : Under(dir)) {
     Erase(path);
     pending_writes_.erase(path);
     if (report) EmitFile(FileEvent::DELETED, path, "", &before, nullptr, "");
@@ -692,24 +723,57 @@ void FimWatcher::RekeyWatches(const std::string& from, const std::string& to) {
   for (auto& [p, r] : moved) unwatched_[p] = r;
 }
 
+std::optional<FileState> FimWatcher::Lookup(const std::string& path) {
+  absl::StatusOr<std::optional<FileState>> got = store_->Get(path);
+  if (!got.ok()) {
+    // Reported as new rather than dropped: nothing is lost, at worst said twice.
+    spdlog::error("fim: reading the baseline path={}: {}", Printable(path),
+                  std::string(got.status().message()));
+    return std::nullopt;
+  }
+  return *std::move(got);
+}
+
+std::vector<std::pair<std::string, FileState>> FimWatcher::Under(const std::string& dir) {
+  absl::StatusOr<std::vector<std::pair<std::string, FileState>>> got = store_->ListUnder(dir);
+  if (!got.ok()) {
+    spdlog::error("fim: reading the baseline under path={}: {}", Printable(dir),
+                  std::string(got.status().message()));
+    return {};
+  }
+  return *std::move(got);
+}
+
+absl::StatusOr<Baseline> FimWatcher::LoadScope(const std::vector<std::string>& scope) {
+  FlushStore();
+  absl::StatusOr<Baseline> got = store_->LoadScope(scope);
+  if (!got.ok()) {
+    spdlog::error("fim: reading the baseline for a rescan: {}", std::string(got.status().message()));
+  }
+  return got;
+}
+
 void FimWatcher::Put(const std::string& path, const FileState& state) {
-  baseline_[path] = state;
-  if (store_ != nullptr) dirty_[path] = state;
+  absl::Status st = store_->Put(path, state);
+  if (!st.ok()) {
+    spdlog::error("fim: updating the baseline path={}: {}", Printable(path),
+                  std::string(st.message()));
+  }
 }
 
 void FimWatcher::Erase(const std::string& path) {
-  baseline_.erase(path);
-  if (store_ != nullptr) dirty_[path] = std::nullopt;
+  absl::Status st = store_->Erase(path);
+  if (!st.ok()) {
+    spdlog::error("fim: updating the baseline path={}: {}", Printable(path),
+                  std::string(st.message()));
+  }
 }
 
 void FimWatcher::FlushStore() {
-  if (store_ == nullptr || dirty_.empty()) return;
-  std::vector<std::pair<std::string, std::optional<FileState>>> changes(
-      std::make_move_iterator(dirty_.begin()), std::make_move_iterator(dirty_.end()));
-  dirty_.clear();
-  absl::Status st = store_->Apply(changes);
+  if (store_ == nullptr) return;
+  absl::Status st = store_->Commit();
   if (!st.ok()) {
-    // The in-memory baseline stays right; a restart may report these changes a second time.
+    // A restart may report these changes a second time.
     spdlog::error("fim: updating the baseline file: {}", std::string(st.message()));
   }
 }

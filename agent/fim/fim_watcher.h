@@ -31,6 +31,10 @@
 // followed. Paths are bytes. Excluded entries (and excluded directories' subtrees) are neither
 // recorded nor watched.
 //
+// Memory: the baseline lives in the baseline file (or, without one, in an in-memory SQLite
+// database), not in a map: each event looks its path up there. What the agent keeps in memory
+// per watched file is nothing; per watched directory, one entry of the watch table.
+//
 // Threads: Start() runs one FIM thread that owns everything here (baseline, baseline file,
 // inotify fd, watch table); full scans run on a pool of workers (tree_scan.h) that the FIM thread
 // waits for, and the only thing they touch here is AddWatch (under watch_mu_). Idle, the thread
@@ -132,6 +136,10 @@ class FimWatcher {
   void EmitWatchFailures();
   void RemoveWatchesUnder(const std::string& dir);
   void RekeyWatches(const std::string& from, const std::string& to);
+  std::optional<tripline::v1::FileState> Lookup(const std::string& path);
+  std::vector<std::pair<std::string, tripline::v1::FileState>> Under(const std::string& dir);
+  absl::StatusOr<Baseline> LoadScope(const std::vector<std::string>& scope);
+  void UseInMemoryStore(const absl::Status& why);
   void Put(const std::string& path, const tripline::v1::FileState& state);
   void Erase(const std::string& path);
   void FlushStore();
@@ -165,9 +173,7 @@ class FimWatcher {
 
   // Owned by the FIM thread (set up by Start() before the thread exists).
   std::optional<Inotify> inotify_;
-  std::unique_ptr<BaselineStore> store_;
-  Baseline baseline_;
-  std::unordered_map<std::string, std::optional<tripline::v1::FileState>> dirty_;  // for store_
+  std::unique_ptr<BaselineStore> store_;  // the baseline; set by StartUp
   std::unordered_map<std::string, PendingWrite> pending_writes_;  // IN_MODIFY being debounced
   std::vector<dev_t> root_dev_;  // per root, for one_filesystem in realtime scans
   int64_t next_fallback_scan_ns_ = 0;

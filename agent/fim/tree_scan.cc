@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,10 @@ constexpr int64_t kHashTaskBytes = 256 * 1024;
 // workers, 6.1 s with 4, 4.0 s with 8); a warm scan is CPU-bound and the extra workers only share
 // the CPUs.
 constexpr int kThreadsPerCpu = 4;
+
+// Small files a lister reads ahead at once (POSIX_FADV_WILLNEED) when its directory is not in
+// the page cache: the device then serves a batch of reads together instead of one per lister.
+constexpr size_t kPrefetchBatch = 16;
 
 struct DirNode {
   UniqueFd fd;
@@ -123,8 +128,9 @@ class Scan {
     Visit(std::move(t), /*local=*/nullptr, /*is_start=*/true);
   }
 
-  // Records or queues one entry found by a lister (or a start).
-  void Visit(Task t, Local* local, bool is_start) {
+  // Records or queues one entry found by a lister (or a start). A small file to hash is added to
+  // `batch` (when given) to be read by HashBatch.
+  void Visit(Task t, Local* local, bool is_start, std::vector<Task>* batch = nullptr) {
     const FimRoot& r = roots_[t.root];
     if (S_ISDIR(t.st.st_mode)) {
       const bool descend_allowed = is_start || r.recursive;
@@ -164,8 +170,55 @@ class Scan {
       Push(std::move(t));
       return;
     }
+    if (batch != nullptr && S_ISREG(t.st.st_mode) && hash && t.st.st_size > 0 &&
+        t.st.st_size <= r.max_hash_bytes) {
+      batch->push_back(std::move(t));
+      return;
+    }
     const int dir_fd = t.parent != nullptr ? t.parent->fd.get() : AT_FDCWD;
     Record(t, ReadFileStateAt(dir_fd, t.name.c_str(), r.max_hash_bytes, &t.st, hash), local);
+  }
+
+  // Hashes a batch of small files of one directory. When the first is not in the page cache
+  // (a cold scan), every file of the batch is opened and read ahead first, and its pages dropped
+  // once hashed, as HashOpenFile does for a file it reads from disk itself.
+  void HashBatch(std::vector<Task>* batch, Local* local) {
+    if (batch->empty()) return;
+    const int dir_fd = batch->front().parent->fd.get();
+    std::vector<UniqueFd> ahead;
+    if (!Cached(dir_fd, batch->front().name.c_str())) {
+      ahead.reserve(batch->size());
+      for (const Task& t : *batch) {
+        UniqueFd fd(OpenForRead(dir_fd, t.name.c_str()));
+        if (fd.valid()) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_WILLNEED);
+        ahead.push_back(std::move(fd));
+      }
+    }
+    for (size_t i = 0; i < batch->size(); ++i) {
+      const Task& t = (*batch)[i];
+      const FimRoot& r = roots_[t.root];
+      Record(t, ReadFileStateAt(dir_fd, t.name.c_str(), r.max_hash_bytes, &t.st, true), local);
+      if (i < ahead.size() && ahead[i].valid()) {
+        ::posix_fadvise(ahead[i].get(), 0, 0, POSIX_FADV_DONTNEED);
+      }
+    }
+    batch->clear();
+  }
+
+  static int OpenForRead(int dir_fd, const char* name) {
+    const int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    int fd = ::openat(dir_fd, name, flags | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = ::openat(dir_fd, name, flags);
+    return fd;
+  }
+
+  // Whether the first byte of the file is in the page cache (false when it cannot be told).
+  static bool Cached(int dir_fd, const char* name) {
+    UniqueFd fd(OpenForRead(dir_fd, name));
+    if (!fd.valid()) return true;  // ReadFileStateAt reports why
+    char byte;
+    struct iovec iov = {&byte, 1};
+    return ::preadv2(fd.get(), &iov, 1, 0, RWF_NOWAIT) >= 0;
   }
 
   void Record(const Task& t, FileStateRead read, Local* local) {
@@ -255,6 +308,8 @@ class Scan {
       return;
     }
     const FimRoot& r = roots_[t.root];
+    std::vector<Task> batch;
+    batch.reserve(kPrefetchBatch);
     for (;;) {
       errno = 0;
       struct dirent* ent = ::readdir(dir);
@@ -276,9 +331,11 @@ class Scan {
       child.root = t.root;
       child.depth = t.depth + 1;
       child.root_dev = t.root_dev;
-      Visit(std::move(child), local, /*is_start=*/false);
+      Visit(std::move(child), local, /*is_start=*/false, &batch);
+      if (batch.size() >= kPrefetchBatch) HashBatch(&batch, local);
       if (Cancelled()) break;
     }
+    if (!Cancelled()) HashBatch(&batch, local);
     ::closedir(dir);
   }
 

@@ -38,6 +38,25 @@ def proc_stat(pid):
     return cpu, rss
 
 
+def rss_breakdown(pid):
+    """Where the RSS is: anonymous (heap, stacks) and file-backed (code) MiB, and threads."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0]) / 1024.0
+            elif key == "Threads":
+                out[key] = int(value)
+    # PSS: shared library pages divided among the processes mapping them.
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "Pss":
+                out[key] = int(value.split()[0]) / 1024.0
+    return out
+
+
 def percentile(sorted_values, p):
     if not sorted_values:
         return float("nan")
@@ -90,6 +109,7 @@ def main():
         t0 = time.monotonic()
         time.sleep(args.idle_seconds)
         cpu1, rss = proc_stat(agent.proc.pid)
+        parts = rss_breakdown(agent.proc.pid)
         idle_pct = 100.0 * (cpu1 - cpu0) / (time.monotonic() - t0)
 
         # Latency: one rewrite at a time, paced so each is its own event.
@@ -123,6 +143,10 @@ def main():
         print(f"{'write -> stored in collector, max (ms)':<44} {lat[-1]:>16.1f} {'':>12}")
         print(f"{f'idle CPU watching {total} files (%)':<44} {idle_pct:>16.2f} {'~0':>12}")
         print(f"{f'RSS watching {total} files (MB)':<44} {rss:>16.1f} {'<= 12':>12}")
+        print(f"{'  of which anonymous (heap, stacks) (MB)':<44} {parts.get('RssAnon', 0):>16.1f}")
+        print(f"{'  of which file-backed (code) (MB)':<44} {parts.get('RssFile', 0):>16.1f}")
+        print(f"{'  PSS (shared pages divided among users) (MB)':<44} {parts.get('Pss', 0):>16.1f}")
+        print(f"{'  threads':<44} {parts.get('Threads', 0):>16}")
         print(f"({len(lat)} writes, {args.pace_ms:.0f} ms apart; idle sampled over "
               f"{args.idle_seconds:.0f} s)")
         return 0

@@ -9,7 +9,9 @@ AIDE runs as shipped (one worker) and with as many workers as there are CPUs.
 
 Prints wall time, CPU time (user + system), files/s, MB/s and peak RSS side by side, and
 tripline's speedup over AIDE in wall and in CPU time (the CPU figure holds on a busy machine
-where the wall figure depends on what else runs). Each figure is the best of --runs.
+where the wall figure depends on what else runs). The tools take turns within each of --runs
+rounds, so load from other processes falls on all of them alike; each figure is the median of
+the runs, and the wall times' range is printed too.
 Never asserts: figures only. Needs the Debian `aide` package (`make bench` installs it).
 
   fim_scan.py --bin-dir BUILD [--tree DIR]... [--runs N]
@@ -18,6 +20,7 @@ Never asserts: figures only. Needs the Debian `aide` package (`make bench` insta
 import argparse
 import json
 import os
+import statistics
 import resource
 import shutil
 import subprocess
@@ -125,7 +128,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--tree", action="append", help="tree to scan (repeatable)")
-    ap.add_argument("--runs", type=int, default=1, help="runs per tool, cache state and tree")
+    ap.add_argument("--runs", type=int, default=3, help="runs per tool, cache state and tree")
     args = ap.parse_args()
     agent = find_binary(args.bin_dir, "tripline-agent")
     aide = shutil.which("aide")
@@ -145,7 +148,8 @@ def main():
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(wall times stretch on a shared machine; CPU s does not)")
     header = (f"{'tree':<26} {'cache':<5} {'tool':<24} {'wall s':>7} {'CPU s':>6} {'files/s':>9} "
-              f"{'MB/s':>6} {'peak RSS MB':>11} {'speedup (wall)':>14} {'(CPU)':>6}")
+              f"{'MB/s':>6} {'peak RSS MB':>11} {'speedup (wall)':>14} {'(CPU)':>6}   "
+              f"(wall range)")
     print(header)
     print("-" * len(header))
     tools = [(f"aide --init ({1} worker)", "aide1"), (f"aide --init ({cpus} workers)", "aiden"),
@@ -157,10 +161,9 @@ def main():
             for cache in (["cold"] if can_drop else []) + ["warm"]:
                 if cache == "warm":
                     warm(tree)
-                results = {}
-                for label, key in tools:
-                    best = None
-                    for _ in range(args.runs):
+                runs = {key: [] for _, key in tools}
+                for _ in range(args.runs):
+                    for label, key in tools:
                         if cache == "cold":
                             drop_caches()
                         if key == "tripline":
@@ -175,9 +178,9 @@ def main():
                         if key == "tripline" and code == 0:
                             report = json.loads(out)
                             files, bytes_hashed = report["files"], report["bytes_hashed"]
-                        if best is None or wall < best[0]:
-                            best = (wall, cpu, rss)
-                    results[key] = best
+                        runs[key].append((wall, cpu, rss))
+                results = {key: tuple(statistics.median(r[i] for r in v) for i in range(3))
+                           for key, v in runs.items()}
                 for label, key in tools:
                     wall, cpu, rss = results[key]
                     fps = f"{files / wall:,.0f}" if files else "?"
@@ -185,8 +188,10 @@ def main():
                     tw, tc, _ = results["tripline"]
                     sw = "" if key == "tripline" else f"{wall / tw:.1f}x"
                     sc = "" if key == "tripline" else f"{cpu / tc:.1f}x"
+                    walls = [r[0] for r in runs[key]]
                     print(f"{tree:<26} {cache:<5} {label:<24} {wall:>7.2f} {cpu:>6.2f} {fps:>9} "
-                          f"{mbs:>6} {rss:>11.1f} {sw:>14} {sc:>6}")
+                          f"{mbs:>6} {rss:>11.1f} {sw:>14} {sc:>6}   "
+                          f"({min(walls):.2f}-{max(walls):.2f})")
             print(f"{'':<26} {files} entries, {bytes_hashed / 1e6 if bytes_hashed else 0:,.0f} MB "
                   f"hashed; load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print()

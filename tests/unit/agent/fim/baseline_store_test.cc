@@ -82,6 +82,120 @@ TEST(BaselineStore, ApplyUpsertsAndDeletes) {
   EXPECT_EQ(loaded->at("/etc/c").sha256(), Sha256("c"));
 }
 
+TEST(BaselineStore, WritesAreReadBackBeforeCommitAndKeptAfter) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("b.db");
+  {
+    auto store = BaselineStore::Open(db);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Replace({MakeRoot("/etc")}, {Scanned("/etc/a", File("a"))}, 1).ok());
+    ASSERT_TRUE((*store)->Put("/etc/b", File("b")).ok());
+    ASSERT_TRUE((*store)->Erase("/etc/a").ok());
+    auto b = (*store)->Get("/etc/b");
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_TRUE(b->has_value());
+    EXPECT_EQ((*b)->sha256(), Sha256("b"));
+    auto a = (*store)->Get("/etc/a");
+    ASSERT_TRUE(a.ok());
+    EXPECT_FALSE(a->has_value());
+    ASSERT_TRUE((*store)->Commit().ok());
+  }
+  auto store = BaselineStore::Open(db);
+  ASSERT_TRUE(store.ok());
+  absl::StatusOr<Baseline> loaded = (*store)->Load();
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ(loaded->at("/etc/b").sha256(), Sha256("b"));
+}
+
+TEST(BaselineStore, UncommittedWritesAreNotInTheFile) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("b.db");
+  {
+    auto store = BaselineStore::Open(db);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Replace({MakeRoot("/etc")}, {Scanned("/etc/a", File("a"))}, 1).ok());
+    ASSERT_TRUE((*store)->Put("/etc/b", File("b")).ok());
+  }
+  auto store = BaselineStore::Open(db);
+  ASSERT_TRUE(store.ok());
+  absl::StatusOr<Baseline> loaded = (*store)->Load();
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->size(), 1u);
+  EXPECT_EQ(loaded->count("/etc/b"), 0u);
+}
+
+TEST(BaselineStore, ListUnderTakesTheSubtreeAndNotItsNeighbours) {
+  auto store = BaselineStore::OpenInMemory();
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (const char* p : {"/etc/a", "/etc/a/x", "/etc/a/y/z", "/etc/a0", "/etc/a.d/x", "/etc/ab",
+                        "/etc/a-b/x", "/etc"}) {
+    ASSERT_TRUE((*store)->Put(p, File(p)).ok());
+  }
+  auto under = (*store)->ListUnder("/etc/a");
+  ASSERT_TRUE(under.ok()) << under.status();
+  std::vector<std::string> paths;
+  for (const auto& [p, s] : *under) paths.push_back(p);
+  EXPECT_EQ(paths, (std::vector<std::string>{"/etc/a/x", "/etc/a/y/z"}));
+  auto all = (*store)->ListUnder("/");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 8u);
+  auto scope = (*store)->LoadScope({"/etc/a", "/etc/ab"});
+  ASSERT_TRUE(scope.ok());
+  EXPECT_EQ(scope->size(), 4u);  // /etc/a, /etc/a/x, /etc/a/y/z, /etc/ab
+  EXPECT_EQ(scope->count("/etc/a0"), 0u);
+}
+
+TEST(BaselineStore, FindInodeReturnsEveryNameOfTheInode) {
+  auto store = BaselineStore::OpenInMemory();
+  ASSERT_TRUE(store.ok());
+  FileState one = File("x");
+  one.set_device(7);
+  one.set_inode(1234);
+  FileState other_dev = one;
+  other_dev.set_device(8);
+  ASSERT_TRUE((*store)->Put("/etc/link2", one).ok());
+  ASSERT_TRUE((*store)->Put("/etc/link1", one).ok());
+  ASSERT_TRUE((*store)->Put("/mnt/same-inode-other-fs", other_dev).ok());
+  ASSERT_TRUE((*store)->Replace({MakeRoot("/srv")}, {Scanned("/srv/l", one)}, 1).ok());
+  ASSERT_TRUE((*store)->Put("/srv/m", one).ok());
+  auto found = (*store)->FindInode(7, 1234);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->size(), 2u);
+  EXPECT_EQ((*found)[0].first, "/srv/l");
+  EXPECT_EQ((*found)[1].first, "/srv/m");
+}
+
+TEST(BaselineStore, AVersion1FileIsMigratedAndKeepsItsStates) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("v1.db");
+  {
+    // The schema version 1 wrote, with one row.
+    auto raw = Database::Open(db, false);
+    ASSERT_TRUE(raw.ok());
+    ASSERT_TRUE((*raw)
+                    ->Exec("CREATE TABLE fim_roots(path BLOB PRIMARY KEY, fingerprint BLOB NOT "
+                           "NULL, scanned_unix_ns INTEGER NOT NULL) WITHOUT ROWID;"
+                           "CREATE TABLE fim_files(path BLOB PRIMARY KEY, state BLOB NOT NULL) "
+                           "WITHOUT ROWID; PRAGMA user_version=1;")
+                    .ok());
+    std::string bytes;
+    File("old").SerializeToString(&bytes);
+    auto ins = (*raw)->Prepare("INSERT INTO fim_files VALUES (?1, ?2)");
+    ASSERT_TRUE(ins.ok());
+    ins->BindBlob(1, "/etc/old").BindBlob(2, bytes);
+    ASSERT_TRUE(ins->Run().ok());
+  }
+  auto store = BaselineStore::Open(db);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto old = (*store)->Get("/etc/old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  ASSERT_TRUE(old->has_value());
+  EXPECT_EQ((*old)->sha256(), Sha256("old"));
+  ASSERT_TRUE((*store)->Put("/etc/new", File("new")).ok());
+  ASSERT_TRUE((*store)->Commit().ok());
+}
+
 TEST(BaselineStore, AFileThatIsNotABaselineIsRefusedNamingIt) {
   testing::TempDir dir;
   const std::string path = dir.Sub("junk.db");

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +101,52 @@ TEST_F(TreeScanTest, OneThreadAndManyFindTheSame) {
     EXPECT_EQ(one.files[i].state.sha256(), many.files[i].state.sha256());
   }
   EXPECT_EQ(one.bytes_hashed, many.bytes_hashed);
+}
+
+// Whether the first page of `path` is in the page cache (mincore: asking starts no read, which
+// a RWF_NOWAIT read would).
+bool FirstPageCached(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  void* map = ::mmap(nullptr, page, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (map == MAP_FAILED) return true;
+  unsigned char vec = 0;
+  const bool cached = ::mincore(map, page, &vec) == 0 && (vec & 1) != 0;
+  ::munmap(map, page);
+  return cached;
+}
+
+TEST_F(TreeScanTest, FilesNotInThePageCacheAreHashedAndLeaveNoPagesBehind) {
+  // More small files than one read-ahead batch, and large ones hashed by separate tasks.
+  std::vector<std::pair<std::string, std::string>> files;
+  for (int f = 0; f < 40; ++f) {
+    files.emplace_back(root_ + "/s" + std::to_string(f), std::string(100 + f * 997, 'a' + f % 26));
+  }
+  for (int f = 0; f < 3; ++f) {
+    files.emplace_back(root_ + "/big" + std::to_string(f),
+                       std::string((3 << 20) + f * 4096 + 7, 'A' + f));
+  }
+  std::set<std::string> evicted;
+  for (const auto& [path, contents] : files) {
+    WriteFile(path, contents);
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_EQ(::fdatasync(fd.get()), 0);
+    ASSERT_EQ(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+    // A filesystem whose pages cannot be dropped (tmpfs) still checks the hashes below.
+    if (!FirstPageCached(path)) evicted.insert(path);
+  }
+  ScanResult r = Scan(FimRoot(), 2);
+  ASSERT_EQ(r.files.size(), 1 + files.size());
+  for (const auto& [path, contents] : files) {
+    const ScannedFile* f = Find(r, path);
+    ASSERT_NE(f, nullptr) << path;
+    EXPECT_EQ(f->state.sha256(), Sha256(contents)) << path;
+    EXPECT_EQ(f->state.size(), contents.size()) << path;
+    if (evicted.count(path) != 0) {
+      EXPECT_FALSE(FirstPageCached(path)) << path << ": the scan left its pages cached";
+    }
+  }
+  EXPECT_TRUE(r.errors.empty());
 }
 
 TEST_F(TreeScanTest, ExcludesNonRecursiveAndNoHashOptionsApply) {
