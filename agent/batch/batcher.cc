@@ -1,5 +1,8 @@
 #include "agent/batch/batcher.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "platform/crypto/batch_signature.h"
 #include "spdlog/spdlog.h"
 
@@ -122,11 +125,30 @@ absl::Time Batcher::QueueHeartbeatIfDue() {
 
 void Batcher::QueuePressureNotices() {
   while (std::optional<PressureNotice> notice = spool_->TakePressureNotice()) {
+    {
+      // At most one notice waits in the queue. Under sustained pressure a notice's own batch can
+      // meet the cap again and end another episode; queued one after another, notices would keep
+      // the queue full and crowd out the events they are about. Later episodes join the waiting
+      // notice.
+      absl::MutexLock lock(&mu_);
+      auto waiting = std::find_if(queue_.begin(), queue_.end(), [](const tripline::v1::Event& e) {
+        return e.has_agent() && e.agent().kind() == tripline::v1::AgentEvent::SPOOL_PRESSURE;
+      });
+      if (waiting != queue_.end()) {
+        ++merged_pressure_;
+        waiting->mutable_agent()->set_message(
+            absl::StrCat(pressure_message_, " (", merged_pressure_,
+                         " more episode(s) while this report waited)"));
+        continue;
+      }
+    }
     tripline::v1::Event ev;
     ev.set_time_unix_ns(notice->time_unix_ns);
     ev.mutable_agent()->set_kind(tripline::v1::AgentEvent::SPOOL_PRESSURE);
     ev.mutable_agent()->set_message(notice->message);
     absl::MutexLock lock(&mu_);
+    pressure_message_ = notice->message;
+    merged_pressure_ = 0;
     ev.set_seq(next_event_seq_++);
     if (queue_.empty()) oldest_queued_ = absl::Now();
     queue_.push_back(std::move(ev));  // past the cap: this thread must not wait on itself

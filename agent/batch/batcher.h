@@ -102,6 +102,8 @@ class Batcher {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool non_blocking_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string pressure_message_ ABSL_GUARDED_BY(mu_);  // of the notice waiting in queue_
+  uint64_t merged_pressure_ ABSL_GUARDED_BY(mu_) = 0;  // episodes merged into it
 
   // Owned by the batcher thread (set by Start() before it runs).
   uint64_t next_batch_seq_ = 1;
