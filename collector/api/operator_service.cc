@@ -32,6 +32,15 @@ grpc::Status Internal(const absl::Status& s) {
   return grpc::Status(grpc::StatusCode::INTERNAL, std::string(s.message()));
 }
 
+// What a read of incident `id` found: OK, NOT_FOUND naming the id, or INTERNAL for a store error.
+grpc::Status FoundIncident(const absl::StatusOr<std::optional<IncidentRecord>>& incident,
+                           int64_t id) {
+  if (!incident.ok()) return Internal(incident.status());
+  if (!*incident)
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", id));
+  return grpc::Status::OK;
+}
+
 void ToProto(const AgentRecord& a, Agent* out) {
   out->set_agent_id(a.agent_id);
   out->set_hostname(a.hostname);
@@ -291,10 +300,7 @@ grpc::Status OperatorService::GetIncident(grpc::ServerContext* context,
                                           GetIncidentResponse* resp) {
   if (grpc::Status st = Authorize(context, Role::kRead); !st.ok()) return st;
   absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->id());
-  if (!incident.ok()) return Internal(incident.status());
-  if (!*incident) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
-  }
+  if (grpc::Status st = FoundIncident(incident, req->id()); !st.ok()) return st;
   ToProto(**incident, resp->mutable_incident());
   absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->id());
   if (!events.ok()) return Internal(events.status());
@@ -347,10 +353,7 @@ grpc::Status OperatorService::UpdateIncident(grpc::ServerContext* context,
   absl::StatusOr<CollectorStore::Writer> w = store_->BeginWrite();
   if (!w.ok()) return Internal(w.status());
   absl::StatusOr<std::optional<IncidentRecord>> incident = w->GetIncident(req->id());
-  if (!incident.ok()) return Internal(incident.status());
-  if (!*incident) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrFormat("no incident %d", req->id()));
-  }
+  if (grpc::Status st = FoundIncident(incident, req->id()); !st.ok()) return st;
   IncidentRecord& inc = **incident;
   auto audit = [&](const std::string& kind, const std::string& detail) {
     return w
@@ -404,11 +407,7 @@ grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
   Caller caller;
   if (grpc::Status st = Authorize(context, Role::kRead, &caller); !st.ok()) return st;
   absl::StatusOr<std::optional<IncidentRecord>> incident = store_->GetIncident(req->incident_id());
-  if (!incident.ok()) return Internal(incident.status());
-  if (!*incident) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrFormat("no incident %d", req->incident_id()));
-  }
+  if (grpc::Status st = FoundIncident(incident, req->incident_id()); !st.ok()) return st;
   ToProto(**incident, resp->mutable_incident());
   absl::StatusOr<std::vector<EventRecord>> events = store_->IncidentEvents(req->incident_id());
   if (!events.ok()) return Internal(events.status());
@@ -597,30 +596,37 @@ grpc::Status CheckMode(const std::string& mode) {
 }
 }  // namespace
 
+grpc::Status OperatorService::QueueInstanceAction(const std::string& kind,
+                                                  const std::string& instance_id,
+                                                  int64_t incident_id, const std::string& mode,
+                                                  const std::string& detail,
+                                                  const std::string& actor, int64_t* action_id) {
+  if (!ValidInstanceId(instance_id)) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrFormat("'%s' is not an instance id (i-...)", Printable(instance_id, 80)));
+  }
+  if (grpc::Status st = CheckMode(mode); !st.ok()) return st;
+  if (incident_id != 0) {
+    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(incident_id);
+    if (grpc::Status st = FoundIncident(inc, incident_id); !st.ok()) return st;
+  }
+  absl::StatusOr<int64_t> id = QueueAction(kind, instance_id, incident_id, mode, detail, actor);
+  if (!id.ok()) return Internal(id.status());
+  *action_id = *id;
+  return grpc::Status::OK;
+}
+
 grpc::Status OperatorService::Isolate(grpc::ServerContext* context, const IsolateRequest* req,
                                       IsolateResponse* resp) {
   Caller caller;
   if (grpc::Status st = Authorize(context, Role::kRespond, &caller); !st.ok()) return st;
-  if (!ValidInstanceId(req->instance_id())) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrFormat("'%s' is not an instance id (i-...)", Printable(req->instance_id(), 80)));
-  }
-  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
-  if (req->incident_id() != 0) {
-    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
-    if (!inc.ok()) return Internal(inc.status());
-    if (!*inc) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          absl::StrFormat("no incident %d", req->incident_id()));
-    }
-  }
-  absl::StatusOr<int64_t> id =
-      QueueAction("isolate", req->instance_id(), req->incident_id(), req->mode(),
-                  "operator asked for isolation", caller.name);
-  if (!id.ok()) return Internal(id.status());
-  resp->set_action_id(*id);
-  return grpc::Status::OK;
+  int64_t id = 0;
+  grpc::Status st =
+      QueueInstanceAction("isolate", req->instance_id(), req->incident_id(), req->mode(),
+                          "operator asked for isolation", caller.name, &id);
+  resp->set_action_id(id);
+  return st;
 }
 
 grpc::Status OperatorService::Respond(grpc::ServerContext* context,
@@ -633,26 +639,12 @@ grpc::Status OperatorService::Respond(grpc::ServerContext* context,
                         absl::StrFormat("action '%s' is not one of stop, disassociate-eips",
                                         Printable(req->action(), 40)));
   }
-  if (!ValidInstanceId(req->instance_id())) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrFormat("'%s' is not an instance id (i-...)", Printable(req->instance_id(), 80)));
-  }
-  if (grpc::Status st = CheckMode(req->mode()); !st.ok()) return st;
-  if (req->incident_id() != 0) {
-    absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
-    if (!inc.ok()) return Internal(inc.status());
-    if (!*inc) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          absl::StrFormat("no incident %d", req->incident_id()));
-    }
-  }
-  absl::StatusOr<int64_t> id =
-      QueueAction(req->action(), req->instance_id(), req->incident_id(), req->mode(),
-                  absl::StrCat("operator asked for ", req->action()), caller.name);
-  if (!id.ok()) return Internal(id.status());
-  resp->set_action_id(*id);
-  return grpc::Status::OK;
+  int64_t id = 0;
+  grpc::Status st =
+      QueueInstanceAction(req->action(), req->instance_id(), req->incident_id(), req->mode(),
+                          absl::StrCat("operator asked for ", req->action()), caller.name, &id);
+  resp->set_action_id(id);
+  return st;
 }
 
 grpc::Status OperatorService::Release(grpc::ServerContext* context, const ReleaseRequest* req,
@@ -663,11 +655,7 @@ grpc::Status OperatorService::Release(grpc::ServerContext* context, const Releas
   std::string instance = req->instance_id();
   if (req->incident_id() != 0) {
     absl::StatusOr<std::optional<IncidentRecord>> inc = store_->GetIncident(req->incident_id());
-    if (!inc.ok()) return Internal(inc.status());
-    if (!*inc) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          absl::StrFormat("no incident %d", req->incident_id()));
-    }
+    if (grpc::Status st = FoundIncident(inc, req->incident_id()); !st.ok()) return st;
     if (!instance.empty() && instance != (*inc)->agent_id) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrFormat("incident %d is about %s, not %s", req->incident_id(),

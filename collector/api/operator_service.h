@@ -90,6 +90,12 @@ class OperatorService final : public tripline::v1::Operator::Service {
   absl::StatusOr<int64_t> QueueAction(const std::string& kind, const std::string& instance_id,
                                       int64_t incident_id, const std::string& mode,
                                       const std::string& detail, const std::string& actor);
+  // Checks an operator's request to act on `instance_id` (an instance id, a known mode, an
+  // incident that exists when one is named), then queues it: `*action_id`.
+  grpc::Status QueueInstanceAction(const std::string& kind, const std::string& instance_id,
+                                   int64_t incident_id, const std::string& mode,
+                                   const std::string& detail, const std::string& actor,
+                                   int64_t* action_id);
 
   CollectorStore* const store_;
   const OperatorAuthorizer* const auth_;
