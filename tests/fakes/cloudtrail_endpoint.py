@@ -35,7 +35,6 @@ Exits 0 on SIGTERM or SIGINT.
 import argparse
 import base64
 import datetime
-import ipaddress
 import json
 import os
 import re
@@ -45,10 +44,11 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ec2_endpoint import AuthError, parse_listen, verify_sigv4, write_ready  # noqa: E402
+from ec2_endpoint import (AuthError, LocalAwsHandler, parse_listen, verify_sigv4,  # noqa: E402
+                          write_ready)
 
 TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
 MAX_BODY = 1 << 20
@@ -160,38 +160,11 @@ def _epoch(body, name):
     return float(v)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(LocalAwsHandler):
     server_version = "AmazonCloudTrail"
-    sys_version = ""
 
-    def log_message(self, fmt, *args):
-        pass
-
-    def setup(self):
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _send(self, status, content_type, data):
-        data = data.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def _send_json(self, status, obj):
-        self._send(status, "application/json", json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-    def _loopback_client(self):
-        try:
-            return ipaddress.ip_address(self.client_address[0]).is_loopback
-        except ValueError:
-            return False
+    def response_headers(self):
+        return [("x-amzn-RequestId", str(uuid.uuid4()))]
 
     def _read(self, limit):
         try:

@@ -1314,9 +1314,10 @@ def parse_form(body):
 # HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
+class LocalAwsHandler(BaseHTTPRequestHandler):
+    """What every local AWS endpoint's handler does alike: quiet, HTTP/1.1 without Nagle, whole
+    responses, JSON for the test-control paths, which answer loopback clients only."""
     protocol_version = "HTTP/1.1"
-    server_version = "AmazonEC2"
     sys_version = ""
 
     def log_message(self, fmt, *args):  # quiet: the call log says what happened
@@ -1328,11 +1329,17 @@ class Handler(BaseHTTPRequestHandler):
         # until the client's delayed ACK, adding 40 ms to every call.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def response_headers(self):
+        """Headers of every response beyond the content's type and length."""
+        return []
+
     def _send(self, status, content_type, body):
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in self.response_headers():
+            self.send_header(name, value)
         self.end_headers()
         try:
             self.wfile.write(data)
@@ -1347,6 +1354,10 @@ class Handler(BaseHTTPRequestHandler):
             return ipaddress.ip_address(self.client_address[0]).is_loopback
         except ValueError:
             return False
+
+
+class Handler(LocalAwsHandler):
+    server_version = "AmazonEC2"
 
     def _read_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
