@@ -2,6 +2,7 @@
 // temp dir; it writes HOST:PORT to --ready-file once listening. SIGTERM when destroyed.
 #pragma once
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -69,6 +70,34 @@ class LocalEndpoint {
 
   bool running() const { return !address_.empty(); }
   std::string url() const { return "http://" + address_; }
+
+  // A plain GET, or POST of `post_json`, to one of the endpoint's unsigned test-control paths
+  // ("/_tripline/calls"); the answer's body, or "" when the request failed.
+  std::string Admin(const std::string& path, const std::string* post_json = nullptr) const {
+    CURL* curl = curl_easy_init();
+    if (curl == nullptr) return "";
+    std::string out;
+    const std::string target = url() + path;
+    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+    curl_easy_setopt(curl, CURLOPT_URL, target.c_str());
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    if (post_json != nullptr) {
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post_json->c_str());
+      curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    }
+    curl_easy_setopt(
+        curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* user) -> size_t {
+          static_cast<std::string*>(user)->append(data, size * n);
+          return size * n;
+        });
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
+    const CURLcode rc = curl_easy_perform(curl);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return rc == CURLE_OK ? out : "";
+  }
   const TempDir& dir() const { return dir_; }
 
  private:

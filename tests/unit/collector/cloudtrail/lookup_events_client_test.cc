@@ -3,7 +3,6 @@
 // (X-Amz-Target, Content-Type, body) was signed the way AWS expects.
 #include "collector/cloudtrail/lookup_events_client.h"
 
-#include <curl/curl.h>
 
 #include <cstdlib>
 #include <string>
@@ -19,31 +18,6 @@ namespace {
 constexpr char kAccessKey[] = "AKIDCLOUDTRAILTEST01";
 constexpr char kSecretKey[] = "cloudtrail-test-secret-key";
 constexpr int64_t kSec = 1000000000;
-
-std::string Admin(const std::string& url, const std::string* post = nullptr) {
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) return "";
-  std::string out;
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-  if (post != nullptr) {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post->c_str());
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  }
-  curl_easy_setopt(
-      curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* user) -> size_t {
-        static_cast<std::string*>(user)->append(data, size * n);
-        return size * n;
-      });
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
-  const CURLcode rc = curl_easy_perform(curl);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
-  return rc == CURLE_OK ? out : "";
-}
 
 class LookupEventsClientTest : public ::testing::Test {
  protected:
@@ -76,17 +50,17 @@ class LookupEventsClientTest : public ::testing::Test {
                          {"userIdentity", {{"arn", "arn:aws:iam::1:user/a"}}}});
     }
     const std::string body = nlohmann::json({{"region", "eu-west-1"}, {"records", records}}).dump();
-    ASSERT_NE(Admin(endpoint_.url() + "/_tripline/records", &body), "");
+    ASSERT_NE(endpoint_.Admin("/_tripline/records", &body), "");
   }
 
   std::string Inject(int count) {
     const std::string body =
         nlohmann::json({{"code", "ThrottlingException"}, {"count", count}}).dump();
-    return Admin(endpoint_.url() + "/_tripline/inject", &body);
+    return endpoint_.Admin("/_tripline/inject", &body);
   }
 
   nlohmann::json Calls() {
-    return nlohmann::json::parse(Admin(endpoint_.url() + "/_tripline/calls"), nullptr, false);
+    return nlohmann::json::parse(endpoint_.Admin("/_tripline/calls"), nullptr, false);
   }
 
   testing::LocalEndpoint endpoint_{TRIPLINE_CLOUDTRAIL_ENDPOINT_SCRIPT,

@@ -3,7 +3,6 @@
 // botocore); retries, failures and the outcome recorded on the incident.
 #include "collector/notify/notifier.h"
 
-#include <curl/curl.h>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
@@ -14,22 +13,6 @@ namespace tripline::collector {
 namespace {
 
 using tripline::testing::LocalEndpoint;
-
-std::string Get(const std::string& url) {
-  CURL* h = curl_easy_init();
-  std::string out;
-  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(
-      h, CURLOPT_WRITEFUNCTION, +[](char* d, size_t s, size_t n, void* u) {
-        static_cast<std::string*>(u)->append(d, s * n);
-        return s * n;
-      });
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
-  curl_easy_perform(h);
-  curl_easy_cleanup(h);
-  return out;
-}
 
 int64_t AddIncident(CollectorStore* store) {
   auto w = store->BeginWrite();
@@ -106,14 +89,14 @@ TEST(Notifier, WebhookSlackAndSnsAreDeliveredAndRecordedOnTheIncident) {
             std::string::npos)
       << summary;
 
-  const std::string received = Get(hook.url() + "/_tripline/received");
+  const std::string received = hook.Admin("/_tripline/received");
   EXPECT_NE(received.find(R"(\"incident_id\":)" + std::to_string(incident)), std::string::npos)
       << received;
   EXPECT_NE(received.find(R"(\"outcome\":\"isolated\")"), std::string::npos) << received;
   EXPECT_NE(received.find(R"({\"text\":\"Tripline: i-0abc isolated)"), std::string::npos)
       << received;
   EXPECT_NE(received.find(R"(\\\"quoted\\\" \ufffd)"), std::string::npos) << received;
-  const std::string state = Get(aws.url() + "/_tripline/state");
+  const std::string state = aws.Admin("/_tripline/state");
   EXPECT_NE(state.find("\"subject\": \"Tripline: i-0abc isolated"), std::string::npos) << state;
 }
 

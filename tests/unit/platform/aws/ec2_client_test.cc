@@ -3,7 +3,6 @@
 #include "platform/aws/ec2_client.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -48,32 +47,6 @@ constexpr char kSeed[] = R"({
   ]
 })";
 
-// Plain GET or POST with libcurl, for the endpoint's unsigned admin paths.
-std::string AdminRequest(const std::string& url, const std::string* post_json = nullptr) {
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) return "";
-  std::string out;
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-  if (post_json != nullptr) {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post_json->c_str());
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  }
-  curl_easy_setopt(
-      curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* user) -> size_t {
-        static_cast<std::string*>(user)->append(data, size * n);
-        return size * n;
-      });
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
-  const CURLcode rc = curl_easy_perform(curl);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
-  return rc == CURLE_OK ? out : "";
-}
-
 size_t CountOf(const std::string& haystack, const std::string& needle) {
   size_t n = 0;
   for (size_t pos = haystack.find(needle); pos != std::string::npos;
@@ -92,9 +65,9 @@ class FakeEc2 {
 
   bool running() const { return endpoint_.running(); }
   std::string endpoint() const { return endpoint_.url(); }
-  std::string Calls() const { return AdminRequest(endpoint() + "/_tripline/calls"); }
+  std::string Calls() const { return endpoint_.Admin("/_tripline/calls"); }
   std::string Inject(const std::string& json) const {
-    return AdminRequest(endpoint() + "/_tripline/inject", &json);
+    return endpoint_.Admin("/_tripline/inject", &json);
   }
 
  private:
