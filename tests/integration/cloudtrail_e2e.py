@@ -459,17 +459,8 @@ def main():
                     help="print the endpoints' call logs (cloudtrail_run_instances)")
     args = ap.parse_args()
     fleet = e2e.Fleet(os.path.abspath(args.bin_dir), keep=args.keep)
-    failed = True
-    try:
-        SCENARIOS[args.scenario](fleet, args)
-        failed = False
-        print(f"e2e {args.scenario}: ok")
-        return 0
-    except Failure as e:
-        print(f"e2e {args.scenario}: FAILED: {e}", file=sys.stderr)
-        return 1
-    finally:
-        fleet.close(failed=failed)
+    return e2e.run_scenario(fleet, args.scenario,
+                            lambda: SCENARIOS[args.scenario](fleet, args))
 
 
 if __name__ == "__main__":

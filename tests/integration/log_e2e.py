@@ -396,17 +396,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     fleet = e2e.Fleet(os.path.abspath(args.bin_dir), keep=args.keep)
-    failed = True
-    try:
-        SCENARIOS[args.scenario](fleet)
-        failed = False
-        print(f"e2e {args.scenario}: ok")
-        return 0
-    except Failure as e:
-        print(f"e2e {args.scenario}: FAILED: {e}", file=sys.stderr)
-        return 1
-    finally:
-        fleet.close(failed=failed)
+    return e2e.run_scenario(fleet, args.scenario, lambda: SCENARIOS[args.scenario](fleet))
 
 
 if __name__ == "__main__":

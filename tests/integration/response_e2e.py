@@ -15,7 +15,8 @@ import sqlite3
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tripline_e2e import Failure, Fleet, wait_for, wait_rule_incident  # noqa: E402
+from tripline_e2e import (Failure, Fleet, run_scenario, wait_for,  # noqa: E402
+                          wait_rule_incident)
 
 INSTANCE = "i-0a1b2c3d4e5f60001"
 VPC = "vpc-0resp000000001"
@@ -615,17 +616,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     fleet = Fleet(os.path.abspath(args.bin_dir), keep=args.keep)
-    failed = True
-    try:
-        SCENARIOS[args.scenario](fleet)
-        failed = False
-        print(f"e2e {args.scenario}: ok")
-        return 0
-    except Failure as e:
-        print(f"e2e {args.scenario}: FAILED: {e}", file=sys.stderr)
-        return 1
-    finally:
-        fleet.close(failed=failed)
+    return run_scenario(fleet, args.scenario, lambda: SCENARIOS[args.scenario](fleet))
 
 
 if __name__ == "__main__":

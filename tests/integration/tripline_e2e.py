@@ -1718,6 +1718,22 @@ SCENARIOS = {
 }
 
 
+def run_scenario(fleet, name, scenario):
+    """Runs `scenario()` in `fleet`: prints ok or why it failed, closes the fleet (with its
+    processes' logs on failure) and returns the exit code."""
+    failed = True
+    try:
+        scenario()
+        failed = False
+        print(f"e2e {name}: ok")
+        return 0
+    except Failure as e:
+        print(f"e2e {name}: FAILED: {e}", file=sys.stderr)
+        return 1
+    finally:
+        fleet.close(failed=failed)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", required=True)
@@ -1732,17 +1748,7 @@ def main():
     if args.demo:
         print(f">>> demo world in {fleet.dir}: local EC2 endpoint, collector and agent on loopback")
         print(">>> (plaintext gRPC on loopback, on purpose; production uses TLS)")
-    failed = True
-    try:
-        SCENARIOS[name](fleet, demo=args.demo)
-        failed = False
-        print(f"e2e {name}: ok")
-        return 0
-    except Failure as e:
-        print(f"e2e {name}: FAILED: {e}", file=sys.stderr)
-        return 1
-    finally:
-        fleet.close(failed=failed)
+    return run_scenario(fleet, name, lambda: SCENARIOS[name](fleet, demo=args.demo))
 
 
 if __name__ == "__main__":
