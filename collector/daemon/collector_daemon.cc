@@ -73,15 +73,19 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   writer_options.auto_respond = d->config_.response_mode != ResponseMode::kOff;
   d->rule_count_.store(parts.rules.rules().size());
   IsolationWorker* worker = d->worker_.get();
+  // Whoever queues a response action wakes the worker.
+  auto wake_worker = [worker] { worker->Wake(); };
   d->writer_ = std::make_unique<StoreWriter>(
       d->store_.get(), d->registry_.get(), std::make_shared<const RuleSet>(std::move(parts.rules)),
-      writer_options, *d->clock_, [worker] { worker->Wake(); });
+      writer_options, *d->clock_, wake_worker);
 
   AbsenceMonitor::Options absence_options;
   absence_options.auto_respond = writer_options.auto_respond;
-  StoreWriter* writer = d->writer_.get();
-  absence_options.rules = [writer] { return writer->rules(); };
-  absence_options.on_actions_queued = [worker] { worker->Wake(); };
+  StoreWriter* store_writer = d->writer_.get();
+  // Absence and cloud rules come from the same rule set as the writer's, reloads included.
+  auto current_rules = [store_writer] { return store_writer->rules(); };
+  absence_options.rules = current_rules;
+  absence_options.on_actions_queued = wake_worker;
   if (!d->notifier_->empty()) {
     Notifier* notifier = d->notifier_.get();
     absence_options.on_opened = [notifier](const IncidentRecord& incident) {
@@ -98,10 +102,8 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   d->absence_ =
       std::make_unique<AbsenceMonitor>(d->store_.get(), std::move(absence_options), *d->clock_);
   if (!d->config_.cloudtrail.regions.empty()) {
-    StoreWriter* store_writer = d->writer_.get();
     d->cloud_writer_ = std::make_unique<CloudEventWriter>(
-        d->store_.get(), [store_writer] { return store_writer->rules(); },
-        writer_options.auto_respond, *d->clock_, [worker] { worker->Wake(); });
+        d->store_.get(), current_rules, writer_options.auto_respond, *d->clock_, wake_worker);
     const CloudTrailConfig& ct = d->config_.cloudtrail;
     for (const std::string& region : ct.regions) {
       auto source = parts.cloudtrail_sources.find(region);
@@ -168,7 +170,7 @@ absl::StatusOr<std::unique_ptr<CollectorDaemon>> CollectorDaemon::Start(Collecto
   d->authorizer_ = std::make_unique<OperatorAuthorizer>(d->tokens_.get(), parts.operator_token,
                                                         std::move(cert_roles));
   d->operator_ = std::make_unique<OperatorService>(d->store_.get(), d->authorizer_.get(),
-                                                   [worker] { worker->Wake(); });
+                                                   wake_worker);
   CollectorDaemon* self = d.get();
   d->operator_->SetRulesReloader([self]() -> absl::StatusOr<size_t> {
     if (absl::Status st = self->ReloadRules(); !st.ok()) return st;
