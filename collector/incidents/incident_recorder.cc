@@ -44,6 +44,28 @@ IncidentRecord NewIncident(const Rule& rule, const std::string& agent_id, std::s
   return incident;
 }
 
+// A pending action `kind` on `target` that `rule` asked for, on incident `out->incident_id`, in
+// the rule's response mode; the response worker carries it out after the commit.
+absl::Status QueueRuleAction(CollectorStore::Writer& writer, const Rule& rule,
+                             const std::string& agent_id, const std::string& kind,
+                             const std::string& target, std::string detail, int64_t now_ns,
+                             RecordOutcome* out) {
+  ActionRecord action;
+  action.incident_id = out->incident_id;
+  action.agent_id = agent_id;
+  action.kind = kind;
+  action.target = target;
+  action.status = "pending";
+  action.actor = "collector";
+  action.mode = rule.response_mode;
+  action.detail = std::move(detail);
+  action.created_ns = now_ns;
+  action.updated_ns = now_ns;
+  RETURN_IF_ERROR(writer.InsertAction(action).status());
+  out->isolation_queued = true;
+  return absl::OkStatus();
+}
+
 // The response a rule asks for once it opened `out->incident_id`: an isolate action in the rule's
 // response_mode (empty: the worker's default), or a line on the incident when responses are off.
 absl::Status QueueRuleResponse(CollectorStore::Writer& writer, const Rule& rule,
@@ -54,20 +76,8 @@ absl::Status QueueRuleResponse(CollectorStore::Writer& writer, const Rule& rule,
     return writer.AppendIncidentSummary(out->incident_id,
                                         "isolation not started: response mode is off", now_ns);
   }
-  ActionRecord action;
-  action.incident_id = out->incident_id;
-  action.agent_id = agent_id;
-  action.kind = kIsolateActionKind;
-  action.target = agent_id;
-  action.status = "pending";
-  action.actor = "collector";
-  action.mode = rule.response_mode;
-  action.detail = absl::StrFormat("rule %s responds with isolate", rule.id);
-  action.created_ns = now_ns;
-  action.updated_ns = now_ns;
-  RETURN_IF_ERROR(writer.InsertAction(action).status());
-  out->isolation_queued = true;
-  return absl::OkStatus();
+  return QueueRuleAction(writer, rule, agent_id, kIsolateActionKind, agent_id,
+                         absl::StrFormat("rule %s responds with isolate", rule.id), now_ns, out);
 }
 
 }  // namespace
@@ -175,21 +185,11 @@ absl::Status QueueCloudResponse(CollectorStore::Writer& writer, const Rule& rule
         now_ns);
   }
   for (const std::string& id : event.instance_ids) {
-    ActionRecord action;
-    action.incident_id = out->incident_id;
-    action.agent_id = incident_agent;
-    action.kind = kind;
-    action.target = id;
-    action.status = "pending";
-    action.actor = "collector";
-    action.mode = rule.response_mode;
-    action.detail = absl::StrFormat("rule %s responds with %s: %s by %s launched %s", rule.id,
-                                    kind, event.event_name, Printable(event.principal_arn, 256),
-                                    id);
-    action.created_ns = now_ns;
-    action.updated_ns = now_ns;
-    RETURN_IF_ERROR(writer.InsertAction(action).status());
-    out->isolation_queued = true;
+    RETURN_IF_ERROR(QueueRuleAction(
+        writer, rule, incident_agent, kind, id,
+        absl::StrFormat("rule %s responds with %s: %s by %s launched %s", rule.id, kind,
+                        event.event_name, Printable(event.principal_arn, 256), id),
+        now_ns, out));
   }
   return absl::OkStatus();
 }
