@@ -437,6 +437,14 @@ grpc::Status OperatorService::ExportEvidence(grpc::ServerContext* context,
       a->set_agent_id(agent_id);
       a->set_public_key((*agent)->public_key);
       a->set_enrolled_unix_ns((*agent)->enrolled_ns);
+      absl::StatusOr<std::vector<AgentKeyRecord>> keys = store_->AgentKeys(agent_id);
+      if (!keys.ok()) return Internal(keys.status());
+      for (const AgentKeyRecord& k : *keys) {
+        EvidenceKey* key = a->add_keys();
+        key->set_public_key(k.public_key);
+        key->set_from_batch_seq(k.from_seq);
+        key->set_pinned_unix_ns(k.pinned_ns);
+      }
     }
     absl::StatusOr<std::vector<BatchRecord>> batches =
         store_->Batches(agent_id, range.first, range.second, kMaxEvidenceBatches);

@@ -53,6 +53,34 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
+// An agent's keys, oldest first: (first batch seq it signs, Ed25519 public key). Exports made
+// before key history was kept list none; then the one pinned key covers every batch.
+using KeyHistory = std::vector<std::pair<uint64_t, std::string>>;
+
+KeyHistory Keys(const v1::EvidenceAgent& a) {
+  KeyHistory keys;
+  for (const auto& k : a.keys()) keys.emplace_back(k.from_batch_seq(), k.public_key());
+  if (keys.empty()) keys.emplace_back(1, a.public_key());
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+// agents/<agent>.keys: one line per key, "<first batch seq> <key hex>", oldest first.
+std::string KeysFile(const KeyHistory& keys) {
+  std::string out;
+  for (const auto& [from, key] : keys) out += absl::StrFormat("%d %s\n", from, ToHex(key));
+  return out;
+}
+
+// The key that signs batch `seq`: the one with the greatest first seq at or below it.
+const std::string* KeyFor(const KeyHistory& keys, uint64_t seq) {
+  const std::string* found = nullptr;
+  for (const auto& [from, key] : keys) {
+    if (from <= seq) found = &key;
+  }
+  return found;
+}
+
 // A path from a manifest is used only if it stays inside the directory.
 bool SafeRelativePath(const std::string& path) {
   if (path.empty() || path[0] == '/' || path.size() > 512) return false;
@@ -111,6 +139,9 @@ absl::Status WriteEvidence(const v1::ExportEvidenceResponse& evidence, const std
   for (const auto& a : evidence.agents()) {
     if (absl::Status st = write("agents/" + a.agent_id() + ".pub", ToHex(a.public_key()) + "\n");
         !st.ok()) {
+      return st;
+    }
+    if (absl::Status st = write("agents/" + a.agent_id() + ".keys", KeysFile(Keys(a))); !st.ok()) {
       return st;
     }
   }
@@ -178,14 +209,28 @@ EvidenceReport VerifyEvidence(const std::string& dir) {
       !google::protobuf::util::JsonStringToMessage(inc->second, &account).ok()) {
     problem("incident.json: missing or not readable");
   }
-  std::map<std::string, std::string> keys;
+  std::map<std::string, KeyHistory> keys;
+  int rekeyed = 0;
   for (const auto& a : account.agents()) {
     auto pub = files.find("agents/" + a.agent_id() + ".pub");
     if (pub == files.end() || pub->second != ToHex(a.public_key()) + "\n") {
       problem(absl::StrFormat("agents/%s.pub: missing or differs from incident.json",
                               Printable(a.agent_id())));
     }
-    keys[a.agent_id()] = a.public_key();
+    KeyHistory history = Keys(a);
+    if (a.keys_size() > 0) {
+      auto list = files.find("agents/" + a.agent_id() + ".keys");
+      if (list == files.end() || list->second != KeysFile(history)) {
+        problem(absl::StrFormat("agents/%s.keys: missing or differs from incident.json",
+                                Printable(a.agent_id())));
+      }
+      if (history.back().second != a.public_key()) {
+        problem(absl::StrFormat("incident.json: the newest key of %s is not its pinned key",
+                                Printable(a.agent_id())));
+      }
+    }
+    if (history.size() > 1) ++rekeyed;
+    keys[a.agent_id()] = std::move(history);
   }
 
   // 3. Every batch: signature by the pinned key, its claimed identity, and the chain.
@@ -214,9 +259,15 @@ EvidenceReport VerifyEvidence(const std::string& dir) {
       problem(absl::StrFormat("%s: no public key for agent %s", path, Printable(agent)));
       continue;
     }
-    if (!VerifyBatchSignature(key->second, signed_batch.batch(), signed_batch.signature())) {
-      problem(absl::StrFormat("%s: signature does not verify with %s's pinned key", path,
-                              Printable(agent)));
+    const std::string* signer = KeyFor(key->second, seq);
+    if (signer == nullptr) {
+      problem(absl::StrFormat("%s: agent %s had no key for batch %d", path, Printable(agent), seq));
+      continue;
+    }
+    if (!VerifyBatchSignature(*signer, signed_batch.batch(), signed_batch.signature())) {
+      problem(absl::StrFormat("%s: signature does not verify with the key %s had pinned for "
+                              "batch %d",
+                              path, Printable(agent), seq));
       continue;
     }
     Verified v;
@@ -280,10 +331,14 @@ EvidenceReport VerifyEvidence(const std::string& dir) {
 
   r.ok = r.problems.empty();
   r.summary = r.ok ? absl::StrFormat(
-                         "evidence OK: incident %d; %d batches (%s) signed by the pinned keys, "
+                         "evidence OK: incident %d; %d batches (%s) signed by the pinned keys%s, "
                          "chain continuous; %d incident events found in them; every file "
                          "matches the manifest",
-                         manifest.incident_id(), r.batches, absl::StrJoin(spans, ", "), r.events)
+                         manifest.incident_id(), r.batches, absl::StrJoin(spans, ", "),
+                         rekeyed == 0 ? ""
+                                      : absl::StrFormat(" (%d agent(s) re-keyed on the way)",
+                                                        rekeyed),
+                         r.events)
                    : absl::StrFormat("evidence FAILED: %d problem(s)", r.problems.size());
   return r;
 }

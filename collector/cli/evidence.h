@@ -5,6 +5,8 @@
 //   DIR/SHA256SUMS                 the same digests in `sha256sum -c` format
 //   DIR/incident.json              the incident, its actions and events, the agents' keys (JSON)
 //   DIR/agents/<agent>.pub         the agent's pinned Ed25519 public key, hex
+//   DIR/agents/<agent>.keys        every key it has had: "<first batch seq> <key hex>" per line;
+//                                  a batch is checked against the key in force for its seq
 //   DIR/batches/<agent>/<seq>.signed  each SignedBatch as the collector received it
 //
 // What proves what: the batches are signed by the agent's key, so their content (the events) is

@@ -215,7 +215,7 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
             return absl::OkStatus();
           }
           RETURN_IF_ERROR(w.SetAgentKey(item.agent_id, item.public_key, item.hostname,
-                                        item.version));
+                                        item.version, now));
           reenroll->status = "done";
           reenroll->updated_ns = now;
           reenroll->result = absl::StrFormat("%s; the chain goes on from batch %d", keys,

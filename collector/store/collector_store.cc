@@ -199,6 +199,21 @@ CREATE TABLE incident_cloud_events (
   PRIMARY KEY (incident_id, cloud_event_id)
 ) WITHOUT ROWID;
 )sql",
+      // 8: every key an agent has had, so batches signed before an operator-approved re-key
+      // still verify (evidence). A key signs from from_seq until the next key's from_seq. Agents
+      // already enrolled start with their current key from batch 1: a key replaced before this
+      // migration was not kept anywhere a query can read.
+      R"sql(
+CREATE TABLE agent_keys (
+  agent_id   TEXT NOT NULL REFERENCES agents(agent_id),
+  from_seq   INTEGER NOT NULL,
+  public_key BLOB NOT NULL,
+  pinned_ns  INTEGER NOT NULL,
+  PRIMARY KEY (agent_id, from_seq)
+) WITHOUT ROWID;
+INSERT INTO agent_keys (agent_id, from_seq, public_key, pinned_ns)
+  SELECT agent_id, 1, public_key, enrolled_ns FROM agents;
+)sql",
   };
   return kSchema;
 }
@@ -313,6 +328,18 @@ absl::StatusOr<std::optional<AgentRecord>> SelectAgent(Database* db, const std::
   return ReadAgent(s);
 }
 
+// A key that never signed a batch (re-keyed again before any batch) is replaced: its range is
+// empty.
+absl::Status InsertAgentKey(Database* db, const std::string& agent_id, uint64_t from_seq,
+                            const std::string& public_key, int64_t pinned_ns) {
+  ASSIGN_OR_RETURN(Statement s,
+                   db->Prepare("INSERT OR REPLACE INTO agent_keys (agent_id, from_seq, "
+                               "public_key, pinned_ns) VALUES (?, ?, ?, ?)"));
+  s.Bind(1, agent_id).Bind(2, static_cast<int64_t>(from_seq)).BindBlob(3, public_key);
+  s.Bind(4, pinned_ns);
+  return s.Run();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CollectorStore>> CollectorStore::Open(const std::string& path) {
@@ -348,17 +375,21 @@ absl::Status CollectorStore::Writer::InsertAgent(const AgentRecord& a) {
   s.Bind(1, a.agent_id).BindBlob(2, a.public_key).Bind(3, a.hostname).Bind(4, a.version);
   s.Bind(5, a.enrolled_ns).Bind(6, a.last_seen_ns).Bind(7, static_cast<int64_t>(a.durable_seq));
   s.BindBlob(8, a.durable_digest).Bind(9, a.isolation_state);
-  return s.Run();
+  RETURN_IF_ERROR(s.Run());
+  return InsertAgentKey(db_, a.agent_id, 1, a.public_key, a.enrolled_ns);
 }
 
 absl::Status CollectorStore::Writer::SetAgentKey(const std::string& agent_id,
                                                  const std::string& public_key,
                                                  const std::string& hostname,
-                                                 const std::string& version) {
+                                                 const std::string& version, int64_t now_ns) {
+  ASSIGN_OR_RETURN(std::optional<AgentRecord> known, SelectAgent(db_, agent_id));
+  if (!known) return absl::NotFoundError(absl::StrFormat("agent %s is not enrolled", agent_id));
   ASSIGN_OR_RETURN(Statement s, db_->Prepare("UPDATE agents SET public_key = ?, hostname = ?, "
                                              "version = ? WHERE agent_id = ?"));
   s.BindBlob(1, public_key).Bind(2, hostname).Bind(3, version).Bind(4, agent_id);
-  return s.Run();
+  RETURN_IF_ERROR(s.Run());
+  return InsertAgentKey(db_, agent_id, known->durable_seq + 1, public_key, now_ns);
 }
 
 absl::Status CollectorStore::Writer::UpdateAgentMeta(const std::string& agent_id,
@@ -680,6 +711,24 @@ absl::StatusOr<std::vector<AbsenceEpisode>> CollectorStore::ListAbsenceEpisodes(
 absl::StatusOr<std::optional<AgentRecord>> CollectorStore::GetAgent(const std::string& agent_id) {
   std::lock_guard<std::mutex> lock(read_mu_);
   return SelectAgent(read_db_.get(), agent_id);
+}
+
+absl::StatusOr<std::vector<AgentKeyRecord>> CollectorStore::AgentKeys(const std::string& agent_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  ASSIGN_OR_RETURN(Statement s, read_db_->Prepare("SELECT from_seq, public_key, pinned_ns FROM "
+                                                  "agent_keys WHERE agent_id = ? ORDER BY from_seq"));
+  s.Bind(1, agent_id);
+  std::vector<AgentKeyRecord> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    AgentKeyRecord k;
+    k.from_seq = static_cast<uint64_t>(s.ColumnInt(0));
+    k.public_key = s.ColumnText(1);
+    k.pinned_ns = s.ColumnInt(2);
+    out.push_back(std::move(k));
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<EventRecord>> CollectorStore::QueryEvents(const EventQuery& q) {

@@ -36,6 +36,13 @@ struct AgentRecord {
   uint64_t spool_bytes = 0;
 };
 
+// One key of an agent: it signs batches from from_seq until the next key's from_seq.
+struct AgentKeyRecord {
+  uint64_t from_seq = 0;
+  std::string public_key;
+  int64_t pinned_ns = 0;
+};
+
 // An agent an absence rule found silent: since when (its last_seen_ns then) and the incident
 // that silence opened (or was appended to). Deleted once the agent is heard again.
 struct AbsenceEpisode {
@@ -173,9 +180,11 @@ class CollectorStore {
                                  uint64_t spool_batches, uint64_t spool_bytes);
     absl::Status PutAbsenceEpisode(const AbsenceEpisode& episode);
     absl::Status DeleteAbsenceEpisode(const std::string& rule_id, const std::string& agent_id);
-    // Pins another key for a known agent (an operator-approved re-enrollment); the chain goes on.
+    // Pins another key for a known agent (an operator-approved re-enrollment); the chain goes on,
+    // and the key history records that the new key signs from the batch after the durable one.
     absl::Status SetAgentKey(const std::string& agent_id, const std::string& public_key,
-                             const std::string& hostname, const std::string& version);
+                             const std::string& hostname, const std::string& version,
+                             int64_t now_ns);
 
     // Batches and their events. InsertEvent returns the new event id.
     absl::Status InsertBatch(const std::string& agent_id, uint64_t batch_seq,
@@ -251,6 +260,8 @@ class CollectorStore {
   // Reads (read connection). Lists are ordered by id.
   absl::StatusOr<std::vector<AgentRecord>> ListAgents();
   absl::StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& agent_id);
+  // Every key `agent_id` has had, oldest first (empty for an unknown agent).
+  absl::StatusOr<std::vector<AgentKeyRecord>> AgentKeys(const std::string& agent_id);
   absl::StatusOr<std::vector<AbsenceEpisode>> ListAbsenceEpisodes();
   absl::StatusOr<std::vector<EventRecord>> QueryEvents(const EventQuery& query);
   absl::StatusOr<std::vector<EventRecord>> IncidentEvents(int64_t incident_id);

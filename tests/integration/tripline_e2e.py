@@ -1645,12 +1645,16 @@ def scenario_identity_forged(fleet, demo=False):
 def scenario_identity_reenroll(fleet, demo=False):
     """The same instance with a new key (a re-imaged host) is refused and recorded until an admin
     runs `triplinectl agents reenroll`; then exactly one enrollment with a new key is accepted,
-    the chain goes on under that key, and the next new key is refused again."""
+    the chain goes on under that key, and the next new key is refused again. Evidence of an
+    incident whose events span the re-key verifies with the key history."""
     fleet.start_ec2()
     fleet.start_collector()
     first = fleet.start_agent("first")
     wait_for("the agent to enroll", fleet.agent_enrolled)
     old_key = fleet.ctl_json("agents")["agents"][0]["public_key"]
+    with open(os.path.join(fleet.watched, "etc", "hostname"), "w") as f:
+        f.write("web-before-reimage\n")
+    incident = wait_rule_incident(fleet)
     first.stop()
     fleet.procs.remove(first)
 
@@ -1679,7 +1683,19 @@ def scenario_identity_reenroll(fleet, demo=False):
     # The chain continues under the new key: the re-imaged agent's events are stored.
     with open(os.path.join(fleet.watched, "etc", "hostname"), "w") as f:
         f.write("web-reimaged\n")
-    wait_rule_incident(fleet)
+    wait_for("the re-keyed agent's event on the incident", lambda: len(fleet.ctl_json(
+        "incident", "show", str(incident["id"])).get("events", [])) >= 2)
+    out = os.path.join(fleet.dir, "evidence")
+    fleet.ctl("evidence", "export", str(incident["id"]), "-o", out)
+    with open(os.path.join(out, "agents", INSTANCE_ID + ".keys")) as f:
+        keys = f.read().split("\n")[:-1]
+    if len(keys) != 2 or not keys[0].startswith("1 ") or keys[1].split(" ")[0] == "1":
+        raise Failure(f"the exported key history is not the two keys with their ranges: {keys}")
+    verified = subprocess.run([fleet.ctl_bin, "evidence", "verify", out], capture_output=True,
+                              timeout=30)
+    text = verified.stdout.decode(errors="replace")
+    if verified.returncode != 0 or "evidence OK" not in text or "re-keyed" not in text:
+        raise Failure(f"evidence across the re-key does not verify: {verified.returncode}: {text}")
 
     # The allowance was used up: a third key is refused again.
     third = fleet.start_agent("third")

@@ -174,7 +174,8 @@ TEST(CollectorStore, EventsRebuildKeepsIdsLinksAndHighWaterMark) {
     ASSERT_TRUE((*db)->Exec("DELETE FROM events WHERE seq = 4").ok());
     // What migrations after 6 created goes too, so they run again cleanly.
     ASSERT_TRUE((*db)->Exec("DROP TABLE incident_cloud_events; DROP TABLE cloud_event_errors; "
-                            "DROP TABLE cloud_cursors; DROP TABLE cloud_events;")
+                            "DROP TABLE cloud_cursors; DROP TABLE cloud_events; "
+                            "DROP TABLE agent_keys;")
                     .ok());
     ASSERT_TRUE((*db)->Exec("PRAGMA user_version=5").ok());
   }
@@ -200,6 +201,75 @@ TEST(CollectorStore, EventsRebuildKeepsIdsLinksAndHighWaterMark) {
   auto db = Database::Open(path);
   ASSERT_TRUE(db.ok());
   EXPECT_FALSE((*db)->Exec(absl::StrFormat("DELETE FROM events WHERE id = %d", linked)).ok());
+}
+
+TEST(CollectorStore, KeyHistoryKeepsEveryKeyFromItsFirstBatch) {
+  tripline::testing::TempDir dir;
+  auto store = CollectorStore::Open(dir.Sub("c.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string a(32, 'a'), b(32, 'b'), c(32, 'c');
+  {
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    AgentRecord agent = Agent("i-1");
+    agent.public_key = a;
+    agent.enrolled_ns = 10;
+    ASSERT_TRUE(w->InsertAgent(agent).ok());
+    ASSERT_TRUE(w->AdvanceAgentChain("i-1", 5, std::string(32, 'd'), 11).ok());
+    ASSERT_TRUE(w->SetAgentKey("i-1", b, "host", "1", 20).ok());
+    EXPECT_EQ(w->SetAgentKey("i-2", c, "host", "1", 20).code(), absl::StatusCode::kNotFound);
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  auto keys = (*store)->AgentKeys("i-1");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 2u);
+  EXPECT_EQ((*keys)[0].from_seq, 1u);
+  EXPECT_EQ((*keys)[0].public_key, a);
+  EXPECT_EQ((*keys)[0].pinned_ns, 10);
+  EXPECT_EQ((*keys)[1].from_seq, 6u);  // the batch after the durable one
+  EXPECT_EQ((*keys)[1].public_key, b);
+  EXPECT_EQ((*keys)[1].pinned_ns, 20);
+  {
+    // Re-keyed again before b signed anything: c takes b's place, b signed no batch.
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->SetAgentKey("i-1", c, "host", "1", 30).ok());
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  keys = (*store)->AgentKeys("i-1");
+  ASSERT_TRUE(keys.ok());
+  ASSERT_EQ(keys->size(), 2u);
+  EXPECT_EQ((*keys)[1].from_seq, 6u);
+  EXPECT_EQ((*keys)[1].public_key, c);
+  EXPECT_EQ((*store)->GetAgent("i-1")->value().public_key, c);
+  EXPECT_TRUE((*store)->AgentKeys("i-unknown")->empty());
+}
+
+TEST(CollectorStore, KeyHistoryMigrationStartsAtTheCurrentKey) {
+  tripline::testing::TempDir dir;
+  const std::string path = dir.Sub("c.db");
+  {
+    auto store = CollectorStore::Open(path);
+    ASSERT_TRUE(store.ok());
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  {
+    // A database from before the key history.
+    auto db = Database::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("DROP TABLE agent_keys; PRAGMA user_version=7").ok());
+  }
+  auto store = CollectorStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto keys = (*store)->AgentKeys("i-1");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 1u);
+  EXPECT_EQ((*keys)[0].from_seq, 1u);
+  EXPECT_EQ((*keys)[0].public_key, std::string(32, 'k'));
+  EXPECT_EQ((*keys)[0].pinned_ns, 1);
 }
 
 }  // namespace
