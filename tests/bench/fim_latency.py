@@ -57,6 +57,20 @@ def rss_breakdown(pid):
     return out
 
 
+def rss_by_file(pid, top=8):
+    """The mapped files holding the most resident pages: [(MiB, name)], largest first."""
+    sizes = {}
+    name = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+                name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
+            elif head and head[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(head[1])
+    return sorted(((kb / 1024.0, n) for n, kb in sizes.items()), reverse=True)[:top]
+
+
 def percentile(sorted_values, p):
     if not sorted_values:
         return float("nan")
@@ -110,6 +124,7 @@ def main():
         time.sleep(args.idle_seconds)
         cpu1, rss = proc_stat(agent.proc.pid)
         parts = rss_breakdown(agent.proc.pid)
+        by_file = rss_by_file(agent.proc.pid)
         idle_pct = 100.0 * (cpu1 - cpu0) / (time.monotonic() - t0)
 
         # Latency: one rewrite at a time, paced so each is its own event.
@@ -147,6 +162,8 @@ def main():
         print(f"{'  of which file-backed (code) (MB)':<44} {parts.get('RssFile', 0):>16.1f}")
         print(f"{'  PSS (shared pages divided among users) (MB)':<44} {parts.get('Pss', 0):>16.1f}")
         print(f"{'  threads':<44} {parts.get('Threads', 0):>16}")
+        for mib, name in by_file:
+            print(f"{'  resident in ' + name[:28] + ' (MB)':<44} {mib:>16.1f}")
         print(f"({len(lat)} writes, {args.pace_ms:.0f} ms apart; idle sampled over "
               f"{args.idle_seconds:.0f} s)")
         return 0
