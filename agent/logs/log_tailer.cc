@@ -477,13 +477,14 @@ void LogTailer::EmitLines(OpenFile& f, std::vector<LogLine>& lines) {
   const LogFileSource& src = sources_[f.source];
   const RE2* inc = include_[f.source].get();
   const RE2* exc = exclude_[f.source].get();
+  const int64_t now = clock_.NowUnixNanos();  // the lines of one read arrived together
   for (LogLine& l : lines) {
     if (stop_.load()) return;
     const re2::StringPiece piece(l.bytes.data(), l.bytes.size());
     if (inc && !RE2::PartialMatch(piece, *inc)) continue;
     if (exc && RE2::PartialMatch(piece, *exc)) continue;
     tripline::v1::Event ev;
-    ev.set_time_unix_ns(clock_.NowUnixNanos());
+    ev.set_time_unix_ns(now);
     tripline::v1::LogEvent* log = ev.mutable_log();
     log->set_source(src.name);
     log->set_path(f.path);
