@@ -41,6 +41,17 @@ CREATE TABLE journal_pending (
   cursor    TEXT NOT NULL,
   PRIMARY KEY (batch_seq, source)
 ) WITHOUT ROWID;
+)sql",
+                                              R"sql(
+CREATE TABLE family (
+  source      TEXT NOT NULL,
+  device      INTEGER NOT NULL,
+  inode       INTEGER NOT NULL,
+  fingerprint BLOB NOT NULL,
+  fingerprint_len INTEGER NOT NULL,
+  PRIMARY KEY (source, device, inode)
+) WITHOUT ROWID;
+CREATE TABLE family_sources (name TEXT PRIMARY KEY) WITHOUT ROWID;
 )sql"};
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
@@ -271,6 +282,59 @@ absl::Status OffsetLedger::MarkSourceStarted(const std::string& source) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement q, db_->PrepareCached("INSERT OR IGNORE INTO sources (name) VALUES (?1)"));
   return q.Bind(1, source).Run();
+}
+
+absl::StatusOr<std::optional<std::vector<FamilyMember>>> OffsetLedger::Family(
+    const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement tracked,
+                   db_->PrepareCached("SELECT 1 FROM family_sources WHERE name = ?1"));
+  tracked.Bind(1, source);
+  ASSIGN_OR_RETURN(bool known, tracked.Step());
+  if (!known) return std::optional<std::vector<FamilyMember>>();
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "SELECT device, inode, fingerprint, fingerprint_len FROM family WHERE source = ?1"));
+  q.Bind(1, source);
+  std::vector<FamilyMember> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    FamilyMember m;
+    m.device = static_cast<uint64_t>(q.ColumnInt(0));
+    m.inode = static_cast<uint64_t>(q.ColumnInt(1));
+    m.fingerprint = q.ColumnText(2);
+    m.fingerprint_len = static_cast<uint64_t>(q.ColumnInt(3));
+    out.push_back(std::move(m));
+  }
+  return std::optional<std::vector<FamilyMember>>(std::move(out));
+}
+
+absl::Status OffsetLedger::MarkFamilyTracked(const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q,
+                   db_->PrepareCached("INSERT OR IGNORE INTO family_sources (name) VALUES (?1)"));
+  return q.Bind(1, source).Run();
+}
+
+absl::Status OffsetLedger::AddToFamily(const std::string& source, const FamilyMember& member) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "INSERT OR REPLACE INTO family (source, device, inode, fingerprint, fingerprint_len) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)"));
+  return q.Bind(1, source)
+      .Bind(2, I(member.device))
+      .Bind(3, I(member.inode))
+      .BindBlob(4, member.fingerprint)
+      .Bind(5, I(member.fingerprint_len))
+      .Run();
+}
+
+absl::Status OffsetLedger::RemoveFromFamily(const std::string& source, uint64_t device,
+                                            uint64_t inode) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "DELETE FROM family WHERE source = ?1 AND device = ?2 AND inode = ?3"));
+  return q.Bind(1, source).Bind(2, I(device)).Bind(3, I(inode)).Run();
 }
 
 }  // namespace tripline::agent
