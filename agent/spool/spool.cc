@@ -484,6 +484,7 @@ bool Spool::Push(SealedBatch batch) {
     }
     EndPressureLocked();
     changed_.SignalAll();
+    commit_wanted_.Signal();
     return true;
   }
 }
@@ -494,7 +495,7 @@ void Spool::CommitLoop() {
     uint64_t target;
     {
       absl::MutexLock lock(&mu_);
-      while (!closing_ && written_seq_ == committed_seq_) changed_.Wait(&mu_);
+      while (!closing_ && written_seq_ == committed_seq_) commit_wanted_.Wait(&mu_);
       if (written_seq_ == committed_seq_) return;  // closing, and everything is synced
       fds.swap(to_sync_);
       target = written_seq_;
@@ -510,6 +511,7 @@ void Spool::CommitLoop() {
         if (commit_failed_) spdlog::info("spool: fdatasync works again committed_seq={}", target);
         commit_failed_ = false;
         changed_.SignalAll();
+        sendable_.SignalAll();
       }
       NotifyDurable(target);
       continue;
@@ -568,6 +570,7 @@ void Spool::AckThrough(uint64_t durable_seq) {
   }
   DeleteAckedSegmentsLocked();
   changed_.SignalAll();
+  sendable_.SignalAll();
 }
 
 const std::string& Spool::AckedDigestLocked() {
@@ -615,7 +618,7 @@ std::optional<SealedBatch> Spool::WaitForSendable(uint64_t seq, uint64_t window,
         e = entries_[seq - entries_.front().seq];  // seqs are contiguous
         break;
       }
-      changed_.Wait(&mu_);
+      sendable_.Wait(&mu_);
     }
   }
   if (e.cached) return SealedBatch{e.seq, e.cached};
@@ -626,6 +629,7 @@ uint64_t Spool::Interrupt() {
   absl::MutexLock lock(&mu_);
   ++generation_;
   changed_.SignalAll();
+  sendable_.SignalAll();
   return generation_;
 }
 
@@ -670,6 +674,8 @@ void Spool::Close() {
     if (closing_ && !commit_thread_.joinable()) return;
     closing_ = true;
     changed_.SignalAll();
+    commit_wanted_.Signal();
+    sendable_.SignalAll();
   }
   if (commit_thread_.joinable()) commit_thread_.join();
   absl::MutexLock lock(&mu_);

@@ -188,6 +188,10 @@ class Spool {
 
   mutable absl::Mutex mu_;
   absl::CondVar changed_;  // signalled on every push, commit, ack, interrupt and mode change
+  // Narrower wake-ups, so a batch costs no futile context switches: the commit thread waits for
+  // writes (push, close), senders for what makes a batch sendable (commit, ack, interrupt).
+  absl::CondVar commit_wanted_;
+  absl::CondVar sendable_;
   std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);  // oldest first; back() is written to
   std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);     // unacked batches, contiguous seqs
   std::vector<std::shared_ptr<UniqueFd>> to_sync_ ABSL_GUARDED_BY(mu_);  // written, not synced
