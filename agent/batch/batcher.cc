@@ -35,9 +35,13 @@ bool Batcher::Add(tripline::v1::Event event) {
   }
   event.set_seq(next_event_seq_++);
   if (event.time_unix_ns() == 0) event.set_time_unix_ns(clock_.NowUnixNanos());
-  if (queue_.empty()) oldest_queued_ = absl::Now();
+  const bool was_empty = queue_.empty();
+  if (was_empty) oldest_queued_ = absl::Now();
   queue_.push_back(std::move(event));
-  changed_.SignalAll();
+  // The batcher thread sleeps until the oldest event's linger ends: it needs waking only when that
+  // deadline appears (the queue was empty) or a batch is full. Waking it for every event cost a
+  // context switch per log line.
+  if (was_empty || queue_.size() >= options_.max_events) changed_.SignalAll();
   return true;
 }
 

@@ -49,10 +49,29 @@ std::optional<std::pair<std::string, uint64_t>> Fingerprint(int fd, uint64_t lim
   return std::make_pair(Blake2b256(buf), static_cast<uint64_t>(got));
 }
 
-struct DirEntry {
-  std::string path;
+// The first `n` bytes of the file (device, inode) `id` at `path` (fewer when it is shorter);
+// nullopt when it cannot be read or another file is at `path` now.
+std::optional<std::string> ReadHead(const std::string& path, std::pair<uint64_t, uint64_t> id,
+                                    size_t n) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd.valid()) return std::nullopt;
   struct stat st;
-};
+  if (::fstat(fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_dev) != id.first ||
+      static_cast<uint64_t>(st.st_ino) != id.second) {
+    return std::nullopt;
+  }
+  std::string buf(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd.get(), buf.data() + got, n - got, static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return std::nullopt;
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  buf.resize(got);
+  return buf;
+}
 
 // The entries of `dir` (following symlinks; not only regular files: a FIFO or directory matching
 // a glob is reported by Open), by (device, inode).
@@ -152,6 +171,153 @@ bool LogTailer::MatchesGlob(size_t source, const std::string& dir, const std::st
   return false;
 }
 
+bool LogTailer::IsRotatedSibling(size_t source, const std::string& dir,
+                                 const std::string& name) const {
+  for (size_t k = 1; k + 1 < name.size(); ++k) {
+    if (name[k] != '.' && name[k] != '-' && name[k] != '_') continue;
+    if (MatchesGlob(source, dir, name.substr(0, k))) return true;
+  }
+  return false;
+}
+
+void LogTailer::Remember(size_t source, const std::string& dir, uint64_t device, uint64_t inode,
+                         const std::string& fingerprint, uint64_t fingerprint_len) {
+  Known& k = known_[OpenKey{source, device, inode}];
+  k.dir = dir;
+  if (k.fingerprint == fingerprint && k.fingerprint_len == fingerprint_len &&
+      fingerprint_len != 0) {
+    return;
+  }
+  k.fingerprint = fingerprint;
+  k.fingerprint_len = fingerprint_len;
+  FamilyMember m{device, inode, fingerprint, fingerprint_len};
+  if (absl::Status st = ledger_->AddToFamily(sources_[source].name, m); !st.ok()) {
+    spdlog::error("logs: cannot record a file of source {}: {}", sources_[source].name,
+                  st.ToString());
+  }
+}
+
+void LogTailer::AdoptUnreadSiblings(
+    size_t source, const std::string& dir,
+    const std::map<std::pair<uint64_t, uint64_t>, DirEntry>& entries, FamilyLook look) {
+  const std::string& name = sources_[source].name;
+  if (look != FamilyLook::kFirstStart) {
+    // Read the followed files first: their fingerprints (persisted before their lines go) then
+    // cover what a copy of them holds, so after a crash the copy is found by the file's row
+    // rather than taken for old content; and truncations are seen before copies are judged.
+    std::vector<OpenKey> here;
+    for (const auto& [key, f] : files_) {
+      if (f->source == source && f->dir == dir) here.push_back(key);
+    }
+    std::stable_sort(here.begin(), here.end(), [this](const OpenKey& a, const OpenKey& b) {
+      return files_[a]->rotated > files_[b]->rotated;  // a rotated file's last lines first
+    });
+    for (const OpenKey& k : here) {
+      if (stop_.load()) return;
+      if (auto it = files_.find(k); it != files_.end()) Read(*it->second);
+    }
+  }
+  // Content already read or accounted for, by fingerprint length.
+  std::set<std::pair<uint64_t, std::string>> fps;
+  for (const auto& [src, len, fp] : content_fps_) {
+    if (src == source) fps.emplace(len, fp);
+  }
+  std::vector<const OpenFile*> open_here;
+  for (const auto& [key, f] : files_) {
+    if (f->source != source) continue;
+    if (f->fingerprint_len > 0) fps.emplace(f->fingerprint_len, f->fingerprint);
+    if (f->dir == dir && !f->ignored) open_here.push_back(f.get());
+  }
+  for (const auto& [key, k] : known_) {
+    if (std::get<0>(key) == source && k.fingerprint_len > 0) {
+      fps.emplace(k.fingerprint_len, k.fingerprint);
+    }
+  }
+  for (auto it = undecided_.begin(); it != undecided_.end();) {
+    it = it->first == dir ? undecided_.erase(it) : std::next(it);
+  }
+  for (const auto& [id, e] : entries) {
+    if (stop_.load()) return;
+    const std::string base = BaseOf(e.path);
+    if (DirOf(e.path) != dir || !S_ISREG(e.st.st_mode)) continue;
+    const bool matches = MatchesGlob(source, dir, base);
+    if (!matches && !IsRotatedSibling(source, dir, base)) continue;
+    const OpenKey key{source, id.first, id.second};
+    if (files_.count(key) || ignored_.count(key)) continue;
+    // Another file at this name now (renamed meanwhile): the rename's events bring a new look.
+    std::optional<std::string> head = ReadHead(e.path, id, 4096);
+    if (!head) continue;
+    const std::string_view fp_head =
+        std::string_view(*head).substr(0, std::min<size_t>(head->size(), kFingerprintBytes));
+    if (auto k = known_.find(key); k != known_.end()) {
+      // Known without content (it was empty): only while it still is.
+      const bool same = k->second.fingerprint_len == 0
+                            ? fp_head.empty()
+                            : fp_head.size() >= k->second.fingerprint_len &&
+                                  Blake2b256(fp_head.substr(0, k->second.fingerprint_len)) ==
+                                      k->second.fingerprint;
+      if (same) continue;  // the file we knew
+      known_.erase(k);  // its inode now holds another file
+    }
+    // A matching file not followed could not be opened (reported) or was not there yet when
+    // the glob rule ran: that rule, not this one, decides where it starts.
+    if (matches) continue;
+    const std::string fp = Blake2b256(fp_head);
+    if (look == FamilyLook::kFirstStart) {  // archives from before the source started
+      Remember(source, dir, id.first, id.second, fp, fp_head.size());
+      continue;
+    }
+    if (head->empty()) {
+      undecided_.emplace(dir, base);
+      continue;
+    }
+    if (std::memchr(head->data(), '\0', head->size()) != nullptr) {
+      Remember(source, dir, id.first, id.second, fp, fp_head.size());  // a compressed archive
+      continue;
+    }
+    bool copy = false;
+    std::map<uint64_t, std::string> head_fp;  // by length: fingerprints mostly share one
+    for (const auto& [len, known_fp] : fps) {
+      if (fp_head.size() < len) continue;
+      auto [h, fresh] = head_fp.try_emplace(len);
+      if (fresh) h->second = Blake2b256(fp_head.substr(0, len));
+      if (h->second == known_fp) {
+        copy = true;
+        break;
+      }
+    }
+    // A copy of what a followed file holds now (a copytruncate the tailer has not seen yet, a
+    // copy still being written, cp): that content is read from the followed file, and the
+    // truncation, when it comes, finds the copy by fingerprint for what was not read.
+    for (size_t i = 0; !copy && i < open_here.size(); ++i) {
+      std::string theirs(fp_head.size(), '\0');
+      copy = ::pread(open_here[i]->fd.get(), theirs.data(), theirs.size(), 0) ==
+                 static_cast<ssize_t>(theirs.size()) &&
+             theirs == fp_head;
+    }
+    if (copy) {
+      Remember(source, dir, id.first, id.second, fp, fp_head.size());
+      continue;
+    }
+    spdlog::info("logs: found a rotated file no run had opened source={} path={} inode={}; "
+                 "reading it from its start",
+                 name, Printable(e.path), id.second);
+    OpenListed(source, id, e.path, 0, 0, /*new_file=*/true, /*rotated=*/true);
+  }
+  // Members gone from the directory are forgotten: their inodes may be reused.
+  for (auto it = known_.begin(); it != known_.end();) {
+    const auto& [src, device, inode] = it->first;
+    if (src != source || it->second.dir != dir || entries.count({device, inode})) {
+      ++it;
+      continue;
+    }
+    if (absl::Status st = ledger_->RemoveFromFamily(name, device, inode); !st.ok()) {
+      spdlog::error("logs: {}", st.ToString());
+    }
+    it = known_.erase(it);
+  }
+}
+
 void LogTailer::WatchDirs() {
   std::set<std::string> dirs;
   for (const Pattern& p : patterns_) dirs.insert(p.dir);
@@ -178,8 +344,28 @@ void LogTailer::WatchDirs() {
                        : clock_.MonotonicNanos() + absl::ToInt64Nanoseconds(options_.retry_interval);
 }
 
+LogTailer::OpenFile* LogTailer::OpenListed(size_t source, std::pair<uint64_t, uint64_t> id,
+                                           std::string path, uint64_t offset,
+                                           uint64_t generation, bool new_file, bool rotated) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool moved = false;
+    OpenFile* f = Open(source, path, offset, generation, new_file, rotated, id, &moved);
+    if (!moved) return f;
+    // Renamed since it was listed (a rotation racing the look): find it again by inode.
+    std::map<std::pair<uint64_t, uint64_t>, DirEntry> entries = ListDir(DirOf(path));
+    auto it = entries.find(id);
+    if (it == entries.end()) break;
+    path = it->second.path;
+  }
+  spdlog::info("logs: source={} inode={} moved out of its directory before it could be opened",
+               sources_[source].name, id.second);
+  return nullptr;
+}
+
 LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uint64_t offset,
-                                     uint64_t generation, bool new_file, bool rotated) {
+                                     uint64_t generation, bool new_file, bool rotated,
+                                     std::optional<std::pair<uint64_t, uint64_t>> expect,
+                                     bool* moved) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     absl::Status st = ErrnoStatus(errno, "open", path);
@@ -191,6 +377,11 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
   UniqueFd owned(fd);
   struct stat st;
   if (::fstat(fd, &st) != 0) return nullptr;
+  if (expect && (static_cast<uint64_t>(st.st_dev) != expect->first ||
+                 static_cast<uint64_t>(st.st_ino) != expect->second)) {
+    if (moved != nullptr) *moved = true;
+    return nullptr;
+  }
   if (!S_ISREG(st.st_mode)) {
     Problem("type:" + path,
             absl::StrFormat("source %s: not tailing %s: not a regular file", sources_[source].name,
@@ -247,6 +438,7 @@ LogTailer::OpenFile* LogTailer::Open(size_t source, const std::string& path, uin
                sources_[source].name, Printable(path), st.st_ino, offset, generation,
                rotated ? " (rotated: reading to its end)" : "");
   OpenFile* raw = f.get();
+  Remember(source, raw->dir, st.st_dev, st.st_ino, raw->fingerprint, raw->fingerprint_len);
   files_[key] = std::move(f);
   return raw;
 }
@@ -261,17 +453,54 @@ void LogTailer::Recover(size_t source) {
     return;
   }
   std::map<std::pair<uint64_t, uint64_t>, DirEntry> entries;
+  std::set<std::string> dirs;
   for (const Pattern& p : patterns_) {
-    if (p.source == source) entries.merge(ListDir(p.dir));
+    if (p.source == source && dirs.insert(p.dir).second) entries.merge(ListDir(p.dir));
   }
-  auto fingerprint_of = [](const std::string& path, uint64_t len) {
-    std::optional<std::pair<std::string, uint64_t>> fp;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd >= 0) {
-      fp = Fingerprint(fd, len);
-      ::close(fd);
+  absl::StatusOr<std::optional<std::vector<FamilyMember>>> family = ledger_->Family(src.name);
+  if (!family.ok()) {
+    spdlog::error("logs: source {}: cannot read its files: {}", src.name,
+                  family.status().ToString());
+    return;
+  }
+  // Without a recorded family (a new source, or a ledger from before families were kept),
+  // whatever is in the directories now is old: accounted for, not read.
+  const FamilyLook look =
+      (*started && family->has_value()) ? FamilyLook::kRecover : FamilyLook::kFirstStart;
+  if (family->has_value()) {
+    for (const FamilyMember& m : **family) {
+      auto it = entries.find({m.device, m.inode});
+      if (it == entries.end()) {
+        (void)ledger_->RemoveFromFamily(src.name, m.device, m.inode);
+        continue;
+      }
+      known_[OpenKey{source, m.device, m.inode}] =
+          Known{DirOf(it->second.path), m.fingerprint, m.fingerprint_len};
     }
-    return fp;
+  }
+  for (const FileRow& r : *rows) {  // content some run read: its copies are not new
+    if (r.fingerprint_len > 0) content_fps_.emplace(source, r.fingerprint_len, r.fingerprint);
+  }
+  // The fingerprint of file `id` listed at `path`, found again by inode if a rotation racing
+  // this look renamed it; nullopt when it cannot be read or is gone.
+  auto fingerprint_of = [](const std::string& path, std::pair<uint64_t, uint64_t> id,
+                           uint64_t len) {
+    std::string at = path;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      UniqueFd fd(::open(at.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+      if (!fd.valid()) return std::optional<std::pair<std::string, uint64_t>>();
+      struct stat st;
+      if (::fstat(fd.get(), &st) != 0) break;
+      if (static_cast<uint64_t>(st.st_dev) == id.first &&
+          static_cast<uint64_t>(st.st_ino) == id.second) {
+        return Fingerprint(fd.get(), len);
+      }
+      std::map<std::pair<uint64_t, uint64_t>, DirEntry> again = ListDir(DirOf(path));
+      auto it = again.find(id);
+      if (it == again.end()) break;
+      at = it->second.path;
+    }
+    return std::optional<std::pair<std::string, uint64_t>>();
   };
   // Where a copy of a file's old content (copytruncate) must be read from: a detached
   // generation, or a file truncated or replaced while the agent was down, whose lines after its
@@ -287,7 +516,7 @@ void LogTailer::Recover(size_t source) {
     for (const auto& [id, e] : entries) {
       if (id == std::make_pair(r.key.device, r.key.inode) || !S_ISREG(e.st.st_mode)) continue;
       if (static_cast<uint64_t>(e.st.st_size) <= r.offset) continue;
-      auto fp = fingerprint_of(e.path, r.fingerprint_len);
+      auto fp = fingerprint_of(e.path, id, r.fingerprint_len);
       if (fp && fp->first == r.fingerprint && fp->second == r.fingerprint_len) {
         resume_copy_at[id] = std::min(resume_copy_at.count(id) ? resume_copy_at[id] : r.offset,
                                       r.offset);
@@ -312,8 +541,11 @@ void LogTailer::Recover(size_t source) {
     if (r.key.generation != newest_generation[id]) continue;
     auto it = entries.find(id);
     if (it == entries.end()) continue;  // rotated away: reported below
-    auto fp = fingerprint_of(it->second.path, r.fingerprint_len);
-    const bool same = fp && fp->first == r.fingerprint && fp->second == r.fingerprint_len &&
+    auto fp = fingerprint_of(it->second.path, id, r.fingerprint_len);
+    // A row without fingerprint (nothing was there, or a truncation had just emptied it) knows
+    // no content to compare: every file starts with its empty prefix.
+    const bool same = fp && (r.fingerprint_len == 0 || (fp->first == r.fingerprint &&
+                                                        fp->second == r.fingerprint_len)) &&
                       static_cast<uint64_t>(it->second.st.st_size) >= r.offset;
     if (!same) find_copy(r);  // truncated or replaced while the agent was down
   }
@@ -341,9 +573,14 @@ void LogTailer::Recover(size_t source) {
       (void)ledger_->Forget(r.key);
       continue;
     }
-    auto fp = fingerprint_of(it->second.path, r.fingerprint_len);
-    if (!fp || fp->first != r.fingerprint || fp->second != r.fingerprint_len) {
-      (void)ledger_->Forget(r.key);  // a reused inode: another file, read as new below
+    auto fp = fingerprint_of(it->second.path, id, r.fingerprint_len);
+    if (!fp ||
+        (r.fingerprint_len != 0 &&
+         (fp->first != r.fingerprint || fp->second != r.fingerprint_len))) {
+      // A reused inode: another file, read as new below (by the glob, or as a rotated file
+      // nobody read: the family must not vouch for it).
+      known_.erase(OpenKey{source, id.first, id.second});
+      (void)ledger_->Forget(r.key);
       continue;
     }
     uint64_t generation = r.key.generation;
@@ -369,7 +606,7 @@ void LogTailer::Recover(size_t source) {
     }
     const std::string dir = DirOf(it->second.path);
     const bool rotated = !MatchesGlob(source, dir, BaseOf(it->second.path));
-    if (OpenFile* f = Open(source, it->second.path, offset, generation, false, rotated)) {
+    if (OpenFile* f = OpenListed(source, id, it->second.path, offset, generation, false, rotated)) {
       (void)ledger_->UpdateIdentity(f->key, f->path, r.fingerprint, r.fingerprint_len);
       f->fingerprint = r.fingerprint;
       f->fingerprint_len = r.fingerprint_len;
@@ -380,7 +617,7 @@ void LogTailer::Recover(size_t source) {
     auto it = entries.find(id);
     if (it == entries.end()) continue;
     const bool rotated = !MatchesGlob(source, DirOf(it->second.path), BaseOf(it->second.path));
-    Open(source, it->second.path, offset, 0, true, rotated);
+    OpenListed(source, id, it->second.path, offset, 0, true, rotated);
   }
   // Files matching the globs that are not followed yet.
   bool any = false;
@@ -391,6 +628,11 @@ void LogTailer::Recover(size_t source) {
     const uint64_t offset =
         (*started || src.start_at_beginning) ? 0 : static_cast<uint64_t>(e.st.st_size);
     Open(source, e.path, offset, 0, true, false);
+  }
+  // Rotated files no run opened (created and rotated away while the agent was down).
+  for (const std::string& dir : dirs) AdoptUnreadSiblings(source, dir, entries, look);
+  if (absl::Status st = ledger_->MarkFamilyTracked(src.name); !st.ok()) {
+    spdlog::error("logs: {}", st.ToString());
   }
   if (!any) {
     Problem("empty:" + src.name,
@@ -426,6 +668,12 @@ void LogTailer::RescanDir(const std::string& dir) {
       Open(s, e.path, 0, 0, true, false);  // appeared while running: read from its beginning
     }
   }
+  // Rotated away before we opened it (created, written and renamed between two looks).
+  std::set<size_t> sources_here;
+  for (const Pattern& p : patterns_) {
+    if (p.dir == dir) sources_here.insert(p.source);
+  }
+  for (size_t s : sources_here) AdoptUnreadSiblings(s, dir, entries, FamilyLook::kRunning);
   // Read everything in the directory now: a rotated file's last lines before the new one's first.
   std::vector<OpenKey> keys;
   for (auto& [key, f] : files_) {
@@ -447,6 +695,10 @@ void LogTailer::Truncated(OpenFile& f) {
   spdlog::info("logs: truncated (copytruncate) source={} path={} inode={} read_to={} generation={}",
                f.key.source, Printable(f.path), f.key.inode, read_to, f.key.generation);
   (void)ledger_->SetState(f.key, FileRowState::kDetached, read_to);
+  if (old_fp_len > 0) {  // its copies are not new content
+    if (content_fps_.size() >= 4096) content_fps_.erase(content_fps_.begin());
+    content_fps_.emplace(f.source, old_fp_len, old_fp);
+  }
   // The copy holds the old content: read what we had not read yet from it.
   for (const auto& [id, e] : ListDir(f.dir)) {
     if (id == std::make_pair(f.key.device, f.key.inode) || !S_ISREG(e.st.st_mode)) continue;
@@ -457,7 +709,7 @@ void LogTailer::Truncated(OpenFile& f) {
     auto fp = Fingerprint(fd, old_fp_len);
     ::close(fd);
     if (fp && fp->first == old_fp && fp->second == old_fp_len) {
-      Open(f.source, e.path, read_to, 0, true, true);
+      OpenListed(f.source, id, e.path, read_to, 0, true, true);
       break;
     }
   }
@@ -477,13 +729,14 @@ void LogTailer::EmitLines(OpenFile& f, std::vector<LogLine>& lines) {
   const LogFileSource& src = sources_[f.source];
   const RE2* inc = include_[f.source].get();
   const RE2* exc = exclude_[f.source].get();
+  const int64_t now = clock_.NowUnixNanos();  // the lines of one read arrived together
   for (LogLine& l : lines) {
     if (stop_.load()) return;
     const re2::StringPiece piece(l.bytes.data(), l.bytes.size());
     if (inc && !RE2::PartialMatch(piece, *inc)) continue;
     if (exc && RE2::PartialMatch(piece, *exc)) continue;
     tripline::v1::Event ev;
-    ev.set_time_unix_ns(clock_.NowUnixNanos());
+    ev.set_time_unix_ns(now);
     tripline::v1::LogEvent* log = ev.mutable_log();
     log->set_source(src.name);
     log->set_path(f.path);
@@ -597,6 +850,10 @@ void LogTailer::Close(OpenKey key, bool retire) {
                it->second->key.source, Printable(it->second->path), it->second->key.inode,
                it->second->splitter.consumed());
   if (retire) (void)ledger_->SetState(it->second->key, FileRowState::kRetired);
+  const OpenFile& f = *it->second;
+  if (f.fingerprint_len > 0) {
+    Remember(f.source, f.dir, f.key.device, f.key.inode, f.fingerprint, f.fingerprint_len);
+  }
   files_.erase(it);
 }
 
@@ -697,7 +954,9 @@ void LogTailer::HandleEvents() {
         Read(*f);
       }
     }
-    if (!known) {
+    if (!known && undecided_.count({dir, name})) {
+      RescanDir(dir);  // a family member that was empty when last looked at
+    } else if (!known) {
       for (size_t s = 0; s < sources_.size(); ++s) {
         if (MatchesGlob(s, dir, name)) {
           RescanDir(dir);  // a file we have not seen created (e.g. after an overflow)

@@ -10,11 +10,22 @@
 //     and the lines between what was read and the truncation are read from the copy, found in the
 //     same directory by the old fingerprint;
 //   - deleted while open: read to its end, then closed;
+//   - rotated before it was ever opened (created, written and renamed between two looks, or
+//     while the agent was down): found among the file's rotated siblings (see "family" below)
+//     and read from its start;
 //   - partial last line: waits for its newline up to partial_timeout, then is sent flagged partial;
 //   - lines over max_line: cut and flagged truncated.
 // Offsets come from the OffsetLedger and move only when batches are durable (see offset_ledger.h),
 // so a restart resumes exactly after the last durable line. Lines filtered out by include/exclude
 // are not sent (and are read again after a restart, then filtered again).
+//
+// Family: the files of a source's directory whose name matches a glob, or is such a name followed
+// by '.', '-' or '_' and more (app.log.1, app.log-20240501, app.log.2.gz). Every member the
+// tailer has accounted for — followed, or seen as an old archive, a copy of content already read
+// (copytruncate, cp), or a compressed (binary) archive — is remembered by (device, inode) and
+// fingerprint, in memory and in the ledger. A member that is not (nor a copy of known content)
+// holds lines nobody read: it is followed from offset 0 as a rotated file. On a source's first
+// start every member is an old archive. Members gone from the directory are forgotten.
 //
 // Problems (unreadable or binary file, glob matching nothing, a directory that does not exist,
 // lines lost to a rotation while the agent was down) become AgentEvents LOG_SOURCE_ERROR, once
@@ -25,6 +36,8 @@
 // Idle, the thread sleeps in poll() without timeout unless a partial line, a rotated file or a
 // missing directory needs a later look.
 #pragma once
+
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cstdint>
@@ -61,6 +74,12 @@ struct LogFileSource {
   bool start_at_beginning = false;
   size_t max_line = size_t{64} << 10;
   absl::Duration partial_timeout = absl::Seconds(5);
+};
+
+// A directory entry as listed (stat follows symlinks).
+struct DirEntry {
+  std::string path;
+  struct stat st;
 };
 
 struct LogTailerOptions {
@@ -119,8 +138,27 @@ class LogTailer {
   void Timers();
   int64_t NextDeadlineNs() const;
   bool MatchesGlob(size_t source, const std::string& dir, const std::string& name) const;
+  // A rotated name of a matching one: a match, then '.', '-' or '_' and more.
+  bool IsRotatedSibling(size_t source, const std::string& dir, const std::string& name) const;
+  enum class FamilyLook { kFirstStart, kRecover, kRunning };
+  // Accounts for the family members of `source` in `dir` (from `entries`): follows from 0 those
+  // holding content nobody read, remembers the rest, forgets members gone.
+  void AdoptUnreadSiblings(size_t source, const std::string& dir,
+                           const std::map<std::pair<uint64_t, uint64_t>, DirEntry>& entries,
+                           FamilyLook look);
+  void Remember(size_t source, const std::string& dir, uint64_t device, uint64_t inode,
+                const std::string& fingerprint, uint64_t fingerprint_len);
+  // Opens `path` and follows it from `offset`; nullptr when it cannot be followed (reported) or
+  // is followed already, or — with `expect` — when another file than (device, inode) `expect`
+  // is at `path` now (then *moved is set).
   OpenFile* Open(size_t source, const std::string& path, uint64_t offset, uint64_t generation,
-                 bool new_file, bool rotated);
+                 bool new_file, bool rotated,
+                 std::optional<std::pair<uint64_t, uint64_t>> expect = std::nullopt,
+                 bool* moved = nullptr);
+  // Open() of the file (device, inode) `id` listed at `path`: if it was renamed since it was
+  // listed, it is looked for again in its directory.
+  OpenFile* OpenListed(size_t source, std::pair<uint64_t, uint64_t> id, std::string path,
+                       uint64_t offset, uint64_t generation, bool new_file, bool rotated);
   void Read(OpenFile& f);
   void Truncated(OpenFile& f);
   void Close(OpenKey key, bool retire);
@@ -151,6 +189,16 @@ class LogTailer {
   std::map<OpenKey, std::unique_ptr<OpenFile>> files_;
   std::set<OpenKey> ignored_;        // binary files
   std::set<std::string> reported_;   // causes already reported
+  struct Known {
+    std::string dir;
+    std::string fingerprint;
+    uint64_t fingerprint_len = 0;
+  };
+  std::map<OpenKey, Known> known_;  // family members accounted for (mirrored in the ledger)
+  // (source, length, fingerprint) of content read and then truncated away: its copies are not new.
+  std::set<std::tuple<size_t, uint64_t, std::string>> content_fps_;
+  // Empty family members, looked at again when they change.
+  std::set<std::pair<std::string, std::string>> undecided_;  // (dir, name)
   bool more_to_read_ = false;        // a read stopped at its budget
 };
 

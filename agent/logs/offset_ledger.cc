@@ -41,6 +41,17 @@ CREATE TABLE journal_pending (
   cursor    TEXT NOT NULL,
   PRIMARY KEY (batch_seq, source)
 ) WITHOUT ROWID;
+)sql",
+                                              R"sql(
+CREATE TABLE family (
+  source      TEXT NOT NULL,
+  device      INTEGER NOT NULL,
+  inode       INTEGER NOT NULL,
+  fingerprint BLOB NOT NULL,
+  fingerprint_len INTEGER NOT NULL,
+  PRIMARY KEY (source, device, inode)
+) WITHOUT ROWID;
+CREATE TABLE family_sources (name TEXT PRIMARY KEY) WITHOUT ROWID;
 )sql"};
 
 int64_t I(uint64_t v) { return static_cast<int64_t>(v); }
@@ -58,12 +69,12 @@ absl::StatusOr<std::unique_ptr<OffsetLedger>> OffsetLedger::Open(const std::stri
 
 absl::Status OffsetLedger::FoldLocked(uint64_t seq) {
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db_.get()));
-  ASSIGN_OR_RETURN(Statement last, db_->Prepare(R"sql(
+  ASSIGN_OR_RETURN(Statement last, db_->PrepareCached(R"sql(
       SELECT source, device, inode, generation, next_offset FROM pending p
       WHERE batch_seq <= ?1 AND batch_seq = (
         SELECT MAX(batch_seq) FROM pending q WHERE q.batch_seq <= ?1 AND q.source = p.source
           AND q.device = p.device AND q.inode = p.inode AND q.generation = p.generation))sql"));
-  ASSIGN_OR_RETURN(Statement update, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement update, db_->PrepareCached(
       "UPDATE files SET offset = ?5 WHERE source = ?1 AND device = ?2 AND inode = ?3 AND "
       "generation = ?4"));
   last.Bind(1, I(seq));
@@ -78,21 +89,22 @@ absl::Status OffsetLedger::FoldLocked(uint64_t seq) {
     RETURN_IF_ERROR(update.Run());
     update.Reset();
   }
-  ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM pending WHERE batch_seq <= ?1"));
+  ASSIGN_OR_RETURN(Statement del, db_->PrepareCached("DELETE FROM pending WHERE batch_seq <= ?1"));
   RETURN_IF_ERROR(del.Bind(1, I(seq)).Run());
-  ASSIGN_OR_RETURN(Statement cursors, db_->Prepare(R"sql(
+  ASSIGN_OR_RETURN(Statement cursors, db_->PrepareCached(R"sql(
       INSERT OR REPLACE INTO journal_cursors (source, cursor)
       SELECT source, cursor FROM journal_pending p WHERE batch_seq = (
         SELECT MAX(batch_seq) FROM journal_pending q WHERE q.batch_seq <= ?1
           AND q.source = p.source))sql"));
   RETURN_IF_ERROR(cursors.Bind(1, I(seq)).Run());
   ASSIGN_OR_RETURN(Statement del_cursors,
-                   db_->Prepare("DELETE FROM journal_pending WHERE batch_seq <= ?1"));
+                   db_->PrepareCached("DELETE FROM journal_pending WHERE batch_seq <= ?1"));
   RETURN_IF_ERROR(del_cursors.Bind(1, I(seq)).Run());
-  RETURN_IF_ERROR(db_->Exec(
-      "DELETE FROM files WHERE (state = 1 OR (state = 2 AND offset >= detached_at)) AND NOT EXISTS (SELECT 1 FROM pending p WHERE "
-      "p.source = files.source AND p.device = files.device AND p.inode = files.inode AND "
-      "p.generation = files.generation)"));
+  ASSIGN_OR_RETURN(Statement prune, db_->PrepareCached(
+      "DELETE FROM files WHERE (state = 1 OR (state = 2 AND offset >= detached_at)) AND NOT "
+      "EXISTS (SELECT 1 FROM pending p WHERE p.source = files.source AND p.device = files.device "
+      "AND p.inode = files.inode AND p.generation = files.generation)"));
+  RETURN_IF_ERROR(prune.Run());
   RETURN_IF_ERROR(txn.Commit());
   durable_seq_ = std::max(durable_seq_, seq);
   return absl::OkStatus();
@@ -107,21 +119,35 @@ absl::Status OffsetLedger::Recover(uint64_t durable_seq) {
 }
 
 absl::Status OffsetLedger::RecordSealed(uint64_t seq, const tripline::v1::EventBatch& batch) {
-  std::map<std::tuple<std::string, uint64_t, uint64_t, uint64_t>, uint64_t> last;
+  // Per file, the last line's next_offset. A batch holds long runs of lines of one file: only a
+  // change of file costs a map lookup.
+  using Key = std::tuple<std::string_view, uint64_t, uint64_t, uint64_t>;
+  std::map<Key, uint64_t> last;
   std::map<std::string, std::string> last_cursor;
+  const tripline::v1::LogEvent* run = nullptr;  // the previous file line
   for (const tripline::v1::Event& e : batch.events()) {
     if (!e.has_log()) continue;
     const tripline::v1::LogEvent& l = e.log();
     if (!l.journal_cursor().empty()) {
       last_cursor[l.source()] = l.journal_cursor();
     } else if (l.inode() != 0) {
-      last[{l.source(), l.device(), l.inode(), l.generation()}] = l.next_offset();
+      if (run == nullptr || run->inode() != l.inode() || run->device() != l.device() ||
+          run->generation() != l.generation() || run->source() != l.source()) {
+        if (run != nullptr) {
+          last[Key{run->source(), run->device(), run->inode(), run->generation()}] =
+              run->next_offset();
+        }
+      }
+      run = &l;
     }
+  }
+  if (run != nullptr) {
+    last[Key{run->source(), run->device(), run->inode(), run->generation()}] = run->next_offset();
   }
   if (last.empty() && last_cursor.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db_.get()));
-  ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement insert, db_->PrepareCached(
       "INSERT OR REPLACE INTO pending (batch_seq, source, device, inode, generation, "
       "next_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
   for (const auto& [key, next] : last) {
@@ -134,7 +160,7 @@ absl::Status OffsetLedger::RecordSealed(uint64_t seq, const tripline::v1::EventB
     RETURN_IF_ERROR(insert.Run());
     insert.Reset();
   }
-  ASSIGN_OR_RETURN(Statement cursor, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement cursor, db_->PrepareCached(
       "INSERT OR REPLACE INTO journal_pending (batch_seq, source, cursor) VALUES (?1, ?2, ?3)"));
   for (const auto& [source, c] : last_cursor) {
     RETURN_IF_ERROR(cursor.Bind(1, I(seq)).Bind(2, source).Bind(3, c).Run());
@@ -146,7 +172,7 @@ absl::Status OffsetLedger::RecordSealed(uint64_t seq, const tripline::v1::EventB
 absl::StatusOr<std::string> OffsetLedger::JournalCursor(const std::string& source) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Statement q,
-                   db_->Prepare("SELECT cursor FROM journal_cursors WHERE source = ?1"));
+                   db_->PrepareCached("SELECT cursor FROM journal_cursors WHERE source = ?1"));
   q.Bind(1, source);
   ASSIGN_OR_RETURN(bool row, q.Step());
   return row ? q.ColumnText(0) : std::string();
@@ -160,7 +186,7 @@ absl::Status OffsetLedger::Durable(uint64_t seq) {
 
 absl::StatusOr<std::vector<FileRow>> OffsetLedger::Files(const std::string& source) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
       "SELECT device, inode, generation, path, fingerprint, fingerprint_len, offset, state, "
       "detached_at FROM files WHERE source = ?1 ORDER BY device, inode, generation"));
   q.Bind(1, source);
@@ -184,7 +210,7 @@ absl::StatusOr<std::vector<FileRow>> OffsetLedger::Files(const std::string& sour
 
 absl::Status OffsetLedger::Put(const FileRow& row) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
       "INSERT OR REPLACE INTO files (source, device, inode, generation, path, fingerprint, "
       "fingerprint_len, offset, state, detached_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
       "?10)"));
@@ -205,7 +231,7 @@ absl::Status OffsetLedger::UpdateIdentity(const FileKey& key, const std::string&
                                           const std::string& fingerprint,
                                           uint64_t fingerprint_len) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
       "UPDATE files SET path = ?5, fingerprint = ?6, fingerprint_len = ?7 WHERE source = ?1 AND "
       "device = ?2 AND inode = ?3 AND generation = ?4"));
   q.Bind(1, key.source)
@@ -221,7 +247,7 @@ absl::Status OffsetLedger::UpdateIdentity(const FileKey& key, const std::string&
 absl::Status OffsetLedger::SetState(const FileKey& key, FileRowState state,
                                     uint64_t detached_at) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare(
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
       "UPDATE files SET state = ?5, detached_at = ?6 WHERE source = ?1 AND device = ?2 AND "
       "inode = ?3 AND generation = ?4"));
   q.Bind(1, key.source)
@@ -236,7 +262,7 @@ absl::Status OffsetLedger::SetState(const FileKey& key, FileRowState state,
 absl::Status OffsetLedger::Forget(const FileKey& key) {
   absl::MutexLock lock(&mu_);
   for (const char* table : {"files", "pending"}) {
-    ASSIGN_OR_RETURN(Statement q, db_->Prepare(std::string("DELETE FROM ") + table +
+    ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(std::string("DELETE FROM ") + table +
                                                " WHERE source = ?1 AND device = ?2 AND inode = "
                                                "?3 AND generation = ?4"));
     q.Bind(1, key.source).Bind(2, I(key.device)).Bind(3, I(key.inode)).Bind(4, I(key.generation));
@@ -247,15 +273,68 @@ absl::Status OffsetLedger::Forget(const FileKey& key) {
 
 absl::StatusOr<bool> OffsetLedger::SourceStarted(const std::string& source) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare("SELECT 1 FROM sources WHERE name = ?1"));
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached("SELECT 1 FROM sources WHERE name = ?1"));
   q.Bind(1, source);
   return q.Step();
 }
 
 absl::Status OffsetLedger::MarkSourceStarted(const std::string& source) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Statement q, db_->Prepare("INSERT OR IGNORE INTO sources (name) VALUES (?1)"));
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached("INSERT OR IGNORE INTO sources (name) VALUES (?1)"));
   return q.Bind(1, source).Run();
+}
+
+absl::StatusOr<std::optional<std::vector<FamilyMember>>> OffsetLedger::Family(
+    const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement tracked,
+                   db_->PrepareCached("SELECT 1 FROM family_sources WHERE name = ?1"));
+  tracked.Bind(1, source);
+  ASSIGN_OR_RETURN(bool known, tracked.Step());
+  if (!known) return std::optional<std::vector<FamilyMember>>();
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "SELECT device, inode, fingerprint, fingerprint_len FROM family WHERE source = ?1"));
+  q.Bind(1, source);
+  std::vector<FamilyMember> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    FamilyMember m;
+    m.device = static_cast<uint64_t>(q.ColumnInt(0));
+    m.inode = static_cast<uint64_t>(q.ColumnInt(1));
+    m.fingerprint = q.ColumnText(2);
+    m.fingerprint_len = static_cast<uint64_t>(q.ColumnInt(3));
+    out.push_back(std::move(m));
+  }
+  return std::optional<std::vector<FamilyMember>>(std::move(out));
+}
+
+absl::Status OffsetLedger::MarkFamilyTracked(const std::string& source) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q,
+                   db_->PrepareCached("INSERT OR IGNORE INTO family_sources (name) VALUES (?1)"));
+  return q.Bind(1, source).Run();
+}
+
+absl::Status OffsetLedger::AddToFamily(const std::string& source, const FamilyMember& member) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "INSERT OR REPLACE INTO family (source, device, inode, fingerprint, fingerprint_len) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)"));
+  return q.Bind(1, source)
+      .Bind(2, I(member.device))
+      .Bind(3, I(member.inode))
+      .BindBlob(4, member.fingerprint)
+      .Bind(5, I(member.fingerprint_len))
+      .Run();
+}
+
+absl::Status OffsetLedger::RemoveFromFamily(const std::string& source, uint64_t device,
+                                            uint64_t inode) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement q, db_->PrepareCached(
+      "DELETE FROM family WHERE source = ?1 AND device = ?2 AND inode = ?3"));
+  return q.Bind(1, source).Bind(2, I(device)).Bind(3, I(inode)).Run();
 }
 
 }  // namespace tripline::agent

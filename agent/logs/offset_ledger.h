@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,15 @@ struct FileRow {
   uint64_t offset = 0;  // durable: every line before it is in a durable batch
   FileRowState state = FileRowState::kLive;
   uint64_t detached_at = 0;
+};
+
+// A file of a source's directory the tailer has accounted for (see "family" in log_tailer.h):
+// followed, or rotated, copied or compressed content it must not read as new.
+struct FamilyMember {
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  std::string fingerprint;  // Blake2b256 of the first fingerprint_len bytes when accounted for
+  uint64_t fingerprint_len = 0;
 };
 
 class OffsetLedger {
@@ -95,6 +105,16 @@ class OffsetLedger {
   // found later are new and read from their beginning).
   absl::StatusOr<bool> SourceStarted(const std::string& source);
   absl::Status MarkSourceStarted(const std::string& source);
+
+  // The files of `source`'s directories already accounted for, so that one found after a restart
+  // that is not among them (a log rotated away before any run opened it) is read, and the others
+  // are not read again.
+  // nullopt when no run has recorded the family yet (a new source, or a ledger written by a
+  // version without families): then what is in the directories is old and is not read.
+  absl::StatusOr<std::optional<std::vector<FamilyMember>>> Family(const std::string& source);
+  absl::Status MarkFamilyTracked(const std::string& source);
+  absl::Status AddToFamily(const std::string& source, const FamilyMember& member);
+  absl::Status RemoveFromFamily(const std::string& source, uint64_t device, uint64_t inode);
 
  private:
   explicit OffsetLedger(std::unique_ptr<Database> db) : db_(std::move(db)) {}

@@ -84,13 +84,38 @@ absl::Status SyncDir(const std::string& dir) {
 
 int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
 
+uint32_t Crc32cPortable(uint32_t c, std::string_view data) {
+  static const std::array<uint32_t, 256> table = MakeCrcTable();
+  for (unsigned char b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
+  return c;
+}
+
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes CRC-32C: 8 bytes per instruction instead of one table
+// lookup per byte (the record CRC was a tenth of the agent's CPU with the table).
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(uint32_t c, std::string_view data) {
+  const char* p = data.data();
+  size_t n = data.size();
+  uint64_t c64 = c;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c64 = __builtin_ia32_crc32di(c64, v);
+  }
+  c = static_cast<uint32_t>(c64);
+  for (; n > 0; ++p, --n) c = __builtin_ia32_crc32qi(c, static_cast<unsigned char>(*p));
+  return c;
+}
+#endif
+
 }  // namespace
 
 uint32_t Crc32c(std::string_view data) {
-  static const std::array<uint32_t, 256> table = MakeCrcTable();
-  uint32_t c = 0xFFFFFFFFu;
-  for (unsigned char b : data) c = table[(c ^ b) & 0xff] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
+#if defined(__x86_64__)
+  static const bool hardware = __builtin_cpu_supports("sse4.2");
+  if (hardware) return Crc32cSse42(0xFFFFFFFFu, data) ^ 0xFFFFFFFFu;
+#endif
+  return Crc32cPortable(0xFFFFFFFFu, data) ^ 0xFFFFFFFFu;
 }
 
 uint32_t MaskCrc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
@@ -306,7 +331,7 @@ void Spool::DeleteAckedSegmentsLocked(bool include_active) {
   }
   if (deletable == 0) return;
   if (cursor_seq_ < acked_seq_) {
-    if (absl::Status st = WriteCursor(acked_seq_, acked_digest_); !st.ok()) {
+    if (absl::Status st = WriteCursor(acked_seq_, AckedDigestLocked()); !st.ok()) {
       spdlog::error("spool: cannot persist the acked cursor, keeping acked segments: {}",
                     st.ToString());
       return;
@@ -357,8 +382,6 @@ bool Spool::Push(SealedBatch batch) {
   const uint32_t crc = MaskCrc(Crc32c(std::string_view(record).substr(kHeaderBytes)));
   std::memcpy(record.data(), &len, 4);  // little endian hosts only (x86-64, arm64)
   std::memcpy(record.data() + 4, &crc, 4);
-  std::string digest = ChainDigest(batch.signed_batch->batch());
-
   absl::MutexLock lock(&mu_);
   const uint64_t expected = std::max(head_seq_, acked_seq_) + 1;
   if (batch.seq <= acked_seq_) {
@@ -382,6 +405,7 @@ bool Spool::Push(SealedBatch batch) {
     tripline::v1::EventBatch parsed;
     acked_seq_ = batch.seq - 1;
     acked_digest_ = parsed.ParseFromString(batch.signed_batch->batch()) ? parsed.prev_digest() : "";
+    acked_entry_.reset();
   }
   for (;;) {
     if (closing_) return false;
@@ -454,12 +478,13 @@ bool Spool::Push(SealedBatch batch) {
     seg.last_seq = batch.seq;
     bytes_ += record.size();
     head_seq_ = written_seq_ = batch.seq;
-    head_digest_ = std::move(digest);
+    head_digest_.clear();  // known from the entry when needed (AckedDigestLocked)
     if (std::find(to_sync_.begin(), to_sync_.end(), seg.fd) == to_sync_.end()) {
       to_sync_.push_back(seg.fd);
     }
     EndPressureLocked();
     changed_.SignalAll();
+    commit_wanted_.Signal();
     return true;
   }
 }
@@ -470,7 +495,7 @@ void Spool::CommitLoop() {
     uint64_t target;
     {
       absl::MutexLock lock(&mu_);
-      while (!closing_ && written_seq_ == committed_seq_) changed_.Wait(&mu_);
+      while (!closing_ && written_seq_ == committed_seq_) commit_wanted_.Wait(&mu_);
       if (written_seq_ == committed_seq_) return;  // closing, and everything is synced
       fds.swap(to_sync_);
       target = written_seq_;
@@ -486,6 +511,7 @@ void Spool::CommitLoop() {
         if (commit_failed_) spdlog::info("spool: fdatasync works again committed_seq={}", target);
         commit_failed_ = false;
         changed_.SignalAll();
+        sendable_.SignalAll();
       }
       NotifyDurable(target);
       continue;
@@ -522,22 +548,19 @@ void Spool::AckThrough(uint64_t durable_seq) {
   NotifyDurable(durable_seq);  // acked by the collector: durable whether or not synced here
   absl::MutexLock lock(&mu_);
   if (durable_seq <= acked_seq_) return;
-  std::string digest;
+  // The acked batch's ChainDigest goes into the cursor, which is written once per segment: it is
+  // computed then (AckedDigestLocked), not for every ack.
+  std::optional<Entry> acked;
   while (!entries_.empty() && entries_.front().seq <= durable_seq) {
     Entry& e = entries_.front();
-    if (e.seq == durable_seq) {
-      if (e.cached) {
-        digest = ChainDigest(e.cached->batch());
-      } else if (std::optional<SealedBatch> b = ReadBack(e)) {
-        digest = ChainDigest(b->signed_batch->batch());
-      }
-    }
+    if (e.seq == durable_seq) acked = e;
     if (e.cached) cached_bytes_ -= e.length;
     entries_.pop_front();
   }
-  if (durable_seq == head_seq_) digest = head_digest_;
   acked_seq_ = durable_seq;
-  acked_digest_ = std::move(digest);
+  acked_entry_ = std::move(acked);
+  acked_digest_.clear();
+  if (!acked_entry_ && durable_seq == head_seq_) acked_digest_ = head_digest_;
   if (head_seq_ < acked_seq_) {
     // The collector is ahead of this spool (its tail was torn, or it was moved aside): the chain
     // goes on from the collector's head, which the caller learns from Enroll.
@@ -547,6 +570,19 @@ void Spool::AckThrough(uint64_t durable_seq) {
   }
   DeleteAckedSegmentsLocked();
   changed_.SignalAll();
+  sendable_.SignalAll();
+}
+
+const std::string& Spool::AckedDigestLocked() {
+  if (acked_entry_) {
+    if (acked_entry_->cached) {
+      acked_digest_ = ChainDigest(acked_entry_->cached->batch());
+    } else if (std::optional<SealedBatch> b = ReadBack(*acked_entry_)) {
+      acked_digest_ = ChainDigest(b->signed_batch->batch());
+    }
+    acked_entry_.reset();
+  }
+  return acked_digest_;
 }
 
 std::optional<SealedBatch> Spool::ReadBack(const Entry& e) {
@@ -582,7 +618,7 @@ std::optional<SealedBatch> Spool::WaitForSendable(uint64_t seq, uint64_t window,
         e = entries_[seq - entries_.front().seq];  // seqs are contiguous
         break;
       }
-      changed_.Wait(&mu_);
+      sendable_.Wait(&mu_);
     }
   }
   if (e.cached) return SealedBatch{e.seq, e.cached};
@@ -593,6 +629,7 @@ uint64_t Spool::Interrupt() {
   absl::MutexLock lock(&mu_);
   ++generation_;
   changed_.SignalAll();
+  sendable_.SignalAll();
   return generation_;
 }
 
@@ -637,10 +674,12 @@ void Spool::Close() {
     if (closing_ && !commit_thread_.joinable()) return;
     closing_ = true;
     changed_.SignalAll();
+    commit_wanted_.Signal();
+    sendable_.SignalAll();
   }
   if (commit_thread_.joinable()) commit_thread_.join();
   absl::MutexLock lock(&mu_);
-  if (cursor_seq_ < acked_seq_ && !acked_digest_.empty()) {
+  if (cursor_seq_ < acked_seq_ && !AckedDigestLocked().empty()) {
     if (absl::Status st = WriteCursor(acked_seq_, acked_digest_); st.ok()) {
       cursor_seq_ = acked_seq_;
     } else {

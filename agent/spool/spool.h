@@ -175,6 +175,8 @@ class Spool {
   void CommitLoop();
   void NotifyDurable(uint64_t seq);
   std::optional<SealedBatch> ReadBack(const Entry& e);
+  // The ChainDigest of the acked batch, computed from acked_entry_ on first use.
+  const std::string& AckedDigestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const SpoolOptions options_;
@@ -186,6 +188,10 @@ class Spool {
 
   mutable absl::Mutex mu_;
   absl::CondVar changed_;  // signalled on every push, commit, ack, interrupt and mode change
+  // Narrower wake-ups, so a batch costs no futile context switches: the commit thread waits for
+  // writes (push, close), senders for what makes a batch sendable (commit, ack, interrupt).
+  absl::CondVar commit_wanted_;
+  absl::CondVar sendable_;
   std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);  // oldest first; back() is written to
   std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);     // unacked batches, contiguous seqs
   std::vector<std::shared_ptr<UniqueFd>> to_sync_ ABSL_GUARDED_BY(mu_);  // written, not synced
@@ -194,7 +200,8 @@ class Spool {
   uint64_t written_seq_ ABSL_GUARDED_BY(mu_) = 0;   // last written to a segment
   uint64_t committed_seq_ ABSL_GUARDED_BY(mu_) = 0;  // last fdatasync'd
   uint64_t acked_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string acked_digest_ ABSL_GUARDED_BY(mu_);
+  std::string acked_digest_ ABSL_GUARDED_BY(mu_);  // valid unless acked_entry_ is set
+  std::optional<Entry> acked_entry_ ABSL_GUARDED_BY(mu_);  // the acked batch, digest not taken
   uint64_t cursor_seq_ ABSL_GUARDED_BY(mu_) = 0;    // as persisted
   uint64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;

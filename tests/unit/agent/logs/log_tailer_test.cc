@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -307,6 +308,114 @@ TEST_F(LogTailerTest, BadInputIsReportedNeverFatal) {
   std::filesystem::create_directory(dir_.Sub("not-yet"));
   Append(dir_.Sub("not-yet") + "/x.log", "appeared\n");
   ASSERT_TRUE(sink_.WaitForLines(2));
+}
+
+// Lines with their counts, for exactly-once checks.
+std::map<std::string, int> Counts(const std::vector<std::string>& lines) {
+  std::map<std::string, int> out;
+  for (const std::string& l : lines) ++out[l];
+  return out;
+}
+
+TEST_F(LogTailerTest, AFileRotatedAwayBeforeItWasOpenedIsReadWhole) {
+  // app.log was created, written and renamed to app.log.1 between two looks of the tailer, and
+  // a new app.log created. (Staged in another directory and moved in, so the tailer cannot get
+  // to it at its first name.)
+  const std::string app = logs_ + "/app.log";
+  auto t = Start(Source("app.log"), LogTailerOptions{.rotate_wait = absl::Milliseconds(200)});
+  ASSERT_TRUE(sink_.WaitFor([](const std::vector<Event>& evs) {
+    return !evs.empty() && evs[0].has_agent();  // "no file matches yet": the tailer is looking
+  }));
+  const std::string staging = dir_.Sub("staging");
+  std::filesystem::create_directory(staging);
+  Append(staging + "/app.log", "r1\nr2\n");
+  ASSERT_EQ(::rename((staging + "/app.log").c_str(), (app + ".1").c_str()), 0);
+  Append(app, "n1\n");
+  ASSERT_TRUE(sink_.WaitForLines(3));
+  EXPECT_EQ(Counts(sink_.Lines()), (std::map<std::string, int>{{"n1", 1}, {"r1", 1}, {"r2", 1}}));
+  for (const Event& e : sink_.Events()) {
+    if (e.has_log() && e.log().line() == "r1") {
+      EXPECT_EQ(e.log().offset(), 0u);
+    }
+  }
+  // Rotated on (app.log.1 -> app.log.2) it is the same file: not read again.
+  ASSERT_EQ(::rename((app + ".1").c_str(), (app + ".2").c_str()), 0);
+  Append(app, "n2\n");
+  ASSERT_TRUE(sink_.WaitForLines(4));
+  EXPECT_EQ(Counts(sink_.Lines()),
+            (std::map<std::string, int>{{"n1", 1}, {"n2", 1}, {"r1", 1}, {"r2", 1}}));
+}
+
+TEST_F(LogTailerTest, FilesCreatedAndRotatedWhileTheAgentWasDownAreReadOnceOnRestart) {
+  const std::string app = logs_ + "/app.log";
+  Append(app, "x1\n");
+  {
+    auto t = Start(Source("app.log"));
+    ASSERT_TRUE(sink_.WaitForLines(1));
+    t->Stop();
+  }
+  AllDurable(1);
+  // Down: x2 goes to the followed file; logrotate runs twice (numbered, create).
+  Append(app, "x2\n");
+  ASSERT_EQ(::rename(app.c_str(), (app + ".1").c_str()), 0);
+  Append(app, "y1\ny2\n");
+  ASSERT_EQ(::rename((app + ".1").c_str(), (app + ".2").c_str()), 0);
+  ASSERT_EQ(::rename(app.c_str(), (app + ".1").c_str()), 0);
+  Append(app, "z1\n");
+  auto t = Start(Source("app.log"), LogTailerOptions{.rotate_wait = absl::Milliseconds(200)});
+  ASSERT_TRUE(sink_.WaitForLines(5));
+  EXPECT_EQ(Counts(sink_.Lines()), (std::map<std::string, int>{
+                                       {"x1", 1}, {"x2", 1}, {"y1", 1}, {"y2", 1}, {"z1", 1}}));
+  AllDurable(2);
+  t->Stop();
+  // Another restart reads nothing again.
+  auto t2 = Start(Source("app.log"));
+  Append(app, "z2\n");
+  ASSERT_TRUE(sink_.WaitForLines(6));
+  EXPECT_EQ(Counts(sink_.Lines()),
+            (std::map<std::string, int>{
+                {"x1", 1}, {"x2", 1}, {"y1", 1}, {"y2", 1}, {"z1", 1}, {"z2", 1}}));
+}
+
+TEST_F(LogTailerTest, OldArchivesCopiesAndCompressedFilesAreNeverRead) {
+  const std::string app = logs_ + "/app.log";
+  Append(app + ".1", "archived before the first start\n");
+  Append(app + ".2.gz", std::string("\x1f\x8b\x08\0\0\0\0\0\0\x03", 10));
+  Append(app, "live1\n");
+  {
+    auto t = Start(Source("app.log"));  // start_at: beginning, for app.log only
+    ASSERT_TRUE(sink_.WaitForLines(1));
+    // While running: a copy of what was read (cp app.log app.log.bak) and an archive compressed
+    // from it are not new content.
+    std::filesystem::copy_file(app, app + ".bak");
+    Append(app + ".1.gz", std::string("\x1f\x8b\x08\0\0\0\0\0\0\x03more", 14));
+    Append(app, "live2\n");
+    ASSERT_TRUE(sink_.WaitForLines(2));
+    t->Stop();
+  }
+  AllDurable(1);
+  // Down: the archives move on (numbered rotation), the live file is copied aside.
+  ASSERT_EQ(::rename((app + ".1").c_str(), (app + ".3").c_str()), 0);
+  std::filesystem::copy_file(app, app + ".copy");
+  auto t = Start(Source("app.log"));
+  Append(app, "live3\n");
+  ASSERT_TRUE(sink_.WaitForLines(3));
+  EXPECT_EQ(sink_.Lines(), (std::vector<std::string>{"live1", "live2", "live3"}));
+  for (const std::string& m : AgentMessages()) {
+    EXPECT_EQ(m.find("binary"), std::string::npos) << m;  // archives are not log files
+  }
+}
+
+TEST_F(LogTailerTest, ALedgerWithoutFamiliesTreatsWhatIsThereAsOld) {
+  // A source started by a version that kept no families: its rotated files were read then.
+  const std::string app = logs_ + "/app.log";
+  Append(app + ".1", "read by the previous version\n");
+  ASSERT_TRUE(ledger_->MarkSourceStarted("app").ok());
+  auto t = Start(Source("app.log"));
+  Append(app, "new\n");
+  ASSERT_TRUE(sink_.WaitForLines(1));
+  t->Stop();
+  EXPECT_EQ(sink_.Lines(), std::vector<std::string>{"new"});
 }
 
 }  // namespace
