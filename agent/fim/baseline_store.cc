@@ -261,6 +261,12 @@ absl::Status BaselineStore::EnsurePendingIdsAbove(uint64_t id) {
   return Commit();
 }
 
+absl::StatusOr<uint64_t> BaselineStore::MaxPendingId() {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT COALESCE(MAX(id), 0) FROM fim_pending"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? static_cast<uint64_t>(st.ColumnInt(0)) : 0;
+}
+
 absl::Status BaselineStore::MarkDirty(const std::string& root) {
   RETURN_IF_ERROR(BeginWrite());
   ASSIGN_OR_RETURN(Statement ins, db_->Prepare("INSERT OR IGNORE INTO fim_dirty VALUES (?1)"));

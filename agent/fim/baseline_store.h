@@ -95,6 +95,7 @@ class BaselineStore {
       uint64_t after, size_t limit);
   absl::Status ErasePendingThrough(uint64_t id);
   absl::Status EnsurePendingIdsAbove(uint64_t id);
+  absl::StatusOr<uint64_t> MaxPendingId();  // 0 when there are none
 
   // Dirty roots: marked and cleared inside the write transaction.
   absl::Status MarkDirty(const std::string& root);

@@ -110,15 +110,19 @@ absl::Status FimDelivery::RecordSealed(uint64_t seq, const tripline::v1::EventBa
     // this one. The event time tells if that ever stops holding (it then names no id, and the
     // change may be reported again after a crash, never lost).
     while (!offered_.empty() && offered_.front().second != e.time_unix_ns()) {
-      spdlog::error("fim: batch_seq={} does not hold pending change id={} next; its delivery is "
-                    "not tracked",
+      // Its event never reached a batch: from here on this run names no id past it, so it and
+      // the ones after it are offered again after a restart (reported twice, never lost).
+      spdlog::error("fim: batch_seq={} does not hold pending change id={}, offered next; changes "
+                    "from it on may be reported again after a restart",
                     seq, offered_.front().first);
+      cap_ = std::min(cap_, offered_.front().first - 1);
       offered_.pop_front();
     }
     if (offered_.empty()) continue;
     last = offered_.front().first;
     offered_.pop_front();
   }
+  last = std::min(last, cap_);
   if (last == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT OR REPLACE INTO fim_sealed VALUES (?1, ?2)"));
   st.Bind(1, static_cast<int64_t>(seq)).Bind(2, static_cast<int64_t>(last));

@@ -84,6 +84,8 @@ class FimDelivery {
   std::deque<std::pair<uint64_t, int64_t>> offered_ ABSL_GUARDED_BY(mu_);
   // Sealed, not yet durable: (batch seq, last id), as persisted.
   std::deque<std::pair<uint64_t, uint64_t>> sealed_ ABSL_GUARDED_BY(mu_);
+  // Below the first id whose event went missing before sealing: no batch names an id past it.
+  uint64_t cap_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
 };
 
 }  // namespace tripline::agent

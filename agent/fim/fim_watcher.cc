@@ -154,6 +154,9 @@ void FimWatcher::StartUp() {
       store_ = *std::move(store);
       stored = *std::move(loaded);
       EnsurePendingIds();
+      // Events of the last run still pending go first, before this run's AgentEvents.
+      absl::StatusOr<uint64_t> last = store_->MaxPendingId();
+      if (last.ok()) last_pending_id_ = *last;
       absl::StatusOr<std::vector<std::string>> dirty = store_->LoadDirty();
       if (dirty.ok() && !dirty->empty()) {
         spdlog::info("fim: {} root(s) were left dirty by the last run (changes unreported while "
