@@ -156,7 +156,7 @@ void FimWatcher::StartUp() {
       EnsurePendingIds();
       // Events of the last run still pending go first, before this run's AgentEvents.
       absl::StatusOr<uint64_t> last = store_->MaxPendingId();
-      if (last.ok()) last_pending_id_ = *last;
+      if (last.ok()) last_pending_id_ = last_run_pending_ = *last;
       absl::StatusOr<std::vector<std::string>> dirty = store_->LoadDirty();
       if (dirty.ok() && !dirty->empty()) {
         spdlog::info("fim: {} root(s) were left dirty by the last run (changes unreported while "
@@ -889,6 +889,11 @@ void FimWatcher::Deliver() {
     // Pending rows of the last run up to here are in batches that landed; the others go again.
     handed_through_ = std::max(handed_through_, options_.delivery->delivered_through());
     delivery_ready_ = true;
+    if (last_run_pending_ > handed_through_) {
+      spdlog::info("fim: changes of the last run whose events did not land are reported again "
+                   "pending_ids={}..{}",
+                   handed_through_ + 1, last_run_pending_);
+    }
   }
   constexpr size_t kRowsPerRead = 256;
   for (;;) {

@@ -224,6 +224,7 @@ class FimWatcher {
   uint64_t handed_through_ = 0;
   uint64_t erased_through_ = 0;
   uint64_t last_pending_id_ = 0;
+  uint64_t last_run_pending_ = 0;  // the highest pending id the last run left
   bool delivery_ready_ = false;  // `delivery` recovered, handed_through_ set from it
   bool undelivered_ = false;     // Deliver() stopped short: retry after retry_ms
   bool congested_ = false;       // `offer` refused: changes only mark their roots dirty
