@@ -828,12 +828,13 @@ def scenario_collector_down(fleet, demo=False):
 
 
 def scenario_spool_cap(fleet, demo=False):
-    """The collector is down and the spool reaches its cap: sealing pauses (nothing dropped), and
-    after the restart every event arrives with a SPOOL_PRESSURE AgentEvent."""
+    """The collector is down and the spool reaches its cap: sealing pauses (nothing dropped), FIM
+    marks its root dirty instead of reporting each file, and after the restart every event
+    arrives once, with a SPOOL_PRESSURE AgentEvent and FIM's RESCAN_DONE of the dirty root."""
     cap = 65536
     data = fault_world(fleet, extra=f"spool:\n  max_bytes: {cap}\n")
     port = kill_collector(fleet, signal.SIGTERM)
-    count = min(FAULT_EVENTS, 3000)  # the blocked agent leaves the rest in inotify's queue
+    count = min(FAULT_EVENTS, 3000)
     names = create_files(data, "f", count)
     agent = next(p for p in fleet.procs if p.name == "agent")
     wait_for("the agent to report back-pressure", lambda: "back-pressure" in agent.tail(200),
@@ -847,6 +848,9 @@ def scenario_spool_cap(fleet, demo=False):
         fleet, "SELECT event FROM events WHERE agent_id=? AND kind='agent'", (INSTANCE_ID,))
         if b"spool back-pressure" in bytes(r[0])]
     wait_for("a SPOOL_PRESSURE AgentEvent", pressure, timeout=60)
+    dirty = lambda: [e for e in agent_events(fleet, "RESCAN_DONE")
+                     if "marked dirty" in e["event"]["agent"].get("message", "")]
+    wait_for("FIM's RESCAN_DONE of the root it marked dirty", dirty, timeout=60)
     check_delivery(fleet, "spool_cap", names)
 
 
