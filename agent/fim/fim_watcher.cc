@@ -171,33 +171,30 @@ void FimWatcher::StartUp() {
 
   ScanResult scan = ParallelScan(AllRoots(roots_));
   if (stop_.load()) return;
-  size_t changes = 0;
-  std::vector<tripline::v1::Event> diff_events;
-  if (!known.empty()) {
-    std::vector<FileChange> diff = DiffBaseline(stored, scan, roots_, known);
-    changes = diff.size();
-    for (const FileChange& c : diff) {
-      if (c.kind == FileChange::kAdded) {
-        diff_events.push_back(MakeFileEvent(FileEvent::CREATED, c.path, "", nullptr, &c.after,
-                                            c.note));
-      } else if (c.kind == FileChange::kRemoved) {
-        diff_events.push_back(
-            MakeFileEvent(FileEvent::DELETED, c.path, "", &c.before, nullptr, ""));
-      } else {
-        diff_events.push_back(MakeFileEvent(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB,
-                                            c.path, "", &c.before, &c.after, c.note));
-      }
-    }
-  }
+  std::vector<FileChange> diff;
+  if (!known.empty()) diff = DiffBaseline(stored, scan, roots_, known);
+  const size_t changes = diff.size();
   stored = Baseline();
   // The events reporting the differences are committed with the new baseline, as pending rows:
   // a crash loses both or neither.
-  for (const tripline::v1::Event& ev : diff_events) Record(ev);
+  auto record_diff = [&] {
+    for (const FileChange& c : diff) {
+      if (c.kind == FileChange::kAdded) {
+        EmitFile(FileEvent::CREATED, c.path, "", nullptr, &c.after, c.note);
+      } else if (c.kind == FileChange::kRemoved) {
+        EmitFile(FileEvent::DELETED, c.path, "", &c.before, nullptr, "");
+      } else {
+        EmitFile(c.content ? FileEvent::MODIFIED : FileEvent::ATTRIB, c.path, "", &c.before,
+                 &c.after, c.note);
+      }
+    }
+  };
+  record_diff();
   absl::Status stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
   if (!stored_st.ok()) {
     UseInMemoryStore(stored_st);
     if (store_ == nullptr) return;
-    for (const tripline::v1::Event& ev : diff_events) Record(ev);
+    record_diff();
     stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
     if (!stored_st.ok()) {
       spdlog::error("fim: no baseline can be kept, realtime monitoring stopped: {}",
@@ -224,7 +221,7 @@ void FimWatcher::StartUp() {
   next_fallback_scan_ns_ =
       clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
   scan = ScanResult();
-  diff_events = {};
+  diff = {};
   ReleaseScanMemory();
 }
 
