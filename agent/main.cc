@@ -214,7 +214,9 @@ int main(int argc, char** argv) {
   // Which FIM changes are in which batch, so each is reported exactly once (fim_delivery.h).
   absl::StatusOr<std::unique_ptr<FimDelivery>> fim_delivery_opened =
       FimDelivery::Open(config->state_dir + "/" + kFimDeliveryFileName);
-  if (!fim_delivery_opened.ok()) return Fail(1, std::string(fim_delivery_opened.status().message()));
+  if (!fim_delivery_opened.ok()) {
+    return Fail(1, std::string(fim_delivery_opened.status().message()));
+  }
   FimDelivery& fim_delivery = **fim_delivery_opened;
   absl::StatusOr<std::unique_ptr<Spool>> opened = Spool::Open(SpoolOptions{
       .dir = config->spool.dir, .max_bytes = static_cast<uint64_t>(config->spool.max_bytes)});

@@ -183,7 +183,8 @@ absl::Status BaselineStore::Replace(const std::vector<FimRoot>& roots,
 absl::Status BaselineStore::ReplaceRows(const std::vector<FimRoot>& roots,
                                         const std::vector<ScannedFile>& files,
                                         int64_t now_unix_ns) {
-  RETURN_IF_ERROR(db_->Exec("DELETE FROM fim_files; DELETE FROM fim_roots; DELETE FROM fim_dirty;"));
+  RETURN_IF_ERROR(
+      db_->Exec("DELETE FROM fim_files; DELETE FROM fim_roots; DELETE FROM fim_dirty;"));
   {
     ASSIGN_OR_RETURN(Statement ins,
                      db_->Prepare("INSERT OR REPLACE INTO fim_roots VALUES (?1, ?2, ?3)"));
@@ -207,8 +208,7 @@ absl::Status BaselineStore::ReplaceRows(const std::vector<FimRoot>& roots,
 
 absl::StatusOr<uint64_t> BaselineStore::AddPending(const tripline::v1::Event& event) {
   RETURN_IF_ERROR(BeginWrite());
-  ASSIGN_OR_RETURN(Statement ins,
-                   db_->PrepareCached("INSERT INTO fim_pending(event) VALUES (?1)"));
+  ASSIGN_OR_RETURN(Statement ins, db_->PrepareCached("INSERT INTO fim_pending(event) VALUES (?1)"));
   std::string bytes;
   event.SerializeToString(&bytes);
   ins.BindBlob(1, bytes);
@@ -253,8 +253,9 @@ absl::Status BaselineStore::EnsurePendingIdsAbove(uint64_t id) {
     RETURN_IF_ERROR(up.Run());
   }
   if (db_->Changes() == 0) {
-    ASSIGN_OR_RETURN(Statement ins,
-                     db_->Prepare("INSERT INTO sqlite_sequence(name, seq) VALUES ('fim_pending', ?1)"));
+    ASSIGN_OR_RETURN(
+        Statement ins,
+        db_->Prepare("INSERT INTO sqlite_sequence(name, seq) VALUES ('fim_pending', ?1)"));
     ins.Bind(1, static_cast<int64_t>(id));
     RETURN_IF_ERROR(ins.Run());
   }

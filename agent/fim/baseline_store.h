@@ -91,8 +91,8 @@ class BaselineStore {
   // after `after` in id order; ErasePendingThrough drops the rows up to `id` (in the write
   // transaction); EnsurePendingIdsAbove makes the next id exceed `id` (committed at once).
   absl::StatusOr<uint64_t> AddPending(const tripline::v1::Event& event);
-  absl::StatusOr<std::vector<std::pair<uint64_t, tripline::v1::Event>>> PendingAfter(
-      uint64_t after, size_t limit);
+  absl::StatusOr<std::vector<std::pair<uint64_t, tripline::v1::Event>>> PendingAfter(uint64_t after,
+                                                                                     size_t limit);
   absl::Status ErasePendingThrough(uint64_t id);
   absl::Status EnsurePendingIdsAbove(uint64_t id);
   absl::StatusOr<uint64_t> MaxPendingId();  // 0 when there are none
@@ -112,8 +112,8 @@ class BaselineStore {
   explicit BaselineStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   static absl::StatusOr<std::unique_ptr<BaselineStore>> Setup(std::unique_ptr<Database> db);
   absl::Status BeginWrite();
-  absl::Status ReplaceRows(const std::vector<FimRoot>& roots,
-                           const std::vector<ScannedFile>& files, int64_t now_unix_ns);
+  absl::Status ReplaceRows(const std::vector<FimRoot>& roots, const std::vector<ScannedFile>& files,
+                           int64_t now_unix_ns);
   absl::StatusOr<std::vector<std::pair<std::string, tripline::v1::FileState>>> Rows(Statement st);
   std::unique_ptr<Database> db_;
   std::optional<Transaction> txn_;

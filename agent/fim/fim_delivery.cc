@@ -112,9 +112,10 @@ absl::Status FimDelivery::RecordSealed(uint64_t seq, const tripline::v1::EventBa
     while (!offered_.empty() && offered_.front().second != e.time_unix_ns()) {
       // Its event never reached a batch: from here on this run names no id past it, so it and
       // the ones after it are offered again after a restart (reported twice, never lost).
-      spdlog::error("fim: batch_seq={} does not hold pending change id={}, offered next; changes "
-                    "from it on may be reported again after a restart",
-                    seq, offered_.front().first);
+      spdlog::error(
+          "fim: batch_seq={} does not hold pending change id={}, offered next; changes "
+          "from it on may be reported again after a restart",
+          seq, offered_.front().first);
       cap_ = std::min(cap_, offered_.front().first - 1);
       offered_.pop_front();
     }

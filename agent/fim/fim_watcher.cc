@@ -9,8 +9,8 @@
 #include <cerrno>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "agent/fim/file_state.h"
 #include "platform/fs/dir_walk.h"
 #include "platform/runtime/errno_status.h"
@@ -159,9 +159,10 @@ void FimWatcher::StartUp() {
       if (last.ok()) last_pending_id_ = last_run_pending_ = *last;
       absl::StatusOr<std::vector<std::string>> dirty = store_->LoadDirty();
       if (dirty.ok() && !dirty->empty()) {
-        spdlog::info("fim: {} root(s) were left dirty by the last run (changes unreported while "
-                     "the spool had no room); the start-up scan covers them",
-                     dirty->size());
+        spdlog::info(
+            "fim: {} root(s) were left dirty by the last run (changes unreported while "
+            "the spool had no room); the start-up scan covers them",
+            dirty->size());
       }
     }
   } else {
@@ -279,7 +280,7 @@ int FimWatcher::PollTimeoutMs() const {
 
 void FimWatcher::Run() {
   StartUp();
-  if (store_ == nullptr) {  // stopped during the scan, or no baseline could be kept
+  if (store_ == nullptr) {     // stopped during the scan, or no baseline could be kept
     OfferBacklog(UINT64_MAX);  // what went wrong
     return;
   }
@@ -556,8 +557,8 @@ void FimWatcher::RescanRoots(const std::vector<size_t>& which, bool dirty) {
   } else {
     done.set_message(absl::StrFormat("%d changes found", changes.size()));
   }
-  spdlog::info("fim: rescan done roots={} files={} changes={} dirty={}", which.size(),
-               done.files(), changes.size(), dirty);
+  spdlog::info("fim: rescan done roots={} files={} changes={} dirty={}", which.size(), done.files(),
+               changes.size(), dirty);
   EmitAgent(std::move(done));
   scan = ScanResult();
   changes = {};
@@ -887,9 +888,10 @@ void FimWatcher::Deliver() {
     handed_through_ = std::max(handed_through_, options_.delivery->delivered_through());
     delivery_ready_ = true;
     if (last_run_pending_ > handed_through_) {
-      spdlog::info("fim: changes of the last run whose events did not land are reported again "
-                   "pending_ids={}..{}",
-                   handed_through_ + 1, last_run_pending_);
+      spdlog::info(
+          "fim: changes of the last run whose events did not land are reported again "
+          "pending_ids={}..{}",
+          handed_through_ + 1, last_run_pending_);
     }
   }
   constexpr size_t kRowsPerRead = 256;
@@ -935,17 +937,18 @@ bool FimWatcher::Offer(const tripline::v1::Event& ev) {
   if (options_.offer(ev)) return true;
   undelivered_ = true;
   if (!congested_) {
-    spdlog::warn("fim: no room for events (the spool refuses: at its cap or unwritable); changes "
-                 "already found wait, new ones mark their root dirty for a rescan");
+    spdlog::warn(
+        "fim: no room for events (the spool refuses: at its cap or unwritable); changes "
+        "already found wait, new ones mark their root dirty for a rescan");
   }
   congested_ = true;
   return false;
 }
 
 void FimWatcher::Record(tripline::v1::Event ev) {
-  absl::StatusOr<uint64_t> id = store_ != nullptr ? store_->AddPending(ev)
-                                                  : absl::StatusOr<uint64_t>(absl::InternalError(
-                                                        "no baseline"));
+  absl::StatusOr<uint64_t> id = store_ != nullptr
+                                    ? store_->AddPending(ev)
+                                    : absl::StatusOr<uint64_t>(absl::InternalError("no baseline"));
   if (id.ok()) {
     last_pending_id_ = *id;
     return;
@@ -969,8 +972,8 @@ void FimWatcher::MarkAllDirty() {
 }
 
 tripline::v1::Event FimWatcher::MakeFileEvent(FileEvent::Change change, const std::string& path,
-                                              const std::string& old_path,
-                                              const FileState* before, const FileState* after,
+                                              const std::string& old_path, const FileState* before,
+                                              const FileState* after,
                                               const std::string& note) const {
   tripline::v1::Event ev;
   ev.set_time_unix_ns(clock_.NowUnixNanos());

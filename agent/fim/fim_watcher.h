@@ -177,8 +177,8 @@ class FimWatcher {
   void MarkDirty(size_t root);
   void MarkAllDirty();
   void EnsurePendingIds();
-  tripline::v1::Event MakeFileEvent(tripline::v1::FileEvent::Change change,
-                                    const std::string& path, const std::string& old_path,
+  tripline::v1::Event MakeFileEvent(tripline::v1::FileEvent::Change change, const std::string& path,
+                                    const std::string& old_path,
                                     const tripline::v1::FileState* before,
                                     const tripline::v1::FileState* after,
                                     const std::string& note) const;
@@ -225,9 +225,9 @@ class FimWatcher {
   uint64_t erased_through_ = 0;
   uint64_t last_pending_id_ = 0;
   uint64_t last_run_pending_ = 0;  // the highest pending id the last run left
-  bool delivery_ready_ = false;  // `delivery` recovered, handed_through_ set from it
-  bool undelivered_ = false;     // Deliver() stopped short: retry after retry_ms
-  bool congested_ = false;       // `offer` refused: changes only mark their roots dirty
+  bool delivery_ready_ = false;    // `delivery` recovered, handed_through_ set from it
+  bool undelivered_ = false;       // Deliver() stopped short: retry after retry_ms
+  bool congested_ = false;         // `offer` refused: changes only mark their roots dirty
   std::deque<std::pair<uint64_t, tripline::v1::Event>> agent_backlog_;
   std::set<size_t> dirty_;  // roots to rescan once there is room
 };

@@ -219,8 +219,9 @@ TEST_F(BatcherTest, NonBlockingModeDropsWhenFull) {
 }
 
 TEST_F(BatcherTest, TryAddRefusesInsteadOfBlockingWhileTheQueueIsFull) {
-  Batcher batcher("i-1", *key_, clock_, spool_.get(),
-                  BatcherOptions{.max_events = 2, .linger = absl::Hours(1), .max_queued_events = 3});
+  Batcher batcher(
+      "i-1", *key_, clock_, spool_.get(),
+      BatcherOptions{.max_events = 2, .linger = absl::Hours(1), .max_queued_events = 3});
   // Not started: nothing is sealed, so the queue fills.
   EXPECT_TRUE(batcher.TryAdd(FileEvent("/etc/a")));
   EXPECT_TRUE(batcher.TryAdd(FileEvent("/etc/b")));

@@ -48,8 +48,8 @@ TEST_F(FimDeliveryTest, AfterACrashOnlyBatchesThatLandedCountAsDelivered) {
     ASSERT_TRUE(d->RecordSealed(2, Batch({30})).ok());
     ASSERT_TRUE(d->RecordSealed(3, Batch({40})).ok());
     ASSERT_TRUE(d->RecordSealed(4, EventBatch()).ok());  // no file events: names nothing
-    EXPECT_EQ(d->delivered_through(), 0u);  // none durable yet; id 5 never sealed
-  }  // killed here
+    EXPECT_EQ(d->delivered_through(), 0u);               // none durable yet; id 5 never sealed
+  }                                                      // killed here
   std::unique_ptr<FimDelivery> d = Open();
   EXPECT_FALSE(d->recovered());
   EXPECT_EQ(d->max_known_id(), 4u);

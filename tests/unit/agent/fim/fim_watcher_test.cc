@@ -742,8 +742,8 @@ TEST_F(FimDeliveryPipelineTest, NothingIsOfferedBeforeTheLedgerKnowsWhatLanded) 
   const size_t mark = log_.size();
   FimRoot r;
   r.path = root_;
-  watcher_ = std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, Options(), SystemClock(),
-                                          [](Event) {});
+  watcher_ =
+      std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, Options(), SystemClock(), [](Event) {});
   ASSERT_TRUE(watcher_->Start().ok());
   WaitStored(/*dirty=*/false);  // found by the start-up diff and held
   EXPECT_EQ(log_.size(), mark);
@@ -825,7 +825,7 @@ TEST_F(FimDeliveryPipelineTest, ChangesLeftDirtyAtAStopAreReportedOnceAfterTheRe
   Start({}, true, Options());
   EXPECT_EQ(baseline_->agent().message(), "1 changes since the stored baseline");
   Settle();
-  EXPECT_EQ(EventsFor(root_ + "/held", mark).size(), 1u);  // its pending row
+  EXPECT_EQ(EventsFor(root_ + "/held", mark).size(), 1u);   // its pending row
   EXPECT_EQ(EventsFor(root_ + "/dirty", mark).size(), 1u);  // the start-up diff
 }
 
