@@ -23,6 +23,7 @@
 #include "absl/synchronization/notification.h"
 #include "agent/batch/batcher.h"
 #include "agent/config/agent_config.h"
+#include "agent/fim/fim_delivery.h"
 #include "agent/fim/fim_watcher.h"
 #include "agent/fim/one_shot.h"
 #include "agent/identity/agent_identity.h"
@@ -210,6 +211,13 @@ int main(int argc, char** argv) {
     if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
     ledger = *std::move(opened);
   }
+  // Which FIM changes are in which batch, so each is reported exactly once (fim_delivery.h).
+  absl::StatusOr<std::unique_ptr<FimDelivery>> fim_delivery_opened =
+      FimDelivery::Open(config->state_dir + "/" + kFimDeliveryFileName);
+  if (!fim_delivery_opened.ok()) {
+    return Fail(1, std::string(fim_delivery_opened.status().message()));
+  }
+  FimDelivery& fim_delivery = **fim_delivery_opened;
   absl::StatusOr<std::unique_ptr<Spool>> opened = Spool::Open(SpoolOptions{
       .dir = config->spool.dir, .max_bytes = static_cast<uint64_t>(config->spool.max_bytes)});
   if (!opened.ok()) return Fail(1, std::string(opened.status().message()));
@@ -222,21 +230,33 @@ int main(int argc, char** argv) {
                                .linger = absl::Milliseconds(config->batch.linger_ms),
                                .heartbeat = absl::Milliseconds(config->batch.heartbeat_ms),
                                .version = tripline::agent::AgentVersion()};
-  if (ledger) {
-    batch_options.on_seal = [&ledger](uint64_t seq, const tripline::v1::EventBatch& batch) {
+  batch_options.on_seal = [&ledger, &fim_delivery](uint64_t seq,
+                                                    const tripline::v1::EventBatch& batch) {
+    if (ledger) {
       if (absl::Status st = ledger->RecordSealed(seq, batch); !st.ok()) {
         spdlog::error("logs: cannot record batch_seq={} (its lines may be sent again after a "
                       "restart): {}",
                       seq, st.ToString());
       }
-    };
-    // A batch is durable once it is fdatasync'd in the spool (or acked): its lines' offsets move.
-    spool.SetDurableListener([&ledger](uint64_t seq) {
+    }
+    if (absl::Status st = fim_delivery.RecordSealed(seq, batch); !st.ok()) {
+      spdlog::error("fim: cannot record batch_seq={} (its changes may be reported again after a "
+                    "crash): {}",
+                    seq, st.ToString());
+    }
+  };
+  // A batch is durable once it is fdatasync'd in the spool (or acked): its lines' offsets move,
+  // and FIM forgets the pending events it holds.
+  spool.SetDurableListener([&ledger, &fim_delivery](uint64_t seq) {
+    if (ledger) {
       if (absl::Status st = ledger->Durable(seq); !st.ok()) {
         spdlog::error("logs: cannot record durable_seq={}: {}", seq, st.ToString());
       }
-    });
-  }
+    }
+    if (absl::Status st = fim_delivery.Durable(seq); !st.ok()) {
+      spdlog::error("fim: cannot record durable_seq={}: {}", seq, st.ToString());
+    }
+  });
   Batcher batcher(identity->agent_id, *identity->key, clock, &spool, std::move(batch_options));
   batcher.Add(AgentEvent(tripline::v1::AgentEvent::STARTED, "agent started"));
 
@@ -268,6 +288,12 @@ int main(int argc, char** argv) {
   const bool resume_from_spool = recovered.head && recovered.dropped_tail_bytes == 0;
   bool offsets_ok = true;
   auto recover_offsets = [&](uint64_t landed) {
+    // FIM's pending changes in batches after `landed` are offered again.
+    if (absl::Status st = fim_delivery.Recover(landed); !st.ok()) {
+      spdlog::error("fim: cannot recover which changes were delivered (those pending are "
+                    "reported again): {}",
+                    st.ToString());
+    }
     if (!ledger) return;
     if (absl::Status st = ledger->Recover(landed); !st.ok()) {
       spdlog::error("logs: cannot recover offsets, not tailing: {}", st.ToString());
@@ -321,6 +347,12 @@ int main(int argc, char** argv) {
   fim_options.debounce_max_ms = config->fim.debounce_max_ms;
   fim_options.fallback_scan_interval_ms = config->fim.fallback_scan_interval_ms;
   fim_options.max_watches = config->fim.max_watches;
+  // FIM never blocks on the batcher: with the spool refusing for lack of room (or the queue
+  // full), it holds its events and marks roots dirty instead (fim_watcher.h, Back-pressure).
+  fim_options.offer = [&batcher, &spool](const tripline::v1::Event& ev) {
+    return !spool.under_pressure() && batcher.TryAdd(ev);
+  };
+  fim_options.delivery = &fim_delivery;
   FimWatcher fim(*std::move(roots), std::move(fim_options), clock,
                  [&batcher](tripline::v1::Event ev) { batcher.Add(std::move(ev)); });
   if (absl::Status st = fim.Start(); !st.ok()) {

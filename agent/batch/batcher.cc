@@ -45,6 +45,17 @@ bool Batcher::Add(tripline::v1::Event event) {
   return true;
 }
 
+bool Batcher::TryAdd(tripline::v1::Event event) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= options_.max_queued_events) return false;
+  event.set_seq(next_event_seq_++);
+  if (event.time_unix_ns() == 0) event.set_time_unix_ns(clock_.NowUnixNanos());
+  if (queue_.empty()) oldest_queued_ = absl::Now();
+  queue_.push_back(std::move(event));
+  changed_.SignalAll();
+  return true;
+}
+
 void Batcher::Start(uint64_t durable_seq, std::string durable_digest) {
   absl::MutexLock lock(&mu_);
   if (started_ || stopping_) return;

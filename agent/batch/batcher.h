@@ -66,6 +66,8 @@ class Batcher {
   // unset, its time_unix_ns. Blocks while the queue is full; after SetNonBlocking() or Stop() an
   // event that does not fit is dropped (logged) and false returned.
   bool Add(tripline::v1::Event event);
+  // Like Add, but never blocks: false, with the event not taken, while the queue is full.
+  bool TryAdd(tripline::v1::Event event);
 
   // Starts the batcher thread; the first sealed batch has batch_seq `durable_seq + 1` and
   // prev_digest `durable_digest`. Only the first call has an effect.

@@ -16,6 +16,10 @@ const std::vector<std::string>& Migrations() {
       "ALTER TABLE fim_files ADD COLUMN device INTEGER;"
       "ALTER TABLE fim_files ADD COLUMN inode INTEGER;"
       "CREATE INDEX fim_files_inode ON fim_files(inode);",
+      // Changes the baseline holds whose events may not have reached a durable batch yet
+      // (fim_delivery.h), and roots left to rescan because the spool had no room.
+      "CREATE TABLE fim_pending(id INTEGER PRIMARY KEY AUTOINCREMENT, event BLOB NOT NULL);"
+      "CREATE TABLE fim_dirty(path BLOB PRIMARY KEY) WITHOUT ROWID;",
   };
   return kMigrations;
 }
@@ -165,9 +169,22 @@ absl::StatusOr<Baseline> BaselineStore::Load() {
 
 absl::Status BaselineStore::Replace(const std::vector<FimRoot>& roots,
                                     const std::vector<ScannedFile>& files, int64_t now_unix_ns) {
-  RETURN_IF_ERROR(Commit());
-  ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db_.get()));
-  RETURN_IF_ERROR(db_->Exec("DELETE FROM fim_files; DELETE FROM fim_roots;"));
+  // Joins the open write transaction (the pending rows of the changes this replacement
+  // reports): both are committed together or not at all.
+  RETURN_IF_ERROR(BeginWrite());
+  absl::Status st = ReplaceRows(roots, files, now_unix_ns);
+  if (!st.ok()) {
+    txn_.reset();  // rolls back: the stored baseline stays as it was
+    return st;
+  }
+  return Commit();
+}
+
+absl::Status BaselineStore::ReplaceRows(const std::vector<FimRoot>& roots,
+                                        const std::vector<ScannedFile>& files,
+                                        int64_t now_unix_ns) {
+  RETURN_IF_ERROR(
+      db_->Exec("DELETE FROM fim_files; DELETE FROM fim_roots; DELETE FROM fim_dirty;"));
   {
     ASSIGN_OR_RETURN(Statement ins,
                      db_->Prepare("INSERT OR REPLACE INTO fim_roots VALUES (?1, ?2, ?3)"));
@@ -176,19 +193,104 @@ absl::Status BaselineStore::Replace(const std::vector<FimRoot>& roots,
       RETURN_IF_ERROR(ins.Run());
     }
   }
-  {
-    ASSIGN_OR_RETURN(Statement ins,
-                     db_->Prepare("INSERT OR REPLACE INTO fim_files VALUES (?1, ?2, ?3, ?4)"));
-    std::string bytes;
-    for (const ScannedFile& f : files) {
-      f.state.SerializeToString(&bytes);
-      ins.BindBlob(1, f.path).BindBlob(2, bytes);
-      ins.Bind(3, static_cast<int64_t>(f.state.device()))
-          .Bind(4, static_cast<int64_t>(f.state.inode()));
-      RETURN_IF_ERROR(ins.Run());
-    }
+  ASSIGN_OR_RETURN(Statement ins,
+                   db_->Prepare("INSERT OR REPLACE INTO fim_files VALUES (?1, ?2, ?3, ?4)"));
+  std::string bytes;
+  for (const ScannedFile& f : files) {
+    f.state.SerializeToString(&bytes);
+    ins.BindBlob(1, f.path).BindBlob(2, bytes);
+    ins.Bind(3, static_cast<int64_t>(f.state.device()))
+        .Bind(4, static_cast<int64_t>(f.state.inode()));
+    RETURN_IF_ERROR(ins.Run());
   }
-  return txn.Commit();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> BaselineStore::AddPending(const tripline::v1::Event& event) {
+  RETURN_IF_ERROR(BeginWrite());
+  ASSIGN_OR_RETURN(Statement ins, db_->PrepareCached("INSERT INTO fim_pending(event) VALUES (?1)"));
+  std::string bytes;
+  event.SerializeToString(&bytes);
+  ins.BindBlob(1, bytes);
+  RETURN_IF_ERROR(ins.Run());
+  return static_cast<uint64_t>(db_->LastInsertId());
+}
+
+absl::StatusOr<std::vector<std::pair<uint64_t, tripline::v1::Event>>> BaselineStore::PendingAfter(
+    uint64_t after, size_t limit) {
+  ASSIGN_OR_RETURN(Statement st, db_->PrepareCached("SELECT id, event FROM fim_pending WHERE id > "
+                                                    "?1 ORDER BY id LIMIT ?2"));
+  st.Bind(1, static_cast<int64_t>(after)).Bind(2, static_cast<int64_t>(limit));
+  std::vector<std::pair<uint64_t, tripline::v1::Event>> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    const uint64_t id = static_cast<uint64_t>(st.ColumnInt(0));
+    tripline::v1::Event ev;
+    if (!ev.ParseFromString(st.ColumnText(1))) {
+      return absl::DataLossError(
+          absl::StrFormat("%s: pending event id=%d does not parse", db_->path(), id));
+    }
+    out.emplace_back(id, std::move(ev));
+  }
+  return out;
+}
+
+absl::Status BaselineStore::ErasePendingThrough(uint64_t id) {
+  RETURN_IF_ERROR(BeginWrite());
+  ASSIGN_OR_RETURN(Statement del, db_->PrepareCached("DELETE FROM fim_pending WHERE id <= ?1"));
+  del.Bind(1, static_cast<int64_t>(std::min<uint64_t>(id, INT64_MAX)));
+  return del.Run();
+}
+
+absl::Status BaselineStore::EnsurePendingIdsAbove(uint64_t id) {
+  if (id == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(BeginWrite());
+  {
+    ASSIGN_OR_RETURN(Statement up, db_->Prepare("UPDATE sqlite_sequence SET seq = max(seq, ?1) "
+                                                "WHERE name = 'fim_pending'"));
+    up.Bind(1, static_cast<int64_t>(id));
+    RETURN_IF_ERROR(up.Run());
+  }
+  if (db_->Changes() == 0) {
+    ASSIGN_OR_RETURN(
+        Statement ins,
+        db_->Prepare("INSERT INTO sqlite_sequence(name, seq) VALUES ('fim_pending', ?1)"));
+    ins.Bind(1, static_cast<int64_t>(id));
+    RETURN_IF_ERROR(ins.Run());
+  }
+  return Commit();
+}
+
+absl::StatusOr<uint64_t> BaselineStore::MaxPendingId() {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT COALESCE(MAX(id), 0) FROM fim_pending"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? static_cast<uint64_t>(st.ColumnInt(0)) : 0;
+}
+
+absl::Status BaselineStore::MarkDirty(const std::string& root) {
+  RETURN_IF_ERROR(BeginWrite());
+  ASSIGN_OR_RETURN(Statement ins, db_->Prepare("INSERT OR IGNORE INTO fim_dirty VALUES (?1)"));
+  ins.BindBlob(1, root);
+  return ins.Run();
+}
+
+absl::Status BaselineStore::ClearDirty(const std::string& root) {
+  RETURN_IF_ERROR(BeginWrite());
+  ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM fim_dirty WHERE path = ?1"));
+  del.BindBlob(1, root);
+  return del.Run();
+}
+
+absl::StatusOr<std::vector<std::string>> BaselineStore::LoadDirty() {
+  std::vector<std::string> out;
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT path FROM fim_dirty ORDER BY path"));
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(st.ColumnText(0));
+  }
+  return out;
 }
 
 absl::Status BaselineStore::Apply(

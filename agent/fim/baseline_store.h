@@ -8,10 +8,14 @@
 // cache is bounded, see kCacheKiB), writes changes into a transaction it commits after each batch
 // of events, and loads a part into memory only for the length of a rescan's comparison.
 //
-// Schema (PRAGMA user_version 2):
+// Schema (PRAGMA user_version 3):
 //   fim_roots(path BLOB PRIMARY KEY, fingerprint BLOB, scanned_unix_ns INTEGER)
 //   fim_files(path BLOB PRIMARY KEY, state BLOB,   -- state: a serialized tripline.v1.FileState
 //             device INTEGER, inode INTEGER)      -- indexed: the other names of a hard link
+//   fim_pending(id INTEGER PRIMARY KEY AUTOINCREMENT, event BLOB)  -- a serialized Event whose
+//             change the baseline holds, not yet known to be in a durable batch (fim_delivery.h)
+//   fim_dirty(path BLOB PRIMARY KEY)  -- roots to rescan: changes there went unreported while the
+//             spool had no room
 //
 // Threads: one owner; not thread-safe.
 #pragma once
@@ -53,7 +57,8 @@ class BaselineStore {
   // Every stored file state. A row that does not parse is an error naming the path.
   absl::StatusOr<Baseline> Load();
 
-  // Replaces everything with `files` (taken with `roots`, at `now_unix_ns`), in one transaction.
+  // Replaces every file and root row with `files` (taken with `roots`, at `now_unix_ns`) and
+  // clears the dirty roots, in one transaction with the writes already open (pending rows).
   absl::Status Replace(const std::vector<FimRoot>& roots, const std::vector<ScannedFile>& files,
                        int64_t now_unix_ns);
 
@@ -81,6 +86,22 @@ class BaselineStore {
   absl::Status Erase(const std::string& path);
   absl::Status Commit();
 
+  // Pending events (fim_delivery.h). AddPending stores `event` inside the open write transaction
+  // and returns its id (above every id used before, across runs); PendingAfter lists the rows
+  // after `after` in id order; ErasePendingThrough drops the rows up to `id` (in the write
+  // transaction); EnsurePendingIdsAbove makes the next id exceed `id` (committed at once).
+  absl::StatusOr<uint64_t> AddPending(const tripline::v1::Event& event);
+  absl::StatusOr<std::vector<std::pair<uint64_t, tripline::v1::Event>>> PendingAfter(uint64_t after,
+                                                                                     size_t limit);
+  absl::Status ErasePendingThrough(uint64_t id);
+  absl::Status EnsurePendingIdsAbove(uint64_t id);
+  absl::StatusOr<uint64_t> MaxPendingId();  // 0 when there are none
+
+  // Dirty roots: marked and cleared inside the write transaction.
+  absl::Status MarkDirty(const std::string& root);
+  absl::Status ClearDirty(const std::string& root);
+  absl::StatusOr<std::vector<std::string>> LoadDirty();
+
   const std::string& path() const { return db_->path(); }
 
  private:
@@ -91,6 +112,8 @@ class BaselineStore {
   explicit BaselineStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   static absl::StatusOr<std::unique_ptr<BaselineStore>> Setup(std::unique_ptr<Database> db);
   absl::Status BeginWrite();
+  absl::Status ReplaceRows(const std::vector<FimRoot>& roots, const std::vector<ScannedFile>& files,
+                           int64_t now_unix_ns);
   absl::StatusOr<std::vector<std::pair<std::string, tripline::v1::FileState>>> Rows(Statement st);
   std::unique_ptr<Database> db_;
   std::optional<Transaction> txn_;

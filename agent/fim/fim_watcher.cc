@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "agent/fim/file_state.h"
 #include "platform/fs/dir_walk.h"
 #include "platform/runtime/errno_status.h"
@@ -152,6 +153,17 @@ void FimWatcher::StartUp() {
     } else {
       store_ = *std::move(store);
       stored = *std::move(loaded);
+      EnsurePendingIds();
+      // Events of the last run still pending go first, before this run's AgentEvents.
+      absl::StatusOr<uint64_t> last = store_->MaxPendingId();
+      if (last.ok()) last_pending_id_ = last_run_pending_ = *last;
+      absl::StatusOr<std::vector<std::string>> dirty = store_->LoadDirty();
+      if (dirty.ok() && !dirty->empty()) {
+        spdlog::info(
+            "fim: {} root(s) were left dirty by the last run (changes unreported while "
+            "the spool had no room); the start-up scan covers them",
+            dirty->size());
+      }
     }
   } else {
     UseInMemoryStore(absl::OkStatus());
@@ -160,10 +172,13 @@ void FimWatcher::StartUp() {
 
   ScanResult scan = ParallelScan(AllRoots(roots_));
   if (stop_.load()) return;
-  size_t changes = 0;
-  if (!known.empty()) {
-    std::vector<FileChange> diff = DiffBaseline(stored, scan, roots_, known);
-    changes = diff.size();
+  std::vector<FileChange> diff;
+  if (!known.empty()) diff = DiffBaseline(stored, scan, roots_, known);
+  const size_t changes = diff.size();
+  stored = Baseline();
+  // The events reporting the differences are committed with the new baseline, as pending rows:
+  // a crash loses both or neither.
+  auto record_diff = [&] {
     for (const FileChange& c : diff) {
       if (c.kind == FileChange::kAdded) {
         EmitFile(FileEvent::CREATED, c.path, "", nullptr, &c.after, c.note);
@@ -174,12 +189,13 @@ void FimWatcher::StartUp() {
                  &c.after, c.note);
       }
     }
-  }
-  stored = Baseline();
+  };
+  record_diff();
   absl::Status stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
   if (!stored_st.ok()) {
     UseInMemoryStore(stored_st);
     if (store_ == nullptr) return;
+    record_diff();
     stored_st = store_->Replace(roots_, scan.files, clock_.NowUnixNanos());
     if (!stored_st.ok()) {
       spdlog::error("fim: no baseline can be kept, realtime monitoring stopped: {}",
@@ -206,6 +222,7 @@ void FimWatcher::StartUp() {
   next_fallback_scan_ns_ =
       clock_.MonotonicNanos() + options_.fallback_scan_interval_ms * kNanosPerMs;
   scan = ScanResult();
+  diff = {};
   ReleaseScanMemory();
 }
 
@@ -234,6 +251,14 @@ void FimWatcher::UseInMemoryStore(const absl::Status& why) {
     return;
   }
   store_ = *std::move(mem);
+  EnsurePendingIds();
+}
+
+void FimWatcher::EnsurePendingIds() {
+  if (options_.delivery == nullptr) return;
+  // Ids the ledger may still name must never be given again (a baseline file made afresh).
+  absl::Status st = store_->EnsurePendingIdsAbove(options_.delivery->max_known_id());
+  if (!st.ok()) spdlog::error("fim: {}", std::string(st.message()));
 }
 
 void FimWatcher::ReleaseScanMemory() {
@@ -246,6 +271,7 @@ int FimWatcher::PollTimeoutMs() const {
   int64_t due = INT64_MAX;
   for (const auto& [path, p] : pending_writes_) due = std::min(due, p.due_ns);
   if (!unwatched_.empty()) due = std::min(due, next_fallback_scan_ns_);
+  if (undelivered_) due = std::min(due, clock_.MonotonicNanos() + options_.retry_ms * kNanosPerMs);
   if (due == INT64_MAX) return -1;
   const int64_t wait = due - clock_.MonotonicNanos();
   if (wait <= 0) return 0;
@@ -254,7 +280,11 @@ int FimWatcher::PollTimeoutMs() const {
 
 void FimWatcher::Run() {
   StartUp();
-  if (store_ == nullptr) return;  // stopped during the scan, or no baseline could be kept
+  if (store_ == nullptr) {     // stopped during the scan, or no baseline could be kept
+    OfferBacklog(UINT64_MAX);  // what went wrong
+    return;
+  }
+  FlushStore();
   std::vector<InotifyEvent> events;
   while (!stop_.load()) {
     struct pollfd fds[2] = {{inotify_->fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
@@ -273,7 +303,11 @@ void FimWatcher::Run() {
     }
     if (rescan_requested_.exchange(false)) {
       spdlog::info("fim: rescan requested");
-      Rescan();
+      if (congested_) {
+        MarkAllDirty();
+      } else {
+        Rescan();
+      }
     }
     if ((fds[0].revents & POLLIN) != 0) {
       events.clear();
@@ -282,8 +316,13 @@ void FimWatcher::Run() {
       HandleEvents(events);
     }
     FlushDueWrites(/*all=*/false);
-    if (!unwatched_.empty() && clock_.MonotonicNanos() >= next_fallback_scan_ns_) FallbackScan();
+    if (!congested_ && !unwatched_.empty() && clock_.MonotonicNanos() >= next_fallback_scan_ns_) {
+      FallbackScan();
+    }
     FlushStore();
+    if (!congested_ && !undelivered_ && !dirty_.empty() && !stop_.load()) {
+      RescanRoots(std::vector<size_t>(dirty_.begin(), dirty_.end()), /*dirty=*/true);
+    }
   }
   FlushStore();
 }
@@ -301,7 +340,13 @@ void FimWatcher::FlushDueWrites(bool all) {
     }
   }
   std::sort(due.begin(), due.end());
-  for (const auto& [path, root] : due) Reconcile(path, root);
+  for (const auto& [path, root] : due) {
+    if (congested_) {
+      MarkDirty(root);
+    } else {
+      Reconcile(path, root);
+    }
+  }
 }
 
 void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
@@ -322,6 +367,10 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
     }
     const Watch w = wit->second;
     const FimRoot& root = roots_[w.root];
+    if (congested_) {  // no room to report it: the root's rescan will
+      MarkDirty(w.root);
+      continue;
+    }
 
     if (ev.name.empty()) {                // about the watched directory (or file root) itself
       if (w.path != root.path) continue;  // a subdirectory: its parent's events cover it
@@ -401,7 +450,11 @@ void FimWatcher::HandleEvents(std::vector<InotifyEvent>& events) {
     ov.set_kind(AgentEvent::INOTIFY_OVERFLOW);
     ov.set_message("inotify event queue overflowed; rescanning every root against the baseline");
     EmitAgent(std::move(ov));
-    Rescan();
+    if (congested_) {
+      MarkAllDirty();
+    } else {
+      Rescan();
+    }
   }
 }
 
@@ -451,12 +504,26 @@ void FimWatcher::ApplyChanges(const std::vector<FileChange>& changes,
 }
 
 void FimWatcher::Rescan() {
+  std::vector<size_t> all;
+  for (size_t i = 0; i < roots_.size(); ++i) all.push_back(i);
+  RescanRoots(all, /*dirty=*/false);
+}
+
+void FimWatcher::RescanRoots(const std::vector<size_t>& which, bool dirty) {
   const int64_t t0 = clock_.MonotonicNanos();
-  pending_writes_.clear();  // the rescan reads every file anyway
-  ScanResult scan = ParallelScan(AllRoots(roots_));
-  if (stop_.load()) return;
+  std::vector<ScanStart> starts;
   std::vector<std::string> scope;
-  for (const FimRoot& r : roots_) scope.push_back(r.path);
+  for (size_t i : which) {
+    starts.push_back(ScanStart{i, roots_[i].path});
+    scope.push_back(roots_[i].path);
+  }
+  for (auto it = pending_writes_.begin(); it != pending_writes_.end();) {  // read anyway
+    it = std::find(which.begin(), which.end(), it->second.root) != which.end()
+             ? pending_writes_.erase(it)
+             : std::next(it);
+  }
+  ScanResult scan = ParallelScan(starts);
+  if (stop_.load()) return;
   std::vector<FileChange> changes;
   {
     absl::StatusOr<Baseline> before = LoadScope(scope);
@@ -466,16 +533,36 @@ void FimWatcher::Rescan() {
   std::vector<std::string> removed_dirs;
   ApplyChanges(changes, &removed_dirs);
   for (const std::string& d : removed_dirs) RemoveWatchesUnder(d);
+  if (dirty) {
+    for (size_t i : which) {
+      dirty_.erase(i);
+      if (absl::Status st = store_->ClearDirty(roots_[i].path); !st.ok()) {
+        spdlog::error("fim: {}", std::string(st.message()));
+      }
+    }
+  }
   AgentEvent done;
   done.set_kind(AgentEvent::RESCAN_DONE);
   done.set_files(scan.files.size());
   done.set_bytes_hashed(scan.bytes_hashed);
   done.set_duration_ns(clock_.MonotonicNanos() - t0);
-  done.set_message(absl::StrFormat("%d changes found", changes.size()));
-  spdlog::info("fim: rescan done files={} changes={}", done.files(), changes.size());
+  if (dirty) {
+    std::vector<std::string> names;
+    for (size_t i : which) names.push_back(roots_[i].path);
+    if (which.size() == 1) done.set_path(roots_[which[0]].path);
+    done.set_message(absl::StrFormat(
+        "%d changes found rescanning %d root(s) marked dirty while the spool had no room for "
+        "their events (%s)",
+        changes.size(), which.size(), Printable(absl::StrJoin(names, ", "))));
+  } else {
+    done.set_message(absl::StrFormat("%d changes found", changes.size()));
+  }
+  spdlog::info("fim: rescan done roots={} files={} changes={} dirty={}", which.size(), done.files(),
+               changes.size(), dirty);
   EmitAgent(std::move(done));
   scan = ScanResult();
   changes = {};
+  FlushStore();
   ReleaseScanMemory();
 }
 
@@ -771,16 +858,123 @@ void FimWatcher::Erase(const std::string& path) {
 
 void FimWatcher::FlushStore() {
   if (store_ == nullptr) return;
+  const uint64_t delivered = options_.delivery == nullptr ? handed_through_
+                             : delivery_ready_            ? options_.delivery->delivered_through()
+                                                          : 0;
+  if (delivered > erased_through_) {
+    if (absl::Status st = store_->ErasePendingThrough(delivered); st.ok()) {
+      erased_through_ = delivered;
+    } else {
+      spdlog::error("fim: forgetting delivered changes: {}", std::string(st.message()));
+    }
+  }
   absl::Status st = store_->Commit();
   if (!st.ok()) {
-    // A restart may report these changes a second time.
+    // Rolled back: the baseline and the pending events of these changes both; the next start's
+    // diff finds them.
     spdlog::error("fim: updating the baseline file: {}", std::string(st.message()));
+  }
+  Deliver();
+}
+
+void FimWatcher::Deliver() {
+  undelivered_ = false;
+  if (options_.delivery != nullptr && !delivery_ready_) {
+    if (!options_.delivery->recovered()) {  // the chain head is not known yet
+      undelivered_ = true;
+      return;
+    }
+    // Pending rows of the last run up to here are in batches that landed; the others go again.
+    handed_through_ = std::max(handed_through_, options_.delivery->delivered_through());
+    delivery_ready_ = true;
+    if (last_run_pending_ > handed_through_) {
+      spdlog::info(
+          "fim: changes of the last run whose events did not land are reported again "
+          "pending_ids={}..{}",
+          handed_through_ + 1, last_run_pending_);
+    }
+  }
+  constexpr size_t kRowsPerRead = 256;
+  for (;;) {
+    absl::StatusOr<std::vector<std::pair<uint64_t, tripline::v1::Event>>> rows =
+        store_->PendingAfter(handed_through_, kRowsPerRead);
+    if (!rows.ok()) {
+      spdlog::error("fim: reading pending events: {}", std::string(rows.status().message()));
+      rows = std::vector<std::pair<uint64_t, tripline::v1::Event>>();
+    }
+    if (rows->empty()) break;
+    for (const auto& [id, ev] : *rows) {
+      if (!OfferBacklog(id)) return;
+      if (options_.delivery != nullptr) options_.delivery->Offering(id, ev.time_unix_ns());
+      if (!Offer(ev)) {
+        if (options_.delivery != nullptr) options_.delivery->Withdraw(id);
+        return;
+      }
+      handed_through_ = id;
+    }
+  }
+  if (!OfferBacklog(UINT64_MAX)) return;
+  if (congested_) {
+    spdlog::info("fim: room for events again; rescanning the roots marked dirty dirty_roots={}",
+                 dirty_.size());
+    congested_ = false;
   }
 }
 
-void FimWatcher::EmitFile(FileEvent::Change change, const std::string& path,
-                          const std::string& old_path, const FileState* before,
-                          const FileState* after, const std::string& note) {
+bool FimWatcher::OfferBacklog(uint64_t before_id) {
+  while (!agent_backlog_.empty() && agent_backlog_.front().first < before_id) {
+    if (!Offer(agent_backlog_.front().second)) return false;
+    agent_backlog_.pop_front();
+  }
+  return true;
+}
+
+bool FimWatcher::Offer(const tripline::v1::Event& ev) {
+  if (!options_.offer) {
+    emit_(ev);
+    return true;
+  }
+  if (options_.offer(ev)) return true;
+  undelivered_ = true;
+  if (!congested_) {
+    spdlog::warn(
+        "fim: no room for events (the spool refuses: at its cap or unwritable); changes "
+        "already found wait, new ones mark their root dirty for a rescan");
+  }
+  congested_ = true;
+  return false;
+}
+
+void FimWatcher::Record(tripline::v1::Event ev) {
+  absl::StatusOr<uint64_t> id = store_ != nullptr
+                                    ? store_->AddPending(ev)
+                                    : absl::StatusOr<uint64_t>(absl::InternalError("no baseline"));
+  if (id.ok()) {
+    last_pending_id_ = *id;
+    return;
+  }
+  // Sent from memory: a crash before it is taken may lose it.
+  spdlog::error("fim: cannot store a pending event: {}", std::string(id.status().message()));
+  agent_backlog_.emplace_back(last_pending_id_, std::move(ev));
+}
+
+void FimWatcher::MarkDirty(size_t root) {
+  if (!dirty_.insert(root).second) return;
+  spdlog::warn("fim: root marked dirty, rescanned once the spool has room path={}",
+               Printable(roots_[root].path));
+  if (absl::Status st = store_->MarkDirty(roots_[root].path); !st.ok()) {
+    spdlog::error("fim: {}", std::string(st.message()));
+  }
+}
+
+void FimWatcher::MarkAllDirty() {
+  for (size_t i = 0; i < roots_.size(); ++i) MarkDirty(i);
+}
+
+tripline::v1::Event FimWatcher::MakeFileEvent(FileEvent::Change change, const std::string& path,
+                                              const std::string& old_path, const FileState* before,
+                                              const FileState* after,
+                                              const std::string& note) const {
   tripline::v1::Event ev;
   ev.set_time_unix_ns(clock_.NowUnixNanos());
   FileEvent* f = ev.mutable_file();
@@ -792,14 +986,20 @@ void FimWatcher::EmitFile(FileEvent::Change change, const std::string& path,
   if (!note.empty()) f->set_note(note);
   spdlog::debug("fim: {} path={}{}", FileEvent::Change_Name(change), Printable(path),
                 old_path.empty() ? "" : " old_path=" + Printable(old_path));
-  emit_(std::move(ev));
+  return ev;
+}
+
+void FimWatcher::EmitFile(FileEvent::Change change, const std::string& path,
+                          const std::string& old_path, const FileState* before,
+                          const FileState* after, const std::string& note) {
+  Record(MakeFileEvent(change, path, old_path, before, after, note));
 }
 
 void FimWatcher::EmitAgent(AgentEvent event) {
   tripline::v1::Event ev;
   ev.set_time_unix_ns(clock_.NowUnixNanos());
   *ev.mutable_agent() = std::move(event);
-  emit_(std::move(ev));
+  agent_backlog_.emplace_back(last_pending_id_, std::move(ev));
 }
 
 }  // namespace tripline::agent

@@ -35,22 +35,38 @@
 // database), not in a map: each event looks its path up there. What the agent keeps in memory
 // per watched file is nothing; per watched directory, one entry of the watch table.
 //
+// Delivery (exactly once across a crash): a change is committed to the baseline file together
+// with a pending row holding its event, and only then offered, in order, to `offer` (the
+// batcher); `delivery` learns which batch took it and when that batch is durable, and pending
+// rows are deleted once it is. After a crash, pending rows whose batch did not land are offered
+// again, and the restart diff finds nothing for them since the baseline already holds them. A
+// change is never in the baseline without its event being either pending or landed.
+// AgentEvents of FIM follow the file events they come after, from memory (not across a crash).
+//
+// Back-pressure: when `offer` refuses (no room), FIM stops reporting per-file changes: events
+// already committed stay pending, and an inotify event (or a due debounced write) only marks its
+// root dirty, in the baseline file, so a restart also rescans it. The spool's SPOOL_PRESSURE
+// AgentEvent reports the episode. Once everything pending is taken again, FIM rescans the dirty
+// roots against the baseline, reports each change found once, and says so in a RESCAN_DONE.
+//
 // Threads: Start() runs one FIM thread that owns everything here (baseline, baseline file,
 // inotify fd, watch table); full scans run on a pool of workers (tree_scan.h) that the FIM thread
 // waits for, and the only thing they touch here is AddWatch (under watch_mu_). Idle, the thread
-// sleeps in poll() with no timeout unless a debounced write or a fallback scan is due. `emit` is
-// called on the FIM thread and may block (back-pressure from the batcher).
+// sleeps in poll() with no timeout unless a debounced write, a fallback scan or a retry of
+// delivery is due. `emit` and `offer` are called on the FIM thread; `emit` may block.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -61,6 +77,7 @@
 #include "agent/fim/baseline_diff.h"
 #include "agent/fim/baseline_store.h"
 #include "agent/fim/file_state.h"
+#include "agent/fim/fim_delivery.h"
 #include "agent/fim/fim_root.h"
 #include "agent/fim/tree_scan.h"
 #include "platform/fs/inotify.h"
@@ -78,6 +95,15 @@ struct FimOptions {
   // How often directories that could not be watched (watch limit) are scanned instead.
   int64_t fallback_scan_interval_ms = 60000;
   int64_t max_watches = 0;  // the agent's own cap on inotify watches; 0: the kernel's limit
+  // Where events go when set (else to `emit`, which then must take every event): never blocks,
+  // and returns false, with the event not taken, when there is no room now (the spool refuses
+  // for lack of room, at its cap or on a full disk). See "Delivery" above.
+  std::function<bool(const tripline::v1::Event&)> offer;
+  // Ties each reported change to the batch that holds its event (fim_delivery.h); outlives the
+  // watcher. nullptr: an event taken by `offer` or `emit` counts as delivered.
+  FimDelivery* delivery = nullptr;
+  // How often events that found no room, or wait for `delivery` to recover, are offered again.
+  int64_t retry_ms = 200;
 };
 
 class FimWatcher {
@@ -122,6 +148,7 @@ class FimWatcher {
   void ReportScanErrors(const std::vector<ScanError>& errors);
   void ApplyChanges(const std::vector<FileChange>& changes, std::vector<std::string>* removed_dirs);
   void Rescan();
+  void RescanRoots(const std::vector<size_t>& which, bool dirty);
   void ReleaseScanMemory();
   void FallbackScan();
   void FlushDueWrites(bool all);
@@ -143,6 +170,18 @@ class FimWatcher {
   void Put(const std::string& path, const tripline::v1::FileState& state);
   void Erase(const std::string& path);
   void FlushStore();
+  void Deliver();
+  bool Offer(const tripline::v1::Event& ev);
+  bool OfferBacklog(uint64_t before_id);
+  void Record(tripline::v1::Event ev);
+  void MarkDirty(size_t root);
+  void MarkAllDirty();
+  void EnsurePendingIds();
+  tripline::v1::Event MakeFileEvent(tripline::v1::FileEvent::Change change, const std::string& path,
+                                    const std::string& old_path,
+                                    const tripline::v1::FileState* before,
+                                    const tripline::v1::FileState* after,
+                                    const std::string& note) const;
   void EmitFile(tripline::v1::FileEvent::Change change, const std::string& path,
                 const std::string& old_path, const tripline::v1::FileState* before,
                 const tripline::v1::FileState* after, const std::string& note);
@@ -179,6 +218,18 @@ class FimWatcher {
   int64_t next_fallback_scan_ns_ = 0;
   uint64_t scan_files_ = 0;
   int watch_failures_reported_ = 0;
+  // Delivery: pending ids up to handed_through_ were taken this run (or landed before it), the
+  // rows up to erased_through_ are deleted; AgentEvents wait in agent_backlog_ behind the
+  // pending id they followed.
+  uint64_t handed_through_ = 0;
+  uint64_t erased_through_ = 0;
+  uint64_t last_pending_id_ = 0;
+  uint64_t last_run_pending_ = 0;  // the highest pending id the last run left
+  bool delivery_ready_ = false;    // `delivery` recovered, handed_through_ set from it
+  bool undelivered_ = false;       // Deliver() stopped short: retry after retry_ms
+  bool congested_ = false;         // `offer` refused: changes only mark their roots dirty
+  std::deque<std::pair<uint64_t, tripline::v1::Event>> agent_backlog_;
+  std::set<size_t> dirty_;  // roots to rescan once there is room
 };
 
 }  // namespace tripline::agent

@@ -709,4 +709,9 @@ uint64_t Spool::pressure_episodes() const {
   return pressure_episodes_;
 }
 
+bool Spool::under_pressure() const {
+  absl::MutexLock lock(&mu_);
+  return pressure_since_.has_value();
+}
+
 }  // namespace tripline::agent

@@ -146,6 +146,8 @@ class Spool {
   size_t size() const;  // batches not yet acked
   uint64_t bytes() const;  // segment bytes on disk
   uint64_t pressure_episodes() const;
+  // True while Push is held back by the cap or a failing write (a back-pressure episode).
+  bool under_pressure() const;
 
  private:
   struct Segment {

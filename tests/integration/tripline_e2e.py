@@ -828,12 +828,13 @@ def scenario_collector_down(fleet, demo=False):
 
 
 def scenario_spool_cap(fleet, demo=False):
-    """The collector is down and the spool reaches its cap: sealing pauses (nothing dropped), and
-    after the restart every event arrives with a SPOOL_PRESSURE AgentEvent."""
+    """The collector is down and the spool reaches its cap: sealing pauses (nothing dropped), FIM
+    marks its root dirty instead of reporting each file, and after the restart every event
+    arrives once, with a SPOOL_PRESSURE AgentEvent and FIM's RESCAN_DONE of the dirty root."""
     cap = 65536
     data = fault_world(fleet, extra=f"spool:\n  max_bytes: {cap}\n")
     port = kill_collector(fleet, signal.SIGTERM)
-    count = min(FAULT_EVENTS, 3000)  # the blocked agent leaves the rest in inotify's queue
+    count = min(FAULT_EVENTS, 3000)
     names = create_files(data, "f", count)
     agent = next(p for p in fleet.procs if p.name == "agent")
     wait_for("the agent to report back-pressure", lambda: "back-pressure" in agent.tail(200),
@@ -847,6 +848,9 @@ def scenario_spool_cap(fleet, demo=False):
         fleet, "SELECT event FROM events WHERE agent_id=? AND kind='agent'", (INSTANCE_ID,))
         if b"spool back-pressure" in bytes(r[0])]
     wait_for("a SPOOL_PRESSURE AgentEvent", pressure, timeout=60)
+    dirty = lambda: [e for e in agent_events(fleet, "RESCAN_DONE")
+                     if "marked dirty" in e["event"]["agent"].get("message", "")]
+    wait_for("FIM's RESCAN_DONE of the root it marked dirty", dirty, timeout=60)
     check_delivery(fleet, "spool_cap", names)
 
 
@@ -925,6 +929,122 @@ def scenario_restart_orders(fleet, demo=False):
         wait_stored(fleet, len(names))
         print(f"{label}: {stored_created(fleet)}/{len(names)} stored")
     check_delivery(fleet, "restart_orders", names)
+
+
+class ChangeWriter:
+    """On a thread, until stop(): creates new files and appends to older ones (each file changed
+    at most a few times), keeping what each file holds last, so every change can be checked at
+    the collector."""
+
+    def __init__(self, directory, prefix):
+        import threading
+        self.directory, self.prefix = directory, prefix
+        self.contents = {}  # path bytes -> last bytes written
+        self.changes = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self):
+        i, modifiable = 0, []
+        while not self._stop.is_set():
+            if i % 3 == 2 and modifiable:
+                path = modifiable.pop(0)
+                data = f"modified by change {i}\n".encode()
+                with open(path, "ab") as f:
+                    f.write(data)
+                self.contents[path] += data
+                if len(self.contents[path]) < 200:
+                    modifiable.append(path)
+            else:
+                path = os.path.join(os.fsencode(self.directory), f"{self.prefix}-{i:06d}".encode())
+                data = f"created by change {i}\n".encode()
+                with open(path, "wb") as f:
+                    f.write(data)
+                self.contents[path] = data
+                modifiable.append(path)
+            self.changes += 1
+            i += 1
+            time.sleep(0.002)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join()
+
+
+def check_file_chains(fleet, scenario, contents, changes):
+    """Every file's events at the collector, in the order stored, are one unbroken chain: a
+    CREATED first, each next event's `before` the last one's `after`, the last `after` what the
+    file holds. A change reported twice (or not at all) breaks the chain."""
+    import base64
+    import hashlib
+    by_path = {}
+    events = [e for e in file_events(fleet.events()) if b64raw(e) in contents]
+    for e in events:
+        by_path.setdefault(b64raw(e), []).append(e["event"]["file"])
+    digest = lambda state: base64.b64decode(state.get("sha256", "")) if state else None
+    missing, duplicates, broken = [], 0, []
+    for path, data in contents.items():
+        chain = by_path.get(path, [])
+        if not chain:
+            missing.append(path)
+            continue
+        seen, last = set(), None
+        for i, f in enumerate(chain):
+            before, after = digest(f.get("before")), digest(f.get("after"))
+            if (before, after) in seen:
+                duplicates += 1
+                continue
+            seen.add((before, after))
+            if (i == 0) != (f["change"] == "CREATED") or (i > 0 and before != last):
+                broken.append((path, i, f["change"]))
+            last = after
+        if last != hashlib.sha256(data).digest():
+            missing.append(path)
+    print(f"fault-table: scenario={scenario} changes={changes} files={len(contents)} "
+          f"stored={len(events)} duplicates={duplicates} missing={len(missing)}")
+    if duplicates:
+        raise Failure(f"{duplicates} changes reported more than once")
+    if missing:
+        raise Failure(f"{len(missing)} files without their last change, e.g. {missing[:3]}")
+    if broken:
+        raise Failure(f"{len(broken)} broken event chains, e.g. {broken[:3]}")
+
+
+def scenario_fim_kill9(fleet, demo=False):
+    """The agent is killed with SIGKILL at random moments while a writer creates and modifies
+    files, and started again each time: every change reaches the collector exactly once."""
+    import random
+    data = fault_world(fleet)
+    rng = random.Random(int(os.environ.get("TRIPLINE_E2E_SEED", "0")) or None)
+    kills = int(os.environ.get("TRIPLINE_E2E_KILLS", "8"))
+    writer = ChangeWriter(data, "w")
+    try:
+        for k in range(kills):
+            time.sleep(rng.uniform(0.2, 1.5))
+            agent = next(p for p in fleet.procs if p.name == "agent")
+            fleet.procs.remove(agent)
+            agent.stop(sig=signal.SIGKILL)
+            time.sleep(rng.uniform(0.0, 0.5))  # changes made while it is down, too
+            fleet.start_agent(watch_extra=data)
+        time.sleep(rng.uniform(0.2, 1.0))
+    finally:
+        writer.stop()
+    print(f"{writer.changes} changes to {len(writer.contents)} files, agent killed {kills} times")
+
+    def all_there():
+        import base64
+        import hashlib
+        last = {}
+        for e in file_events(fleet.events()):
+            f = e["event"]["file"]
+            last[b64raw(e)] = base64.b64decode(f.get("after", {}).get("sha256", ""))
+        waiting = [p for p, d in writer.contents.items() if last.get(p) != hashlib.sha256(d).digest()]
+        if waiting:
+            raise Failure(f"{len(waiting)} files without their last change at the collector")
+        return True
+    wait_for("every change at the collector", all_there, timeout=240, interval=1.0)
+    check_file_chains(fleet, "fim_kill9", writer.contents, writer.changes)
 
 
 def make_test_pki(directory):
@@ -1731,6 +1851,7 @@ SCENARIOS = {
     "spool_corrupt_tail": scenario_spool_corrupt_tail,
     "tls": scenario_tls,
     "restart_orders": scenario_restart_orders,
+    "fim_kill9": scenario_fim_kill9,
 }
 
 

@@ -218,5 +218,30 @@ TEST_F(BatcherTest, NonBlockingModeDropsWhenFull) {
   EXPECT_FALSE(batcher.Add(FileEvent("c")));
 }
 
+TEST_F(BatcherTest, TryAddRefusesInsteadOfBlockingWhileTheQueueIsFull) {
+  Batcher batcher(
+      "i-1", *key_, clock_, spool_.get(),
+      BatcherOptions{.max_events = 2, .linger = absl::Hours(1), .max_queued_events = 3});
+  // Not started: nothing is sealed, so the queue fills.
+  EXPECT_TRUE(batcher.TryAdd(FileEvent("/etc/a")));
+  EXPECT_TRUE(batcher.TryAdd(FileEvent("/etc/b")));
+  EXPECT_TRUE(batcher.TryAdd(FileEvent("/etc/c")));
+  EXPECT_FALSE(batcher.TryAdd(FileEvent("/etc/d")));
+  batcher.Start(0, GenesisDigest());  // seals a and b (a full batch): room again
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool taken = false;
+  while (!(taken = batcher.TryAdd(FileEvent("/etc/d"))) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_TRUE(taken);
+  batcher.Stop();
+  ASSERT_TRUE(WaitForBatches(*spool_, 2));
+  tripline::v1::EventBatch second = Parse(Get(*spool_, 2));
+  ASSERT_EQ(second.events_size(), 2);
+  EXPECT_EQ(second.events(0).file().path(), "/etc/c");
+  EXPECT_EQ(second.events(1).file().path(), "/etc/d");
+  EXPECT_EQ(second.events(1).seq(), 4u);  // the refused try took no seq
+}
+
 }  // namespace
 }  // namespace tripline::agent

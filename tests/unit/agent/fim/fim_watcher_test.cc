@@ -1,9 +1,11 @@
 #include "agent/fim/fim_watcher.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -565,6 +567,266 @@ TEST(IsExcluded, GlobWithoutSlashMatchesBaseNameWithSlashFullPath) {
   EXPECT_TRUE(IsExcluded(globs, "/etc/mtab", "mtab"));
   EXPECT_FALSE(IsExcluded(globs, "/etc/sub/mtab", "mtab"));
   EXPECT_FALSE(IsExcluded(globs, "/etc/passwd", "passwd"));
+}
+
+}  // namespace
+}  // namespace tripline::agent
+
+namespace tripline::agent {
+namespace {
+
+// The batcher and spool as FIM sees them: `offer` takes events while there is room; the test
+// seals what was taken into numbered batches (FimDelivery learns which ids each holds), makes
+// batches durable, and "crashes" by dropping what was taken but not sealed.
+class FimDeliveryPipelineTest : public FimWatcherTest {
+ protected:
+  void OpenDelivery(uint64_t landed) {
+    delivery_.reset();
+    absl::StatusOr<std::unique_ptr<FimDelivery>> d = FimDelivery::Open(dir_.Sub("delivery.db"));
+    ASSERT_TRUE(d.ok()) << d.status();
+    delivery_ = *std::move(d);
+    ASSERT_TRUE(delivery_->Recover(landed).ok());
+  }
+  FimOptions Options() {
+    FimOptions o;
+    o.baseline_path = dir_.Sub("fim-baseline.db");
+    o.delivery = delivery_.get();
+    o.retry_ms = 10;
+    o.offer = [this](const Event& e) {
+      if (!room_.load()) {
+        ++refused_;
+        return false;
+      }
+      {
+        absl::MutexLock lock(&taken_mu_);
+        taken_.push_back(e);
+      }
+      log_.Add(e);
+      return true;
+    };
+    return o;
+  }
+  // Makes `path` appear with `contents` in one step (renamed in from outside the root), so it is
+  // one CREATED whenever FIM looks.
+  void PlaceFile(const std::string& path, const std::string& contents) {
+    const std::string staging = dir_.Sub("staging");
+    WriteFile(staging, contents);
+    ASSERT_EQ(::rename(staging.c_str(), path.c_str()), 0) << path;
+  }
+  // Like Barrier, with a marker that is one CREATED: nothing of it is left for a later look.
+  void Settle() {
+    const std::string marker = root_ + "/settled-" + std::to_string(++settles_);
+    PlaceFile(marker, "s");
+    ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, marker)).has_value());
+  }
+  // Waits until the baseline file says the watcher holds pending events or dirty roots.
+  void WaitStored(bool dirty) {
+    for (int i = 0; i < 10000; ++i) {
+      absl::StatusOr<std::unique_ptr<BaselineStore>> s =
+          BaselineStore::Open(dir_.Sub("fim-baseline.db"));
+      ASSERT_TRUE(s.ok());
+      if (dirty ? !(*s)->LoadDirty()->empty() : *(*s)->MaxPendingId() > 0) return;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    FAIL() << "nothing stored";
+  }
+  // Seals everything taken so far into batch `seq`.
+  void Seal(uint64_t seq) {
+    tripline::v1::EventBatch batch;
+    absl::MutexLock lock(&taken_mu_);
+    for (Event& e : taken_) *batch.add_events() = std::move(e);
+    taken_.clear();
+    ASSERT_TRUE(delivery_->RecordSealed(seq, batch).ok());
+  }
+  // Waits for the event that shows `path` holding `contents`.
+  void WaitContents(const std::string& path, const std::string& contents, size_t from = 0) {
+    ASSERT_TRUE(log_.WaitFor(
+        [&](const Event& e) {
+          return e.has_file() && e.file().path() == path &&
+                 e.file().after().sha256() == Sha256(contents);
+        },
+        from));
+  }
+  // Every file event about `path` from `from` on.
+  std::vector<Event> EventsFor(const std::string& path, size_t from) {
+    std::vector<Event> out;
+    std::vector<Event> all = log_.Snapshot();
+    for (size_t i = from; i < all.size(); ++i) {
+      if (all[i].has_file() && all[i].file().path() == path) out.push_back(all[i]);
+    }
+    return out;
+  }
+
+  std::unique_ptr<FimDelivery> delivery_;
+  std::atomic<bool> room_{true};
+  std::atomic<int> refused_{0};
+  int settles_ = 0;
+  absl::Mutex taken_mu_;
+  std::vector<Event> taken_ ABSL_GUARDED_BY(taken_mu_);
+};
+
+TEST_F(FimDeliveryPipelineTest, ACrashReportsAgainExactlyTheChangesWhoseBatchDidNotLand) {
+  OpenDelivery(0);
+  Start({}, true, Options());
+  EXPECT_EQ(baseline_->agent().message(), "new baseline");
+  const std::string durable = root_ + "/durable";
+  const std::string landed = root_ + "/landed";
+  const std::string lost_batch = root_ + "/lost-batch";
+  const std::string in_memory = root_ + "/in-memory";
+  PlaceFile(durable, "1");
+  WaitContents(durable, "1");
+  Seal(1);
+  ASSERT_TRUE(delivery_->Durable(1).ok());  // fdatasync'd in the spool
+  PlaceFile(landed, "2");
+  WaitContents(landed, "2");
+  Seal(2);  // written to the spool, not yet synced: survives a kill -9
+  PlaceFile(lost_batch, "3");
+  WaitContents(lost_batch, "3");
+  Seal(3);  // sealed, but the process died before the spool had it
+  PlaceFile(in_memory, "4");
+  WaitContents(in_memory, "4");  // still in the batcher's queue
+  const std::vector<Event> lost = [&] {
+    std::vector<Event> v = EventsFor(lost_batch, 0);
+    for (const Event& e : EventsFor(in_memory, 0)) v.push_back(e);
+    return v;
+  }();
+  watcher_->Stop();
+  {
+    absl::MutexLock lock(&taken_mu_);
+    taken_.clear();
+  }
+
+  // The restart: the spool's head is batch 2.
+  OpenDelivery(2);
+  const size_t mark = log_.size();
+  Start({}, true, Options());
+  EXPECT_EQ(baseline_->agent().message(), "0 changes since the stored baseline");
+  Settle();
+  EXPECT_TRUE(EventsFor(durable, mark).empty());
+  EXPECT_TRUE(EventsFor(landed, mark).empty());
+  // The lost events come again, as they were (same time, same states), before the new run's
+  // BASELINE_COMPLETE.
+  std::vector<Event> again = EventsFor(lost_batch, mark);
+  for (const Event& e : EventsFor(in_memory, mark)) again.push_back(e);
+  ASSERT_EQ(again.size(), lost.size());
+  for (size_t i = 0; i < lost.size(); ++i) {
+    EXPECT_EQ(again[i].SerializeAsString(), lost[i].SerializeAsString()) << i;
+  }
+  const int done = IndexOf(AgentIs(AgentEvent::BASELINE_COMPLETE), mark);
+  EXPECT_LT(IndexOf(FileIs(FileEvent::CREATED, in_memory), mark), done);
+
+  // Sealed and durable this time: a clean stop and start reports nothing again.
+  Seal(3);
+  ASSERT_TRUE(delivery_->Durable(3).ok());
+  watcher_->Stop();
+  OpenDelivery(3);
+  const size_t mark2 = log_.size();
+  Start({}, true, Options());
+  EXPECT_EQ(baseline_->agent().message(), "0 changes since the stored baseline");
+  Settle();
+  for (const std::string& p : {durable, landed, lost_batch, in_memory}) {
+    EXPECT_TRUE(EventsFor(p, mark2).empty()) << p;
+  }
+}
+
+TEST_F(FimDeliveryPipelineTest, NothingIsOfferedBeforeTheLedgerKnowsWhatLanded) {
+  OpenDelivery(0);
+  Start({}, true, Options());
+  watcher_->Stop();
+  PlaceFile(root_ + "/early", "e");  // while the agent is down
+  // The next start's ledger has not recovered yet (the collector's head is not known).
+  delivery_.reset();
+  absl::StatusOr<std::unique_ptr<FimDelivery>> d = FimDelivery::Open(dir_.Sub("delivery.db"));
+  ASSERT_TRUE(d.ok());
+  delivery_ = *std::move(d);
+  const size_t mark = log_.size();
+  FimRoot r;
+  r.path = root_;
+  watcher_ =
+      std::make_unique<FimWatcher>(std::vector<FimRoot>{r}, Options(), SystemClock(), [](Event) {});
+  ASSERT_TRUE(watcher_->Start().ok());
+  WaitStored(/*dirty=*/false);  // found by the start-up diff and held
+  EXPECT_EQ(log_.size(), mark);
+  ASSERT_TRUE(delivery_->Recover(0).ok());
+  ASSERT_TRUE(log_.WaitFor(AgentIs(AgentEvent::BASELINE_COMPLETE), mark));
+  ASSERT_TRUE(log_.WaitFor(FileIs(FileEvent::CREATED, root_ + "/early"), mark));
+}
+
+TEST_F(FimDeliveryPipelineTest, WithoutRoomTheRootIsMarkedDirtyAndRescannedOnceThereIsRoom) {
+  OpenDelivery(0);
+  Start({}, true, Options());
+  const std::string held = root_ + "/held";
+  WriteFile(root_ + "/before", "b");
+  WaitContents(root_ + "/before", "b");
+  room_ = false;
+  PlaceFile(held, "h");  // found, committed as pending, refused: waits
+  for (int i = 0; i < 5000 && refused_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_GT(refused_.load(), 0);
+  const size_t mark = log_.size();
+  std::vector<std::string> later;
+  for (int i = 0; i < 50; ++i) {  // not even looked at: the root is dirty
+    later.push_back(root_ + "/later-" + std::to_string(i));
+    PlaceFile(later.back(), "l" + std::to_string(i));
+  }
+  ASSERT_EQ(::mkdir((root_ + "/newdir").c_str(), 0755), 0);
+  PlaceFile(root_ + "/newdir/deep", "d");
+  ASSERT_EQ(::unlink((root_ + "/before").c_str()), 0);
+  // Persisted: a restart would rescan the root too.
+  WaitStored(/*dirty=*/true);
+  {
+    absl::StatusOr<std::unique_ptr<BaselineStore>> s =
+        BaselineStore::Open(dir_.Sub("fim-baseline.db"));
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(*(*s)->LoadDirty(), std::vector<std::string>{root_});
+  }
+  EXPECT_EQ(log_.size(), mark);
+
+  room_ = true;
+  std::optional<Event> done = log_.WaitFor(AgentIs(AgentEvent::RESCAN_DONE), mark);
+  ASSERT_TRUE(done);
+  EXPECT_NE(done->agent().message().find("marked dirty while the spool had no room"),
+            std::string::npos)
+      << done->agent().message();
+  EXPECT_EQ(done->agent().path(), root_);
+  Settle();
+  // Each change once: the held one from its pending row, the others by the rescan.
+  EXPECT_EQ(EventsFor(held, 0).size(), 1u);
+  for (const std::string& p : later) {
+    std::vector<Event> evs = EventsFor(p, mark);
+    ASSERT_EQ(evs.size(), 1u) << p;
+    EXPECT_EQ(evs[0].file().change(), FileEvent::CREATED);
+  }
+  EXPECT_EQ(EventsFor(root_ + "/newdir/deep", mark).size(), 1u);
+  ASSERT_EQ(EventsFor(root_ + "/before", mark).size(), 1u);
+  EXPECT_EQ(EventsFor(root_ + "/before", mark)[0].file().change(), FileEvent::DELETED);
+  // Watched again in real time, deep directories included.
+  WriteFile(root_ + "/newdir/deep", "d2");
+  WaitContents(root_ + "/newdir/deep", "d2", mark);
+  absl::StatusOr<std::unique_ptr<BaselineStore>> s =
+      BaselineStore::Open(dir_.Sub("fim-baseline.db"));
+  ASSERT_TRUE(s.ok());
+  Settle();
+  EXPECT_TRUE((*s)->LoadDirty()->empty());
+}
+
+TEST_F(FimDeliveryPipelineTest, ChangesLeftDirtyAtAStopAreReportedOnceAfterTheRestart) {
+  OpenDelivery(0);
+  Start({}, true, Options());
+  room_ = false;
+  PlaceFile(root_ + "/held", "h");
+  for (int i = 0; i < 5000 && refused_.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_GT(refused_.load(), 0);
+  PlaceFile(root_ + "/dirty", "d");
+  WaitStored(/*dirty=*/true);  // a barrier cannot pass without room
+  watcher_->Stop();
+  room_ = true;
+  const size_t mark = log_.size();
+  OpenDelivery(0);
+  Start({}, true, Options());
+  EXPECT_EQ(baseline_->agent().message(), "1 changes since the stored baseline");
+  Settle();
+  EXPECT_EQ(EventsFor(root_ + "/held", mark).size(), 1u);   // its pending row
+  EXPECT_EQ(EventsFor(root_ + "/dirty", mark).size(), 1u);  // the start-up diff
 }
 
 }  // namespace

@@ -247,11 +247,13 @@ TEST(Spool, PushBlocksAtTheCapUntilAnAckFreesSpaceAndLeavesANotice) {
   }
   ASSERT_EQ(spool->pressure_episodes(), 1u);
   EXPECT_FALSE(pushed);
+  EXPECT_TRUE(spool->under_pressure());
   EXPECT_FALSE(spool->TakePressureNotice());  // the episode is not over yet
   ASSERT_TRUE(WaitCommitted(*spool, blocked_seq - 1));
   spool->AckThrough(blocked_seq - 1);
   pusher.join();
   EXPECT_TRUE(pushed);
+  EXPECT_FALSE(spool->under_pressure());
   std::optional<PressureNotice> notice = spool->TakePressureNotice();
   ASSERT_TRUE(notice);
   EXPECT_NE(notice->message.find("cap of 4096 bytes"), std::string::npos) << notice->message;
