@@ -33,6 +33,18 @@ bool Batcher::Add(tripline::v1::Event event) {
     if (dropped_++ == 0) spdlog::warn("batch: queue full during shutdown, dropping events");
     return false;
   }
+  EnqueueLocked(std::move(event));
+  return true;
+}
+
+bool Batcher::TryAdd(tripline::v1::Event event) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= options_.max_queued_events) return false;
+  EnqueueLocked(std::move(event));
+  return true;
+}
+
+void Batcher::EnqueueLocked(tripline::v1::Event event) {
   event.set_seq(next_event_seq_++);
   if (event.time_unix_ns() == 0) event.set_time_unix_ns(clock_.NowUnixNanos());
   const bool was_empty = queue_.empty();
@@ -42,18 +54,6 @@ bool Batcher::Add(tripline::v1::Event event) {
   // deadline appears (the queue was empty) or a batch is full. Waking it for every event cost a
   // context switch per log line.
   if (was_empty || queue_.size() >= options_.max_events) changed_.SignalAll();
-  return true;
-}
-
-bool Batcher::TryAdd(tripline::v1::Event event) {
-  absl::MutexLock lock(&mu_);
-  if (queue_.size() >= options_.max_queued_events) return false;
-  event.set_seq(next_event_seq_++);
-  if (event.time_unix_ns() == 0) event.set_time_unix_ns(clock_.NowUnixNanos());
-  if (queue_.empty()) oldest_queued_ = absl::Now();
-  queue_.push_back(std::move(event));
-  changed_.SignalAll();
-  return true;
 }
 
 void Batcher::Start(uint64_t durable_seq, std::string durable_digest) {

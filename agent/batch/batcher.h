@@ -81,6 +81,8 @@ class Batcher {
 
  private:
   void Run();
+  // Numbers and queues `event`; wakes the batcher thread when it has something new to wait for.
+  void EnqueueLocked(tripline::v1::Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Seal(std::deque<tripline::v1::Event>& events);
   void QueuePressureNotices();
   // Queues a HEARTBEAT when one is due (past the cap, like pressure notices) and returns when the
