@@ -207,8 +207,12 @@ int Round(const Options& o, int streams) {
     close(to_child[1]);
     close(from_child[0]);
     const std::string in = std::to_string(to_child[0]), out = std::to_string(from_child[1]);
-    execl("/proc/self/exe", "ingest_bench", "--serve", in.c_str(), out.c_str(),
-          static_cast<char*>(nullptr));
+    // By its real path, so that profilers attribute the child's samples to this binary.
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) _exit(127);
+    self[n] = '\0';
+    execl(self, "ingest_bench", "--serve", in.c_str(), out.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   close(to_child[0]);
@@ -268,7 +272,14 @@ int Round(const Options& o, int streams) {
   int64_t failed = 0;
   for (auto& s : all) {
     lat.insert(lat.end(), s->latency_ms.begin(), s->latency_ms.end());
-    if (!s->status.ok() || s->acked < s->batches.size()) ++failed;
+    if (!s->status.ok() || s->acked < s->batches.size()) {
+      if (failed++ == 0) {
+        std::fprintf(stderr, "ingest_bench: %s: %d of %d batches acked, status %d %s\n",
+                     s->agent_id.c_str(), static_cast<int>(s->acked),
+                     static_cast<int>(s->batches.size()), static_cast<int>(s->status.error_code()),
+                     s->status.error_message().c_str());
+      }
+    }
   }
   const double events = static_cast<double>(per_stream) * streams;
   std::printf("%7d  %10.0f  %10d  %8.2f  %8.2f  %9.2f  %10.0f  %10d  %s\n", streams,
