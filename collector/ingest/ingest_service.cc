@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "platform/crypto/batch_signature.h"
 #include "platform/crypto/digest.h"
 #include "platform/crypto/signing_key.h"
@@ -18,6 +22,29 @@ using tripline::v1::PublishAck;
 using tripline::v1::SignedBatch;
 
 constexpr char kAgentIdMetadata[] = "tripline-agent-id";
+
+// Where each event of a batch lies in its signed bytes: (offset, length) of every `events` field's
+// payload, in order (the order the parser appends them in). False when the bytes are not a
+// well-formed sequence of fields.
+bool EventSpans(const std::string& batch, std::vector<std::pair<uint32_t, uint32_t>>* spans) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(batch.data()),
+                                            static_cast<int>(batch.size()));
+  for (;;) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.CurrentPosition() == static_cast<int>(batch.size());
+    if (WireFormatLite::GetTagFieldNumber(tag) == EventBatch::kEventsFieldNumber &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length)) return false;
+      const int offset = in.CurrentPosition();
+      if (!in.Skip(static_cast<int>(length))) return false;
+      spans->emplace_back(static_cast<uint32_t>(offset), length);
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
@@ -243,6 +270,16 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
                                     Printable(agent_id_)),
                     ops);
     }
+    std::vector<std::pair<uint32_t, uint32_t>> spans;
+    spans.reserve(static_cast<size_t>(batch->events_size()));
+    if (!EventSpans(sb.batch(), &spans) ||
+        spans.size() != static_cast<size_t>(batch->events_size())) {
+      return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrFormat("batch %d: its %d events could not be located in the signed "
+                                    "bytes",
+                                    batch->batch_seq(), batch->events_size()),
+                    ops);
+    }
     if (batch->batch_seq() == 0) {
       return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "batch_seq 0 (batches start at 1)", ops);
     }
@@ -259,6 +296,7 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
         item.signature = std::move(*sb.mutable_signature());
         item.batch_digest = std::move(digest);
         item.batch = std::move(batch);
+        item.event_spans = std::move(spans);
         break;
       case AgentRegistry::Verdict::kDuplicate:
         spdlog::debug("ingest: agent={} duplicate batch {}", Printable(agent_id_),

@@ -15,6 +15,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "collector/ingest/agent_registry.h"
@@ -41,8 +43,11 @@ struct WriteItem {
   std::string public_key, hostname, version;
   bool rekeyed = false;
   // kBatch: the signed bytes as received, the signature, the parsed batch and its chain digest.
+  // event_spans[i] is where batch->events(i) lies in batch_bytes (offset, length): the store keeps
+  // each event's bytes as signed instead of serializing the parsed event again.
   std::string batch_bytes, signature, batch_digest;
   std::unique_ptr<tripline::v1::EventBatch> batch;
+  std::vector<std::pair<uint32_t, uint32_t>> event_spans;
   // kIntegrity: what was wrong, for the incident.
   std::string reason;
   // Called on the writer thread after the commit (or failure). May be empty.

@@ -442,7 +442,7 @@ absl::StatusOr<std::optional<std::string>> CollectorStore::Writer::GetBatchBytes
 absl::StatusOr<int64_t> CollectorStore::Writer::InsertEvent(
     const std::string& agent_id, uint64_t batch_seq, uint64_t seq, int64_t time_ns,
     const std::string& kind, const std::string& path, const std::string& change,
-    const std::string& event_bytes, int64_t received_ns) {
+    std::string_view event_bytes, int64_t received_ns) {
   ASSIGN_OR_RETURN(Statement s,
                    db_->PrepareCached("INSERT INTO events (agent_id, batch_seq, seq, time_ns, kind, "
                                 "path, change, event, received_ns) "

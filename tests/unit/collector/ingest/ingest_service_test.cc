@@ -83,6 +83,45 @@ TEST(Ingest, StoredBatchIsTheSignedBytesAsReceived) {
   EXPECT_TRUE(VerifyBatchSignature(agent.key().public_key(), s->ColumnText(0), s->ColumnText(1)));
 }
 
+// Each event is stored as the agent signed it, byte for byte, not as the collector would encode
+// it again: here one event carries a field this collector does not know ahead of the known ones
+// (encoding it again would move that field to the end).
+TEST(Ingest, EventsAreStoredAsSignedByteForByte) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  tripline::v1::EventBatch header;
+  header.set_agent_id(kAgent);
+  header.set_batch_seq(1);
+  header.set_prev_digest(GenesisDigest());
+  const std::string known = TestAgent::FileEvent("/etc/a", tripline::v1::FileEvent::MODIFIED, 1)
+                                .SerializeAsString();
+  const std::string unknown_first =
+      std::string("\xc0\x3e\x07", 3) +  // field 1000, varint 7
+      TestAgent::FileEvent("/etc/b", tripline::v1::FileEvent::MODIFIED, 2).SerializeAsString();
+  std::string bytes = header.SerializeAsString();
+  for (const std::string& e : {known, unknown_first}) {
+    ASSERT_LT(e.size(), 128u);
+    bytes += '\x22';  // field 4 (events), length-delimited; a one-byte length follows
+    bytes += static_cast<char>(e.size());
+    bytes += e;
+  }
+  SignedBatch sb;
+  sb.set_batch(bytes);
+  sb.set_signature(SignBatch(agent.key(), bytes));
+  TestAgent::PublishOutcome out = agent.Publish({sb}, 1);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  absl::StatusOr<std::vector<EventRecord>> events = c.store()->QueryEvents({});
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].event, known);
+  EXPECT_EQ((*events)[1].event, unknown_first);
+  Event parsed;
+  ASSERT_TRUE(parsed.ParseFromString((*events)[1].event));
+  EXPECT_EQ(parsed.file().path(), "/etc/b");
+}
+
 TEST(Ingest, FlippedBitIsUnauthenticatedAndOpensAnIntegrityIncident) {
   TestCollector c(kNoRules);
   c.Start();
