@@ -202,6 +202,11 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
   void MaybeReadLocked(Ops* ops) {
     if (read_pending_ || reads_done_ || finished_ || finish_status_) return;
     if (in_flight_ >= service_->max_in_flight()) return;
+    // The store writer is behind: wait for this stream's own batches to be answered (each answer
+    // comes back here) instead of queueing more. A stream with nothing in flight always reads,
+    // so every stream makes progress, and the writer's queue stays within its budget plus about
+    // one batch per stream.
+    if (in_flight_ > 0 && service_->writer()->Congested()) return;
     read_pending_ = true;
     ops->read = true;
   }

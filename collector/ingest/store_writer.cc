@@ -76,6 +76,7 @@ bool StoreWriter::Submit(WriteItem& item) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_ || capped_ >= options_.max_queue) return false;
     ++capped_;
+    queued_bytes_.fetch_add(item.batch_bytes.size(), std::memory_order_relaxed);
     queue_.push_back(std::move(item));
   }
   cv_.notify_one();
@@ -133,7 +134,11 @@ void StoreWriter::Run() {
         queue_.pop_front();
       }
     }
+    size_t bytes = 0;
+    for (const WriteItem& item : group) bytes += item.batch_bytes.size();
     CommitGroup(group);
+    group.clear();  // the parsed batches go before the budget says they have
+    queued_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   }
 }
 

@@ -7,6 +7,7 @@
 // Stop() drains: everything accepted before it is committed and answered.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -58,6 +59,9 @@ class StoreWriter {
  public:
   struct Options {
     size_t max_queue = 4096;      // batches and duplicates waiting; Submit refuses past it
+    // Signed bytes of the batches waiting or being committed past which Congested() is true
+    // (their parsed form takes a few times more memory).
+    size_t congested_bytes = 32 << 20;
     size_t max_group = 256;       // items per transaction
     bool auto_respond = true;     // response.mode auto: open isolate actions
   };
@@ -74,6 +78,12 @@ class StoreWriter {
   // Queues a batch or duplicate; false (and `item` untouched) when the queue is full or the
   // writer has stopped: the caller refuses the batch.
   bool Submit(WriteItem& item);
+  // True while more than `congested_bytes` of batches wait or are being committed: streams that
+  // already have batches in the writer should wait for their answers before reading more, which
+  // bounds the collector's memory by that budget plus about one batch per stream.
+  bool Congested() const {
+    return queued_bytes_.load(std::memory_order_relaxed) > options_.congested_bytes;
+  }
   // Queues an enrollment or integrity record regardless of the cap (they are small and rare).
   // After Stop(), `done` runs at once with Unavailable.
   void SubmitUrgent(WriteItem item);
@@ -102,6 +112,7 @@ class StoreWriter {
   std::condition_variable cv_;
   std::deque<WriteItem> queue_;                // guarded by mu_
   size_t capped_ = 0;                          // batches + duplicates in queue_; guarded by mu_
+  std::atomic<size_t> queued_bytes_{0};        // batch_bytes of queued and committing batches
   bool stopping_ = false;                      // guarded by mu_
   std::shared_ptr<const RuleSet> rules_;       // guarded by mu_
   LogThresholds thresholds_;                   // owned by the writer thread

@@ -1,6 +1,8 @@
 // Ingest through a real in-process server on 127.0.0.1:0 and a client that signs like an agent.
 #include "collector/ingest/ingest_service.h"
 
+#include <atomic>
+
 #include "gtest/gtest.h"
 #include "platform/crypto/digest.h"
 #include "tests/unit/collector/collector_test_env.h"
@@ -120,6 +122,40 @@ TEST(Ingest, EventsAreStoredAsSignedByteForByte) {
   Event parsed;
   ASSERT_TRUE(parsed.ParseFromString((*events)[1].event));
   EXPECT_EQ(parsed.file().path(), "/etc/b");
+}
+
+// The writer is congested while more signed bytes than its budget wait or are being committed,
+// and no longer once they are answered: that is what makes streams pause their reads.
+TEST(Ingest, WriterIsCongestedUntilQueuedBatchesAreCommitted) {
+  tripline::testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<CollectorStore>> store =
+      CollectorStore::Open(dir.Sub("collector.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  AgentRegistry registry;
+  ASSERT_TRUE(registry.Load(store->get()).ok());
+  absl::StatusOr<RuleSet> rules = ParseRules(kNoRules, "rules.yaml");
+  ASSERT_TRUE(rules.ok());
+  StoreWriter::Options options;
+  options.congested_bytes = 1000;
+  StoreWriter writer(store->get(), &registry, std::make_shared<const RuleSet>(*std::move(rules)),
+                     options, SystemClock(), nullptr);
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 2; ++i) {
+    // A resend of a batch the store does not have: committed as nothing, answered ok.
+    WriteItem item;
+    item.kind = WriteItem::Kind::kDuplicate;
+    item.agent_id = kAgent;
+    item.batch_bytes = std::string(600, 'b');
+    item.done = [&answered](const WriteResult& r) {
+      EXPECT_TRUE(r.status.ok()) << r.status;
+      ++answered;
+    };
+    ASSERT_TRUE(writer.Submit(item));
+    EXPECT_EQ(writer.Congested(), i == 1);  // 600 bytes are within the budget, 1,200 are not
+  }
+  writer.Start();
+  EXPECT_TRUE(WaitFor([&] { return answered == 2 && !writer.Congested(); }));
+  writer.Stop();
 }
 
 TEST(Ingest, FlippedBitIsUnauthenticatedAndOpensAnIntegrityIncident) {
