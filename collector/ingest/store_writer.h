@@ -24,6 +24,7 @@
 #include "collector/rules/log_thresholds.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
+#include "google/protobuf/arena.h"
 #include "platform/runtime/clock.h"
 #include "tripline/v1/event.pb.h"
 #include "tripline/v1/ingest.pb.h"
@@ -46,8 +47,10 @@ struct WriteItem {
   // kBatch: the signed bytes as received, the signature, the parsed batch and its chain digest.
   // event_spans[i] is where batch->events(i) lies in batch_bytes (offset, length): the store keeps
   // each event's bytes as signed instead of serializing the parsed event again.
+  // The parsed batch lives in `arena` (a few blocks rather than several allocations per event).
   std::string batch_bytes, signature, batch_digest;
-  std::unique_ptr<tripline::v1::EventBatch> batch;
+  std::unique_ptr<google::protobuf::Arena> arena;
+  tripline::v1::EventBatch* batch = nullptr;  // in *arena
   std::vector<std::pair<uint32_t, uint32_t>> event_spans;
   // kIntegrity: what was wrong, for the incident.
   std::string reason;
