@@ -266,7 +266,8 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
     // One arena per batch, its first block sized for the whole parse: allocated here, freed at
     // once by the writer after the commit.
     google::protobuf::ArenaOptions arena_options;
-    arena_options.start_block_size = std::clamp<size_t>(sb.batch().size() + sb.batch().size() / 2, 4096, 1 << 20);
+    arena_options.start_block_size =
+        std::clamp<size_t>(sb.batch().size() + sb.batch().size() / 2, 4096, 1 << 20);
     arena_options.max_block_size = 1 << 20;
     auto arena = std::make_unique<google::protobuf::Arena>(arena_options);
     EventBatch* batch = google::protobuf::Arena::CreateMessage<EventBatch>(arena.get());

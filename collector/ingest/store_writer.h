@@ -45,9 +45,9 @@ struct WriteItem {
   std::string public_key, hostname, version;
   bool rekeyed = false;
   // kBatch: the signed bytes as received, the signature, the parsed batch and its chain digest.
+  // The parsed batch lives in `arena` (a few blocks rather than several allocations per event).
   // event_spans[i] is where batch->events(i) lies in batch_bytes (offset, length): the store keeps
   // each event's bytes as signed instead of serializing the parsed event again.
-  // The parsed batch lives in `arena` (a few blocks rather than several allocations per event).
   std::string batch_bytes, signature, batch_digest;
   std::unique_ptr<google::protobuf::Arena> arena;
   tripline::v1::EventBatch* batch = nullptr;  // in *arena
