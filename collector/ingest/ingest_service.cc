@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "platform/crypto/batch_signature.h"
 #include "platform/crypto/digest.h"
 #include "platform/crypto/signing_key.h"
@@ -18,6 +22,29 @@ using tripline::v1::PublishAck;
 using tripline::v1::SignedBatch;
 
 constexpr char kAgentIdMetadata[] = "tripline-agent-id";
+
+// Where each event of a batch lies in its signed bytes: (offset, length) of every `events` field's
+// payload, in order (the order the parser appends them in). False when the bytes are not a
+// well-formed sequence of fields.
+bool EventSpans(const std::string& batch, std::vector<std::pair<uint32_t, uint32_t>>* spans) {
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(batch.data()),
+                                            static_cast<int>(batch.size()));
+  for (;;) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.CurrentPosition() == static_cast<int>(batch.size());
+    if (WireFormatLite::GetTagFieldNumber(tag) == EventBatch::kEventsFieldNumber &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length)) return false;
+      const int offset = in.CurrentPosition();
+      if (!in.Skip(static_cast<int>(length))) return false;
+      spans->emplace_back(static_cast<uint32_t>(offset), length);
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
@@ -175,6 +202,11 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
   void MaybeReadLocked(Ops* ops) {
     if (read_pending_ || reads_done_ || finished_ || finish_status_) return;
     if (in_flight_ >= service_->max_in_flight()) return;
+    // The store writer is behind: wait for this stream's own batches to be answered (each answer
+    // comes back here) instead of queueing more. A stream with nothing in flight always reads,
+    // so every stream makes progress, and the writer's queue stays within its budget plus about
+    // one batch per stream.
+    if (in_flight_ > 0 && service_->writer()->Congested()) return;
     read_pending_ = true;
     ops->read = true;
   }
@@ -231,7 +263,14 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
                                     Printable(agent_id_), sb.batch().size()),
                     ops);
     }
-    auto batch = std::make_unique<EventBatch>();
+    // One arena per batch, its first block sized for the whole parse: allocated here, freed at
+    // once by the writer after the commit.
+    google::protobuf::ArenaOptions arena_options;
+    arena_options.start_block_size =
+        std::clamp<size_t>(sb.batch().size() + sb.batch().size() / 2, 4096, 1 << 20);
+    arena_options.max_block_size = 1 << 20;
+    auto arena = std::make_unique<google::protobuf::Arena>(arena_options);
+    EventBatch* batch = google::protobuf::Arena::CreateMessage<EventBatch>(arena.get());
     if (!batch->ParseFromString(sb.batch())) {
       return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
                     "signed batch bytes do not parse as a tripline.v1.EventBatch", ops);
@@ -241,6 +280,16 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
                     absl::StrFormat("batch %d names agent %s but the stream is agent %s",
                                     batch->batch_seq(), Printable(batch->agent_id(), 128),
                                     Printable(agent_id_)),
+                    ops);
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> spans;
+    spans.reserve(static_cast<size_t>(batch->events_size()));
+    if (!EventSpans(sb.batch(), &spans) ||
+        spans.size() != static_cast<size_t>(batch->events_size())) {
+      return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrFormat("batch %d: its %d events could not be located in the signed "
+                                    "bytes",
+                                    batch->batch_seq(), batch->events_size()),
                     ops);
     }
     if (batch->batch_seq() == 0) {
@@ -258,14 +307,17 @@ class PublishReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
         item.batch_bytes = std::move(*sb.mutable_batch());
         item.signature = std::move(*sb.mutable_signature());
         item.batch_digest = std::move(digest);
-        item.batch = std::move(batch);
+        item.arena = std::move(arena);
+        item.batch = batch;
+        item.event_spans = std::move(spans);
         break;
       case AgentRegistry::Verdict::kDuplicate:
         spdlog::debug("ingest: agent={} duplicate batch {}", Printable(agent_id_),
                       batch->batch_seq());
         item.kind = WriteItem::Kind::kDuplicate;
         item.batch_digest = std::move(digest);  // compared with the stored batch
-        item.batch = std::move(batch);
+        item.arena = std::move(arena);
+        item.batch = batch;
         break;
       case AgentRegistry::Verdict::kGap:
         return Refuse(grpc::StatusCode::DATA_LOSS,

@@ -76,6 +76,7 @@ bool StoreWriter::Submit(WriteItem& item) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_ || capped_ >= options_.max_queue) return false;
     ++capped_;
+    queued_bytes_.fetch_add(item.batch_bytes.size(), std::memory_order_relaxed);
     queue_.push_back(std::move(item));
   }
   cv_.notify_one();
@@ -133,7 +134,11 @@ void StoreWriter::Run() {
         queue_.pop_front();
       }
     }
+    size_t bytes = 0;
+    for (const WriteItem& item : group) bytes += item.batch_bytes.size();
     CommitGroup(group);
+    group.clear();  // the parsed batches go before the budget says they have
+    queued_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   }
 }
 
@@ -252,8 +257,13 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
       const tripline::v1::EventBatch& batch = *item.batch;
       RETURN_IF_ERROR(w.InsertBatch(item.agent_id, batch.batch_seq(), item.batch_bytes,
                                     item.signature, now));
-      std::string bytes;  // one buffer for every event of the batch
-      for (const Event& e : batch.events()) {
+      if (item.event_spans.size() != static_cast<size_t>(batch.events_size())) {
+        return absl::InternalError(absl::StrFormat(
+            "batch %d of agent %s: %d event spans for %d events", batch.batch_seq(),
+            Printable(item.agent_id), item.event_spans.size(), batch.events_size()));
+      }
+      for (int i = 0; i < batch.events_size(); ++i) {
+        const Event& e = batch.events(i);
         if (e.has_agent() && e.agent().kind() == tripline::v1::AgentEvent::HEARTBEAT) {
           // Kept in the signed batch, not as an event row: 1,440 rows a day per agent would
           // bury the events people look for. The agent's row shows the latest.
@@ -261,8 +271,8 @@ absl::Status StoreWriter::Apply(CollectorStore::Writer& w, WriteItem& item, cons
                                             e.agent().spool_batches(), e.agent().spool_bytes()));
           continue;
         }
-        bytes.clear();
-        e.SerializeToString(&bytes);
+        const auto [offset, length] = item.event_spans[static_cast<size_t>(i)];
+        const std::string_view bytes(item.batch_bytes.data() + offset, length);
         ASSIGN_OR_RETURN(int64_t event_id,
                          w.InsertEvent(item.agent_id, batch.batch_seq(), e.seq(),
                                        e.time_unix_ns(), EventKind(e), EventPath(e),

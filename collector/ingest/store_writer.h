@@ -7,6 +7,7 @@
 // Stop() drains: everything accepted before it is committed and answered.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -15,12 +16,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "collector/ingest/agent_registry.h"
 #include "collector/rules/log_thresholds.h"
 #include "collector/rules/rule_set.h"
 #include "collector/store/collector_store.h"
+#include "google/protobuf/arena.h"
 #include "platform/runtime/clock.h"
 #include "tripline/v1/event.pb.h"
 #include "tripline/v1/ingest.pb.h"
@@ -41,8 +45,13 @@ struct WriteItem {
   std::string public_key, hostname, version;
   bool rekeyed = false;
   // kBatch: the signed bytes as received, the signature, the parsed batch and its chain digest.
+  // The parsed batch lives in `arena` (a few blocks rather than several allocations per event).
+  // event_spans[i] is where batch->events(i) lies in batch_bytes (offset, length): the store keeps
+  // each event's bytes as signed instead of serializing the parsed event again.
   std::string batch_bytes, signature, batch_digest;
-  std::unique_ptr<tripline::v1::EventBatch> batch;
+  std::unique_ptr<google::protobuf::Arena> arena;
+  tripline::v1::EventBatch* batch = nullptr;  // in *arena
+  std::vector<std::pair<uint32_t, uint32_t>> event_spans;
   // kIntegrity: what was wrong, for the incident.
   std::string reason;
   // Called on the writer thread after the commit (or failure). May be empty.
@@ -53,6 +62,9 @@ class StoreWriter {
  public:
   struct Options {
     size_t max_queue = 4096;      // batches and duplicates waiting; Submit refuses past it
+    // Signed bytes of the batches waiting or being committed past which Congested() is true
+    // (their parsed form takes a few times more memory).
+    size_t congested_bytes = 32 << 20;
     size_t max_group = 256;       // items per transaction
     bool auto_respond = true;     // response.mode auto: open isolate actions
   };
@@ -69,6 +81,12 @@ class StoreWriter {
   // Queues a batch or duplicate; false (and `item` untouched) when the queue is full or the
   // writer has stopped: the caller refuses the batch.
   bool Submit(WriteItem& item);
+  // True while more than `congested_bytes` of batches wait or are being committed: streams that
+  // already have batches in the writer should wait for their answers before reading more, which
+  // bounds the collector's memory by that budget plus about one batch per stream.
+  bool Congested() const {
+    return queued_bytes_.load(std::memory_order_relaxed) > options_.congested_bytes;
+  }
   // Queues an enrollment or integrity record regardless of the cap (they are small and rare).
   // After Stop(), `done` runs at once with Unavailable.
   void SubmitUrgent(WriteItem item);
@@ -97,6 +115,7 @@ class StoreWriter {
   std::condition_variable cv_;
   std::deque<WriteItem> queue_;                // guarded by mu_
   size_t capped_ = 0;                          // batches + duplicates in queue_; guarded by mu_
+  std::atomic<size_t> queued_bytes_{0};        // batch_bytes of queued and committing batches
   bool stopping_ = false;                      // guarded by mu_
   std::shared_ptr<const RuleSet> rules_;       // guarded by mu_
   LogThresholds thresholds_;                   // owned by the writer thread

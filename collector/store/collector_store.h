@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -194,10 +195,12 @@ class CollectorStore {
     absl::StatusOr<std::optional<std::string>> GetBatchBytes(const std::string& agent_id,
                                                              uint64_t batch_seq);
     // `kind` is file|log|agent; path and change are empty unless it is a file event.
+    // `event_bytes` is the serialized tripline.v1.Event (the ingest path passes the event's bytes
+    // as they lie in the signed batch).
     absl::StatusOr<int64_t> InsertEvent(const std::string& agent_id, uint64_t batch_seq,
                                         uint64_t seq, int64_t time_ns, const std::string& kind,
                                         const std::string& path, const std::string& change,
-                                        const std::string& event_bytes, int64_t received_ns);
+                                        std::string_view event_bytes, int64_t received_ns);
 
     // Incidents. FindOpenIncident: the incident of (rule, agent) whose status is not resolved.
     absl::StatusOr<std::optional<int64_t>> FindOpenIncident(const std::string& rule_id,

@@ -67,8 +67,9 @@ int64_t PeakRssKib() {
 }
 
 // The child: a collector on 127.0.0.1:0 with no rules; writes its port to `out`, waits for a
-// byte on `in`, then writes its CPU time and peak RSS and exits.
-[[noreturn]] void RunCollector(int in, int out) {
+// byte on `in`, then writes its CPU time and peak RSS. Returns the exit code; the database goes
+// with `dir` on return (the child leaves through _exit, which runs no destructors).
+int RunCollector(int in, int out) {
   tripline::testing::TempDir dir;
   CollectorParts parts;
   parts.config.listen = "127.0.0.1:0";
@@ -79,15 +80,15 @@ int64_t PeakRssKib() {
   parts.enrollment_token = kToken;
   parts.operator_token = "bench-operator-token";
   absl::StatusOr<RuleSet> rules = ParseRules("rules: []\n", "rules.yaml");
-  if (!rules.ok()) _exit(2);
+  if (!rules.ok()) return 2;
   parts.rules = *std::move(rules);
   absl::StatusOr<std::unique_ptr<CollectorDaemon>> daemon = CollectorDaemon::Start(std::move(parts));
   if (!daemon.ok()) {
     std::fprintf(stderr, "collector: %s\n", daemon.status().ToString().c_str());
-    _exit(2);
+    return 2;
   }
   const int port = (*daemon)->port();
-  if (write(out, &port, sizeof(port)) != sizeof(port)) _exit(2);
+  if (write(out, &port, sizeof(port)) != sizeof(port)) return 2;
   char c;
   while (read(in, &c, 1) < 0 && errno == EINTR) {
   }
@@ -97,9 +98,10 @@ int64_t PeakRssKib() {
   u.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                   static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   u.peak_rss_kib = PeakRssKib();
-  if (write(out, &u, sizeof(u)) != sizeof(u)) _exit(2);
+  const bool sent = write(out, &u, sizeof(u)) == sizeof(u);
   (*daemon)->Stop();
-  _exit(0);
+  daemon->reset();
+  return sent ? 0 : 2;
 }
 
 struct Stream {
@@ -207,8 +209,12 @@ int Round(const Options& o, int streams) {
     close(to_child[1]);
     close(from_child[0]);
     const std::string in = std::to_string(to_child[0]), out = std::to_string(from_child[1]);
-    execl("/proc/self/exe", "ingest_bench", "--serve", in.c_str(), out.c_str(),
-          static_cast<char*>(nullptr));
+    // By its real path, so that profilers attribute the child's samples to this binary.
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) _exit(127);
+    self[n] = '\0';
+    execl(self, "ingest_bench", "--serve", in.c_str(), out.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   close(to_child[0]);
@@ -268,7 +274,14 @@ int Round(const Options& o, int streams) {
   int64_t failed = 0;
   for (auto& s : all) {
     lat.insert(lat.end(), s->latency_ms.begin(), s->latency_ms.end());
-    if (!s->status.ok() || s->acked < s->batches.size()) ++failed;
+    if (!s->status.ok() || s->acked < s->batches.size()) {
+      if (failed++ == 0) {
+        std::fprintf(stderr, "ingest_bench: %s: %d of %d batches acked, status %d %s\n",
+                     s->agent_id.c_str(), static_cast<int>(s->acked),
+                     static_cast<int>(s->batches.size()), static_cast<int>(s->status.error_code()),
+                     s->status.error_message().c_str());
+      }
+    }
   }
   const double events = static_cast<double>(per_stream) * streams;
   std::printf("%7d  %10.0f  %10d  %8.2f  %8.2f  %9.2f  %10.0f  %10d  %s\n", streams,
@@ -287,7 +300,7 @@ int main(int argc, char** argv) {
   using tripline::collector::Options;
   if (argc == 4 && std::string(argv[1]) == "--serve") {
     (void)tripline::InitLogging("ingest_bench-collector", "warn");
-    tripline::collector::RunCollector(std::atoi(argv[2]), std::atoi(argv[3]));
+    _exit(tripline::collector::RunCollector(std::atoi(argv[2]), std::atoi(argv[3])));
   }
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -1,6 +1,8 @@
 // Ingest through a real in-process server on 127.0.0.1:0 and a client that signs like an agent.
 #include "collector/ingest/ingest_service.h"
 
+#include <atomic>
+
 #include "gtest/gtest.h"
 #include "platform/crypto/digest.h"
 #include "tests/unit/collector/collector_test_env.h"
@@ -81,6 +83,79 @@ TEST(Ingest, StoredBatchIsTheSignedBytesAsReceived) {
   ASSERT_TRUE(*s->Step());
   EXPECT_EQ(s->ColumnText(0), batches[0].batch());
   EXPECT_TRUE(VerifyBatchSignature(agent.key().public_key(), s->ColumnText(0), s->ColumnText(1)));
+}
+
+// Each event is stored as the agent signed it, byte for byte, not as the collector would encode
+// it again: here one event carries a field this collector does not know ahead of the known ones
+// (encoding it again would move that field to the end).
+TEST(Ingest, EventsAreStoredAsSignedByteForByte) {
+  TestCollector c(kNoRules);
+  c.Start();
+  TestAgent agent(kAgent, c.channel());
+  ASSERT_TRUE(agent.Enroll().ok());
+  tripline::v1::EventBatch header;
+  header.set_agent_id(kAgent);
+  header.set_batch_seq(1);
+  header.set_prev_digest(GenesisDigest());
+  const std::string known = TestAgent::FileEvent("/etc/a", tripline::v1::FileEvent::MODIFIED, 1)
+                                .SerializeAsString();
+  const std::string unknown_first =
+      std::string("\xc0\x3e\x07", 3) +  // field 1000, varint 7
+      TestAgent::FileEvent("/etc/b", tripline::v1::FileEvent::MODIFIED, 2).SerializeAsString();
+  std::string bytes = header.SerializeAsString();
+  for (const std::string& e : {known, unknown_first}) {
+    ASSERT_LT(e.size(), 128u);
+    bytes += '\x22';  // field 4 (events), length-delimited; a one-byte length follows
+    bytes += static_cast<char>(e.size());
+    bytes += e;
+  }
+  SignedBatch sb;
+  sb.set_batch(bytes);
+  sb.set_signature(SignBatch(agent.key(), bytes));
+  TestAgent::PublishOutcome out = agent.Publish({sb}, 1);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  absl::StatusOr<std::vector<EventRecord>> events = c.store()->QueryEvents({});
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].event, known);
+  EXPECT_EQ((*events)[1].event, unknown_first);
+  Event parsed;
+  ASSERT_TRUE(parsed.ParseFromString((*events)[1].event));
+  EXPECT_EQ(parsed.file().path(), "/etc/b");
+}
+
+// The writer is congested while more signed bytes than its budget wait or are being committed,
+// and no longer once they are answered: that is what makes streams pause their reads.
+TEST(Ingest, WriterIsCongestedUntilQueuedBatchesAreCommitted) {
+  tripline::testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<CollectorStore>> store =
+      CollectorStore::Open(dir.Sub("collector.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  AgentRegistry registry;
+  ASSERT_TRUE(registry.Load(store->get()).ok());
+  absl::StatusOr<RuleSet> rules = ParseRules(kNoRules, "rules.yaml");
+  ASSERT_TRUE(rules.ok());
+  StoreWriter::Options options;
+  options.congested_bytes = 1000;
+  StoreWriter writer(store->get(), &registry, std::make_shared<const RuleSet>(*std::move(rules)),
+                     options, SystemClock(), nullptr);
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 2; ++i) {
+    // A resend of a batch the store does not have: committed as nothing, answered ok.
+    WriteItem item;
+    item.kind = WriteItem::Kind::kDuplicate;
+    item.agent_id = kAgent;
+    item.batch_bytes = std::string(600, 'b');
+    item.done = [&answered](const WriteResult& r) {
+      EXPECT_TRUE(r.status.ok()) << r.status;
+      ++answered;
+    };
+    ASSERT_TRUE(writer.Submit(item));
+    EXPECT_EQ(writer.Congested(), i == 1);  // 600 bytes are within the budget, 1,200 are not
+  }
+  writer.Start();
+  EXPECT_TRUE(WaitFor([&] { return answered == 2 && !writer.Congested(); }));
+  writer.Stop();
 }
 
 TEST(Ingest, FlippedBitIsUnauthenticatedAndOpensAnIntegrityIncident) {

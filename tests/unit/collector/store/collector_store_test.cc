@@ -260,7 +260,7 @@ TEST(CollectorStore, KeyHistoryMigrationStartsAtTheCurrentKey) {
     // A database from before the key history.
     auto db = Database::Open(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)->Exec("DROP TABLE agent_keys; PRAGMA user_version=7").ok());
+    ASSERT_TRUE((*db)->Exec("DROP TABLE agent_keys; PRAGMA user_version=8").ok());
   }
   auto store = CollectorStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
@@ -270,6 +270,68 @@ TEST(CollectorStore, KeyHistoryMigrationStartsAtTheCurrentKey) {
   EXPECT_EQ((*keys)[0].from_seq, 1u);
   EXPECT_EQ((*keys)[0].public_key, std::string(32, 'k'));
   EXPECT_EQ((*keys)[0].pinned_ns, 1);
+}
+
+// Migration 8 drops the events table's secondary indexes in place: a database of version 7 keeps
+// its events and ids, and event queries answer as before.
+TEST(CollectorStore, EventIndexesAreDroppedInPlace) {
+  tripline::testing::TempDir dir;
+  const std::string path = dir.Sub("c.db");
+  {
+    auto store = CollectorStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto w = (*store)->BeginWrite();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-1")).ok());
+    ASSERT_TRUE(w->InsertAgent(Agent("i-2")).ok());
+    ASSERT_TRUE(w->InsertBatch("i-1", 1, "b", "s", 1).ok());
+    ASSERT_TRUE(w->InsertBatch("i-2", 1, "b", "s", 1).ok());
+    for (int i = 1; i <= 6; ++i) {
+      ASSERT_TRUE(w->InsertEvent(i % 2 ? "i-1" : "i-2", 1, i, 100 + i, i % 3 ? "file" : "log",
+                                 absl::StrFormat("/etc/f%d", i), "modified",
+                                 absl::StrFormat("event-%d", i), 1)
+                      .ok());
+    }
+    ASSERT_TRUE(w->Commit().ok());
+  }
+  auto count_indexes = [&]() {
+    auto db = Database::Open(path);
+    EXPECT_TRUE(db.ok());
+    auto s = (*db)->Prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND "
+                            "tbl_name = 'events' AND sql IS NOT NULL");
+    EXPECT_TRUE(s.ok());
+    EXPECT_TRUE(*s->Step());
+    return s->ColumnInt(0);
+  };
+  EXPECT_EQ(count_indexes(), 0);
+  {
+    // Make it a database of version 7, with the indexes migration 6 created.
+    auto db = Database::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Exec("CREATE INDEX events_by_agent ON events(agent_id, id); "
+                            "CREATE INDEX events_by_time ON events(time_ns); "
+                            "CREATE INDEX events_by_kind ON events(kind, id); "
+                            "DROP TABLE agent_keys; PRAGMA user_version=7")
+                    .ok());
+  }
+  EXPECT_EQ(count_indexes(), 3);
+  auto store = CollectorStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(count_indexes(), 0);
+  EventQuery q;
+  q.agent_id = "i-2";
+  q.kind = "file";
+  q.since_ns = 103;
+  auto events = (*store)->QueryEvents(q);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 1u);  // event 4 (i-2, file, time 104); 6 is a log event
+  EXPECT_EQ((*events)[0].event, "event-4");
+  q = EventQuery{};
+  q.text = "event-5";
+  events = (*store)->QueryEvents(q);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].agent_id, "i-1");
 }
 
 }  // namespace
