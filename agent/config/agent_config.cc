@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "re2/re2.h"
 #include "platform/config/config_node.h"
+#include "platform/net/plain_http.h"
 #include "platform/runtime/status_macros.h"
 
 namespace tripline::agent {
@@ -131,9 +132,8 @@ absl::StatusOr<AgentConfig> Parse(const ConfigNode& root, AgentConfigUse use) {
   if (std::optional<ConfigNode> imds = root.Child("imds")) {
     RETURN_IF_ERROR(imds->ExpectKeys({"endpoint", "timeout", "attempts"}));
     ASSIGN_OR_RETURN(c.imds.endpoint, imds->String("endpoint", c.imds.endpoint));
-    if (c.imds.endpoint.rfind("http://", 0) != 0 && c.imds.endpoint.rfind("https://", 0) != 0) {
-      return imds->Child("endpoint")->Error(
-          absl::StrFormat("expected an http:// or https:// URL, got '%s'", c.imds.endpoint));
+    if (absl::Status st = ParsePlainHttpEndpoint(c.imds.endpoint).status(); !st.ok()) {
+      return imds->Child("endpoint")->Error(std::string(st.message()));
     }
     while (c.imds.endpoint.size() > 8 && c.imds.endpoint.back() == '/') c.imds.endpoint.pop_back();
     ASSIGN_OR_RETURN(c.imds.timeout_ms, imds->DurationMs("timeout", c.imds.timeout_ms, 1, 60000));

@@ -1,12 +1,11 @@
 #include "agent/identity/instance_metadata.h"
 
-#include <curl/curl.h>
-
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "platform/net/plain_http.h"
 #include "platform/runtime/logging.h"
 #include "platform/runtime/status_macros.h"
 
@@ -15,60 +14,12 @@ namespace {
 
 constexpr size_t kMaxAnswer = 16 << 10;
 
-struct Answer {
-  long status = 0;
-  std::string body;
-};
-
-size_t Collect(char* data, size_t size, size_t n, void* user) {
-  auto* out = static_cast<std::string*>(user);
-  if (out->size() + size * n > kMaxAnswer) return 0;  // curl fails the transfer
-  out->append(data, size * n);
-  return size * n;
-}
-
-absl::StatusOr<Answer> Http(const std::string& method, const std::string& url,
-                            const std::string& header, absl::Duration timeout) {
-  CURL* h = curl_easy_init();
-  if (h == nullptr) return absl::InternalError("curl_easy_init failed");
-  curl_slist* list = curl_slist_append(nullptr, header.c_str());
-  Answer answer;
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  const long timeout_ms = static_cast<long>(absl::ToInt64Milliseconds(timeout));
-  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
-  if (method == "PUT") {
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-  }
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Collect);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &answer.body);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  const CURLcode rc = curl_easy_perform(h);
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &answer.status);
-  curl_slist_free_all(list);
-  curl_easy_cleanup(h);
-  if (rc == CURLE_WRITE_ERROR) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("%s %s: answer over %d bytes", method, Printable(url), kMaxAnswer));
-  }
-  if (rc != CURLE_OK) {
-    return absl::UnavailableError(absl::StrCat(method, " ", Printable(url), ": ",
-                                               errbuf[0] ? errbuf : curl_easy_strerror(rc)));
-  }
-  return answer;
-}
+using Answer = PlainHttpAnswer;
 
 class Imds {
  public:
-  explicit Imds(const ImdsOptions& options) : options_(options) {}
+  Imds(const ImdsOptions& options, PlainHttpEndpoint endpoint)
+      : options_(options), endpoint_(std::move(endpoint)) {}
 
   // One GET with the session token, retried; a 401 (token expired or revoked) fetches a new one.
   absl::StatusOr<std::string> Get(const std::string& path) {
@@ -84,8 +35,7 @@ class Imds {
           continue;
         }
       }
-      absl::StatusOr<Answer> a = Http("GET", options_.endpoint + path,
-                                      "X-aws-ec2-metadata-token: " + token_, options_.timeout);
+      absl::StatusOr<Answer> a = Http("GET", path, "X-aws-ec2-metadata-token: " + token_);
       if (!a.ok()) {
         last = a.status();
         if (a.status().code() != absl::StatusCode::kUnavailable) return a.status();
@@ -110,9 +60,8 @@ class Imds {
 
  private:
   absl::Status FetchToken() {
-    ASSIGN_OR_RETURN(Answer a,
-                     Http("PUT", options_.endpoint + "/latest/api/token",
-                          "X-aws-ec2-metadata-token-ttl-seconds: 21600", options_.timeout));
+    ASSIGN_OR_RETURN(Answer a, Http("PUT", "/latest/api/token",
+                                    "X-aws-ec2-metadata-token-ttl-seconds: 21600"));
     if (a.status != 200 || a.body.empty() || a.body.size() > 1024 ||
         a.body.find_first_of("\r\n") != std::string::npos) {
       return absl::Status(
@@ -123,7 +72,19 @@ class Imds {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<Answer> Http(const std::string& method, const std::string& path,
+                              const std::string& header) {
+    PlainHttpRequest r;
+    r.method = method;
+    r.path = path;
+    r.headers = {header};
+    r.timeout = options_.timeout;
+    r.max_body = kMaxAnswer;
+    return PlainHttpCall(endpoint_, r);
+  }
+
   const ImdsOptions& options_;
+  const PlainHttpEndpoint endpoint_;
   std::string token_;  // secret for its lifetime; never logged
 };
 
@@ -146,7 +107,12 @@ bool IsBase64Text(const std::string& s) {
 }  // namespace
 
 absl::StatusOr<InstanceMetadata> ReadInstanceMetadata(const ImdsOptions& options) {
-  Imds imds(options);
+  absl::StatusOr<PlainHttpEndpoint> endpoint = ParsePlainHttpEndpoint(options.endpoint);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("imds.endpoint %s", endpoint.status().message()));
+  }
+  Imds imds(options, *std::move(endpoint));
   InstanceMetadata m;
   ASSIGN_OR_RETURN(m.instance_id, imds.Get("/latest/meta-data/instance-id"));
   if (!IsInstanceId(m.instance_id)) {

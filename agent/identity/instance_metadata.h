@@ -3,8 +3,8 @@
 // collector checks at enrollment (collector/ingest/instance_identity.h).
 //
 // IMDSv2 only: PUT /latest/api/token with X-aws-ec2-metadata-token-ttl-seconds first, then GETs
-// carrying X-aws-ec2-metadata-token. Never through a proxy, no redirects, answers capped at
-// 16 KiB. Each request is retried (`attempts` in all, `retry_delay` apart) when IMDS cannot be
+// carrying X-aws-ec2-metadata-token, over plain HTTP to a numeric address (platform/net/
+// plain_http.h: never through a proxy, no redirects, answers capped at 16 KiB). Each request is retried (`attempts` in all, `retry_delay` apart) when IMDS cannot be
 // reached or answers 5xx; a 401 fetches a fresh token once. Errors name the path and the reason.
 // Threads: none of its own; blocking calls, meant for start-up.
 #pragma once
@@ -17,7 +17,7 @@
 namespace tripline::agent {
 
 struct ImdsOptions {
-  std::string endpoint = "http://169.254.169.254";
+  std::string endpoint = "http://169.254.169.254";  // or http://[fd00:ec2::254] (IPv6-only)
   absl::Duration timeout = absl::Seconds(2);  // per HTTP request
   int attempts = 3;                           // per request
   absl::Duration retry_delay = absl::Milliseconds(500);

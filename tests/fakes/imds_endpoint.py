@@ -76,6 +76,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/latest/api/token":
             self._send(404, "not found")
             return
+        if self.server.args.token_status != 200:  # e.g. 403: IMDS turned off for the instance
+            self._send(self.server.args.token_status, "token refused")
+            return
         ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
         if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
             self._send(400, "bad ttl")
@@ -172,6 +175,7 @@ def main(argv):
     ap.add_argument("--identity-key", default=None)
     ap.add_argument("--account-id", default="111122223333")
     ap.add_argument("--document-instance-id", default=None)
+    ap.add_argument("--token-status", type=int, default=200)
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     if not ipaddress.ip_address(host).is_loopback:

@@ -254,7 +254,15 @@ TEST(AgentConfig, WithoutAgentIdTheIdentityComesFromImds) {
   c = ParseAgentConfig(text + "imds:\n  endpoint: 169.254.169.254\n", "agent.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(Message(c), HasSubstr("agent.yaml:"));
-  EXPECT_THAT(Message(c), HasSubstr("expected an http:// or https:// URL"));
+  EXPECT_THAT(Message(c), HasSubstr("expected http:// and a numeric address"));
+  // IMDS is plain HTTP at a numeric address: a name or TLS is a mistake, said where it is.
+  c = ParseAgentConfig(text + "imds:\n  endpoint: https://169.254.169.254\n", "agent.yaml");
+  EXPECT_THAT(Message(c), HasSubstr("expected http:// and a numeric address"));
+  c = ParseAgentConfig(text + "imds:\n  endpoint: http://metadata.internal\n", "agent.yaml");
+  EXPECT_THAT(Message(c), HasSubstr("IPv4 address or a bracketed IPv6 address"));
+  c = ParseAgentConfig(text + "imds:\n  endpoint: http://[fd00:ec2::254]\n", "agent.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->imds.endpoint, "http://[fd00:ec2::254]");
   c = ParseAgentConfig(text + "imds:\n  attempts: 0\n", "agent.yaml");
   EXPECT_FALSE(c.ok());
   c = ParseAgentConfig(text + "imds:\n  token: x\n", "agent.yaml");

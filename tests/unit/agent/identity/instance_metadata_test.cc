@@ -97,15 +97,15 @@ TEST(InstanceMetadata, FakeRefusesGetsWithoutAToken) {
 }
 
 TEST(InstanceMetadata, TokenRefusedIsAClearError) {
-  LocalEndpoint imds(TRIPLINE_IMDS_ENDPOINT_SCRIPT, {});
+  LocalEndpoint imds(TRIPLINE_IMDS_ENDPOINT_SCRIPT, {"--token-status", "403"});
   ASSERT_TRUE(imds.running());
   ImdsOptions o;
-  o.endpoint = imds.url() + "/elsewhere";  // the token PUT answers 404 there
+  o.endpoint = imds.url();
   absl::StatusOr<InstanceMetadata> m = ReadInstanceMetadata(o);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("IMDSv2 token"));
-  EXPECT_THAT(std::string(m.status().message()), HasSubstr("HTTP 404"));
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("HTTP 403"));
 }
 
 TEST(InstanceMetadata, MissingDocumentNamesThePath) {
