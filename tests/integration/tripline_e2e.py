@@ -810,7 +810,10 @@ def scenario_agent_kill9(fleet, demo=False):
 def scenario_collector_down(fleet, demo=False):
     """The collector is down while events keep coming: the spool grows, then drains after the
     restart, and deletes its acked segments."""
-    data = fault_world(fleet, extra="spool:\n  max_bytes: 8388608\n")
+    # Room for every event, however many TRIPLINE_E2E_FAULT_EVENTS asks for: this scenario is
+    # about growing and draining; reaching the cap is spool_cap's.
+    cap = max(8 << 20, FAULT_EVENTS * 512)
+    data = fault_world(fleet, extra=f"spool:\n  max_bytes: {cap}\n")
     port = kill_collector(fleet, signal.SIGTERM)
     names = create_files(data, "f", FAULT_EVENTS)
     wait_for("every event in the agent's spool",
